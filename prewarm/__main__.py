@@ -1,0 +1,3 @@
+from prewarm.cli import main
+
+raise SystemExit(main())

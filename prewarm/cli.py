@@ -1,0 +1,140 @@
+"""The ``prewarm`` command line: argument handling only (DESIGN.md, Command line contract).
+
+Each sub-command's work lives in the module that owns it; this file parses
+arguments, imports that module lazily (so ``prewarm sql`` does not pay for
+statsmodels) and turns expected errors into a one-line reason and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from prewarm import __version__
+
+
+class CommandError(Exception):
+    """An expected failure: printed as one line on stderr, exit status 1."""
+
+
+def _lazy(module: str, func: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        return importlib.import_module(module).__getattribute__(func)(args)
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="prewarm",
+        description="Predictive prewarming proxy for Ollama and vLLM.",
+    )
+    p.add_argument("--version", action="version", version=f"prewarm {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    s = sub.add_parser("serve", help="run the proxy, forecaster schedule and prewarmer")
+    s.add_argument("--upstream", help="upstream base URL (Ollama, vLLM or the emulator)")
+    s.add_argument("--upstream-kind", choices=["ollama", "vllm", "openai"], help="default: ollama")
+    s.add_argument("--listen", help="HOST:PORT to listen on (default 127.0.0.1:11435)")
+    s.add_argument("--db", help="DuckDB file (default data/prewarm.duckdb)")
+    s.add_argument("--config", help="TOML config file")
+    s.add_argument("--vram-budget", help="VRAM budget, e.g. 24GB or 22GiB")
+    s.add_argument("--catalog", help="catalog CSV model,size_bytes,load_seconds")
+    s.add_argument("--no-schedule", action="store_true", help="proxy and log only: no training, forecasting or prewarming")
+    s.set_defaults(func=_lazy("prewarm.serve", "run"))
+
+    s = sub.add_parser("emulate", help="run the built-in Ollama emulator (no GPU needed)")
+    s.add_argument("--listen", default="127.0.0.1:11434")
+    s.add_argument("--catalog", help="catalog CSV (default: the sample catalog)")
+    s.add_argument("--vram", default="24GB", help="emulated VRAM, e.g. 24GB")
+    s.add_argument("--time-scale", type=float, default=1.0, help="multiply every load time by this")
+    s.add_argument("--tokens-per-second", type=float, default=200.0, help="emulated generation speed")
+    s.set_defaults(func=_lazy("prewarm.emulator.main", "run"))
+
+    s = sub.add_parser("sql", help="run a read-only SQL query on the database")
+    s.add_argument("--db", help="DuckDB file (default data/prewarm.duckdb)")
+    s.add_argument("--config", help="TOML config file")
+    s.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    s.add_argument("query")
+    s.set_defaults(func=_lazy("prewarm.store.commands", "run_sql"))
+
+    s = sub.add_parser("status", help="summary of requests, cold starts, forecasts and actions")
+    s.add_argument("--db", help="DuckDB file (default data/prewarm.duckdb)")
+    s.add_argument("--config", help="TOML config file")
+    s.set_defaults(func=_lazy("prewarm.store.commands", "run_status"))
+
+    s = sub.add_parser("train", help="train the forecaster on the request log or a trace")
+    s.add_argument("--db", help="DuckDB file (default data/prewarm.duckdb)")
+    s.add_argument("--config", help="TOML config file")
+    s.add_argument("--trace", help="learn from a trace file (CSV/Parquet ts,model[,user]); results still go to --db")
+    s.add_argument("--window", help="forecast window, e.g. 5m (default from config)")
+    s.add_argument("--models-dir", help="where run artifacts go (default models/)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(func=_lazy("prewarm.forecast.commands", "run_train"))
+
+    s = sub.add_parser("forecast", help="write forecasts for the next windows from the latest model")
+    s.add_argument("--db", help="DuckDB file (default data/prewarm.duckdb)")
+    s.add_argument("--config", help="TOML config file")
+    s.add_argument("--models-dir", help="where run artifacts are (default models/)")
+    s.add_argument("--horizon", type=int, help="windows ahead (default from config)")
+    s.set_defaults(func=_lazy("prewarm.forecast.commands", "run_forecast"))
+
+    s = sub.add_parser("plan", help="show (and with --apply, carry out) the prewarm plan now")
+    s.add_argument("--db", help="DuckDB file (default data/prewarm.duckdb)")
+    s.add_argument("--config", help="TOML config file")
+    s.add_argument("--upstream", help="upstream base URL")
+    s.add_argument("--vram-budget", help="VRAM budget, e.g. 24GB")
+    s.add_argument("--catalog", help="catalog CSV")
+    s.add_argument("--apply", action="store_true", help="carry the plan out on the upstream")
+    s.set_defaults(func=_lazy("prewarm.prewarmer", "run_plan_command"))
+
+    s = sub.add_parser("workload", help="synthetic workloads")
+    wsub = s.add_subparsers(dest="workload_command", metavar="KIND", required=True)
+    w = wsub.add_parser("synth", help="write a synthetic trace (Zipf popularity, daily/weekly cycles, users)")
+    w.add_argument("--models", type=int, default=20)
+    w.add_argument("--users", type=int, default=100)
+    w.add_argument("--days", type=float, default=14)
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--rate", type=float, default=None, help="mean requests per user per active hour")
+    w.add_argument("-o", "--output", required=True, help="FILE.parquet or FILE.csv")
+    w.set_defaults(func=_lazy("prewarm.workload", "run_synth"))
+
+    s = sub.add_parser("replay", help="replay a trace under several policies and compare cold starts")
+    s.add_argument("--trace", required=True, help="CSV/Parquet (ts,model[,user]) or a prewarm DuckDB file")
+    s.add_argument("--catalog", help="catalog CSV model,size_bytes,load_seconds")
+    s.add_argument("--vram-budget", help="budget or comma-separated budgets to sweep, e.g. 24GB,48GB")
+    s.add_argument("--policy", help="comma-separated: ollama,lru,topn,histogram,forecast,oracle (default all)")
+    s.add_argument("--warmup", type=float, default=0.3, help="fraction of the trace's span not scored (default 0.3)")
+    s.add_argument("--train-fraction", type=float, default=None, help="forecast policy: initial training part (default = --warmup)")
+    s.add_argument("--retrain-every", default="1d", help="forecast policy: refit interval in trace time (default 1d)")
+    s.add_argument("--window", default="5m", help="forecast/plan window (default 5m)")
+    s.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    s.add_argument("--plot", help="write a PNG comparing the policies")
+    s.set_defaults(func=_lazy("prewarm.sim.commands", "run_replay"))
+
+    s = sub.add_parser("demo", help="emulator + proxy + forecaster + prewarmer, end to end, in a few minutes")
+    s.add_argument("--workdir", help="where the demo's database and models go (default: a temporary folder)")
+    s.add_argument("--quick", action="store_true", help="a shorter run")
+    s.set_defaults(func=_lazy("prewarm.demo", "run"))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from prewarm.catalog import CatalogError
+    from prewarm.config import ConfigError
+
+    try:
+        return int(args.func(args) or 0)
+    except (CommandError, ConfigError, CatalogError, FileNotFoundError) as exc:
+        print(f"prewarm {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The transparent proxy: Ollama /api/*, OpenAI-compatible /v1/*, streaming passthrough."""

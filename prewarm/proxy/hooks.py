@@ -1,0 +1,31 @@
+"""The seam between the proxy and the parts that act on the GPU.
+
+The proxy forwards and logs; whether a model is resident, what must be evicted
+before a request may trigger a load, and which keep_alive a request should carry
+are decided elsewhere (the prewarmer). The proxy only calls these hooks, so it
+works the same with a plain residency tracker (no prewarming) or the full prewarmer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from prewarm.records import RequestEvent
+
+
+class ProxyHooks(Protocol):
+    def is_resident(self, model: str) -> bool | None:
+        """Whether the upstream holds the model now (None: not known). Must not do I/O."""
+
+    async def before_forward(self, model: str, body: dict[str, Any], endpoint: str) -> dict[str, Any] | None:
+        """Called before a request for `model` is forwarded.
+
+        May wait (making room under the budget) and may return a replacement body
+        (e.g. with keep_alive set); None forwards the client's bytes untouched.
+        """
+
+    def request_started(self, model: str) -> None:
+        """A request for `model` is in flight: it must not be evicted until finished."""
+
+    def request_finished(self, model: str, event: RequestEvent) -> None:
+        """The request is done (any status); `event` is the row about to be logged."""

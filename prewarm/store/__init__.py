@@ -1,0 +1,1 @@
+"""DuckDB store: schema, buffered writer and read helpers (DESIGN.md, Store)."""
