@@ -1,0 +1,239 @@
+"""The prewarm planner: which models should be resident, and in which order to get there.
+
+Pure functions, no I/O, so the live prewarmer and the trace replay run exactly the
+same decisions and both can be tested exhaustively.
+
+A model's *value* is what a cold start would cost if it is asked for and not
+resident: ``p_any x load_seconds`` (expected seconds of added latency over the
+horizon). Its *density* is value per byte of VRAM. The budget is filled greedily by
+density, which is the classic fractional-knapsack heuristic and good enough when
+models are small compared with the budget.
+
+Rules, in order of precedence:
+
+* a resident model with requests in flight is never evicted, and neither is a
+  resident pinned model — even when that leaves the resident set over budget
+  (then only evictions happen);
+* pinned models that are not resident are loaded first when they fit;
+* a resident model keeps its place unless a candidate beats its density by the
+  hysteresis factor, so small forecast changes do not swap models back and forth
+  (each swap costs a full load);
+* a model whose ``p_any`` is below ``min_p_any`` is not loaded ahead of demand, and a
+  resident one is let go once its ``p_any`` falls below ``min_p_any / (1 + hysteresis)``;
+* evictions come before loads, loads go one at a time with the soonest expected
+  demand first, and no step ever leaves more than the budget resident unless the
+  set was already over budget before the plan (and then only evictions happen).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+
+@dataclass(frozen=True, slots=True)
+class ModelView:
+    """What the planner knows about one model at planning time."""
+
+    model: str
+    size_bytes: int
+    load_seconds: float
+    p_any: float  # P(>=1 request within the planning horizon)
+    next_demand_s: float | None = None  # seconds until its likely first request; None = unknown
+    resident: bool = False
+    in_flight: int = 0
+    pinned: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("ModelView.model must be a non-empty name")
+        if self.size_bytes < 0:
+            raise ValueError(f"{self.model}: size_bytes must be >= 0, got {self.size_bytes}")
+        if not (math.isfinite(self.load_seconds) and self.load_seconds >= 0):
+            raise ValueError(f"{self.model}: load_seconds must be finite and >= 0, got {self.load_seconds}")
+        if not (0.0 <= self.p_any <= 1.0):
+            raise ValueError(f"{self.model}: p_any must be in [0, 1], got {self.p_any}")
+        if self.in_flight < 0:
+            raise ValueError(f"{self.model}: in_flight must be >= 0, got {self.in_flight}")
+
+    @property
+    def value(self) -> float:
+        """Expected seconds of cold-start latency avoided by having it resident."""
+        return self.p_any * self.load_seconds
+
+    @property
+    def density(self) -> float:
+        """Value per byte; a zero-size model counts as one byte so it sorts first, not as a division error."""
+        return self.value / max(self.size_bytes, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class PlanAction:
+    model: str
+    action: str  # "load" | "unload" | "keep"
+    reason: str
+    resident_bytes_after: int  # bytes resident once this action is done
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    hysteresis: float = 0.25  # a resident model is only displaced by a candidate whose value density is this much higher
+    min_p_any: float = 0.05  # below this, a model is not worth loading ahead of demand
+
+    def __post_init__(self) -> None:
+        if not (self.hysteresis >= 0 and math.isfinite(self.hysteresis)):
+            raise ValueError(f"hysteresis must be finite and >= 0, got {self.hysteresis}")
+        if not (0.0 <= self.min_p_any <= 1.0):
+            raise ValueError(f"min_p_any must be in [0, 1], got {self.min_p_any}")
+
+
+def _check(models: Sequence[ModelView], budget_bytes: int) -> None:
+    if budget_bytes < 0:
+        raise ValueError(f"budget_bytes must be >= 0, got {budget_bytes}")
+    seen: set[str] = set()
+    for m in models:
+        if m.model in seen:
+            raise ValueError(f"model {m.model!r} appears twice in the planner input")
+        seen.add(m.model)
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB"
+
+
+def _describe(m: ModelView) -> str:
+    return f"p_any={m.p_any:.2f} x load {m.load_seconds:.1f}s = {m.value:.2f}s expected cold-start cost, {_gb(m.size_bytes)}"
+
+
+def _forced(m: ModelView) -> bool:
+    """Resident models the plan may not touch."""
+    return m.resident and (m.in_flight > 0 or m.pinned)
+
+
+def plan(models: Sequence[ModelView], budget_bytes: int, config: PlanConfig = PlanConfig()) -> list[PlanAction]:
+    """Ordered actions that bring the resident set to the best one within the budget.
+
+    Returns ``keep`` actions for resident models that stay (first), then ``unload``
+    (lowest density first), then ``load`` (soonest demand first, then highest value).
+    Applying the result and planning again with the same inputs gives only ``keep``s.
+    """
+    _check(models, budget_bytes)
+    boost = 1.0 + config.hysteresis
+    resident_min_p = config.min_p_any / boost
+
+    forced = [m for m in models if _forced(m)]
+    used = sum(m.size_bytes for m in forced)
+    chosen: dict[str, str] = {}
+    for m in forced:
+        chosen[m.model] = "requests in flight" if m.in_flight > 0 else "pinned"
+
+    pinned_new = sorted(
+        (m for m in models if m.pinned and not m.resident),
+        key=lambda m: (m.next_demand_s if m.next_demand_s is not None else math.inf, -m.value, m.model),
+    )
+    for m in pinned_new:
+        if used + m.size_bytes <= budget_bytes:
+            chosen[m.model] = "pinned"
+            used += m.size_bytes
+
+    def eligible(m: ModelView) -> bool:
+        if m.resident:
+            return m.p_any >= resident_min_p
+        return m.p_any >= config.min_p_any and m.value > 0
+
+    def priority(m: ModelView) -> tuple[float, float, str]:
+        eff = m.density * boost if m.resident else m.density
+        return (-eff, m.next_demand_s if m.next_demand_s is not None else math.inf, m.model)
+
+    rest = sorted((m for m in models if m.model not in chosen and not m.pinned and eligible(m)), key=priority)
+    for m in rest:
+        if used + m.size_bytes <= budget_bytes:
+            chosen[m.model] = _describe(m)
+            used += m.size_bytes
+
+    resident_now = sum(m.size_bytes for m in models if m.resident)
+    actions: list[PlanAction] = []
+    for m in sorted((m for m in models if m.resident and m.model in chosen), key=lambda m: m.model):
+        why = chosen[m.model]
+        reason = why if why in ("requests in flight", "pinned") else f"worth its place: {why}"
+        actions.append(PlanAction(m.model, "keep", reason, resident_now))
+
+    evict = sorted(
+        (m for m in models if m.resident and m.model not in chosen),
+        key=lambda m: (m.density, -m.size_bytes, m.model),
+    )
+    for m in evict:
+        resident_now -= m.size_bytes
+        if m.p_any < resident_min_p:
+            reason = f"not expected within the horizon (p_any={m.p_any:.3f} < {resident_min_p:.3f})"
+        else:
+            reason = f"displaced by models of higher value density ({_describe(m)})"
+        actions.append(PlanAction(m.model, "unload", reason, resident_now))
+
+    loads = sorted(
+        (m for m in models if not m.resident and m.model in chosen),
+        key=lambda m: (m.next_demand_s if m.next_demand_s is not None else math.inf, -m.value, m.model),
+    )
+    for m in loads:
+        resident_now += m.size_bytes
+        why = chosen[m.model]
+        reason = "pinned" if why == "pinned" else f"prewarm: {why}"
+        if m.next_demand_s is not None:
+            reason += f"; first request expected in {m.next_demand_s:.0f}s"
+        actions.append(PlanAction(m.model, "load", reason, resident_now))
+    return actions
+
+
+def make_room(models: Sequence[ModelView], incoming: str, budget_bytes: int) -> list[PlanAction] | None:
+    """Evictions that let ``incoming`` load without the upstream exceeding the budget.
+
+    Used before forwarding a request for a model that is not resident, so the
+    upstream's own eviction never has to act. Evicts lowest value density first,
+    never a model with requests in flight or a pinned one, then puts back any
+    eviction that turned out not to be needed (the greedy pass can overshoot).
+    Returns [] when no eviction is needed and None when no choice of evictions
+    makes room (the caller then forwards anyway or refuses, its choice).
+    """
+    _check(models, budget_bytes)
+    by_name = {m.model: m for m in models}
+    if incoming not in by_name:
+        raise ValueError(f"make_room: incoming model {incoming!r} is not among the planner's models")
+    target = by_name[incoming]
+    if target.resident:
+        return []
+    resident_now = sum(m.size_bytes for m in models if m.resident)
+    need = resident_now + target.size_bytes - budget_bytes
+    if need <= 0:
+        return []
+    evictable = sorted(
+        (m for m in models if m.resident and m.in_flight == 0 and not m.pinned and m.model != incoming),
+        key=lambda m: (m.density, -m.size_bytes, m.model),
+    )
+    chosen: list[ModelView] = []
+    freed = 0
+    for m in evictable:
+        if freed >= need:
+            break
+        chosen.append(m)
+        freed += m.size_bytes
+    if freed < need:
+        return None
+    for m in sorted(chosen, key=lambda m: (-m.density, m.size_bytes, m.model)):
+        if freed - m.size_bytes >= need:
+            chosen.remove(m)
+            freed -= m.size_bytes
+
+    actions: list[PlanAction] = []
+    for m in chosen:
+        resident_now -= m.size_bytes
+        actions.append(
+            PlanAction(
+                m.model,
+                "unload",
+                f"make room for {incoming} ({_gb(target.size_bytes)}) under the {_gb(budget_bytes)} budget; "
+                f"lowest value density ({_describe(m)})",
+                resident_now,
+            )
+        )
+    return actions

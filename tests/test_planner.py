@@ -1,0 +1,267 @@
+"""Planner: hand-worked examples and hypothesis property tests of its invariants."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from prewarm.planner import ModelView, PlanAction, PlanConfig, make_room, plan
+
+GB = 10**9
+
+
+def mv(name: str, size_gb: float, load_s: float, p: float, **kw) -> ModelView:
+    return ModelView(model=name, size_bytes=int(size_gb * GB), load_seconds=load_s, p_any=p, **kw)
+
+
+def by_action(actions: list[PlanAction]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {"load": [], "unload": [], "keep": []}
+    for a in actions:
+        out[a.action].append(a.model)
+    return out
+
+
+def apply(models: list[ModelView], actions: list[PlanAction]) -> list[ModelView]:
+    state = {m.model: m.resident for m in models}
+    for a in actions:
+        if a.action == "load":
+            state[a.model] = True
+        elif a.action == "unload":
+            state[a.model] = False
+    return [dataclasses.replace(m, resident=state[m.model]) for m in models]
+
+
+# ---------------------------------------------------------------- hand-worked examples
+
+
+def test_fills_budget_by_value_density():
+    # densities (s/GB): a 12*0.9/6=1.8, b 5.5*0.8/3.4=1.29, c 20*0.5/10.4=0.96, d 2*0.9/0.9=2.0
+    models = [mv("a", 6, 12, 0.9), mv("b", 3.4, 5.5, 0.8), mv("c", 10.4, 20, 0.5), mv("d", 0.9, 2, 0.9)]
+    actions = plan(models, 12 * GB)
+    # d (0.9) + a (6.9) + b (10.3) fit; c (20.7) does not
+    # no next_demand_s known: loads go highest value first (a 10.8 s, b 4.4 s, d 1.8 s)
+    assert by_action(actions) == {"load": ["a", "b", "d"], "unload": [], "keep": []}
+    assert actions[-1].resident_bytes_after == int(10.3 * GB)
+
+
+def test_loads_soonest_demand_first_then_value():
+    models = [
+        mv("late", 1, 10, 0.9, next_demand_s=600),
+        mv("soon", 1, 1, 0.9, next_demand_s=30),
+        mv("unknown_big", 1, 20, 0.9),
+        mv("unknown_small", 1, 5, 0.9),
+    ]
+    loads = [a.model for a in plan(models, 10 * GB) if a.action == "load"]
+    assert loads == ["soon", "late", "unknown_big", "unknown_small"]
+
+
+def test_hysteresis_keeps_resident_against_slightly_better_candidate():
+    resident = mv("old", 5, 10, 0.5, resident=True)  # density 1.0 s/GB
+    slightly = mv("new", 5, 12, 0.5)  # 1.2: less than 1.25x
+    actions = plan([resident, slightly], 5 * GB)
+    assert by_action(actions) == {"load": [], "unload": [], "keep": ["old"]}
+    clearly = mv("new", 5, 13, 0.5)  # 1.3: beats 1.25x
+    actions = plan([resident, clearly], 5 * GB)
+    assert [(a.action, a.model) for a in actions] == [("unload", "old"), ("load", "new")]
+    assert [a.resident_bytes_after for a in actions] == [0, 5 * GB]
+
+
+def test_in_flight_and_pinned_stay_even_over_budget_and_then_only_evictions():
+    models = [
+        mv("busy", 6, 10, 0.0, resident=True, in_flight=2),
+        mv("pin", 6, 10, 0.0, resident=True, pinned=True),
+        mv("idle", 2, 10, 0.9, resident=True),
+        mv("wanted", 1, 60, 1.0),
+    ]
+    actions = plan(models, 10 * GB)
+    assert by_action(actions) == {"load": [], "unload": ["idle"], "keep": ["busy", "pin"]}
+    assert actions[-1].resident_bytes_after == 12 * GB  # still over: nothing else may be evicted
+
+
+def test_below_min_p_any_not_loaded_and_low_resident_let_go():
+    cfg = PlanConfig(hysteresis=0.25, min_p_any=0.05)
+    models = [mv("rare", 1, 10, 0.04), mv("fading", 1, 10, 0.045, resident=True), mv("gone", 1, 10, 0.03, resident=True)]
+    acts = plan(models, 100 * GB, cfg)
+    # 0.045 >= 0.05/1.25 = 0.04 keeps its place; 0.03 is let go; 0.04 is not loaded
+    assert by_action(acts) == {"load": [], "unload": ["gone"], "keep": ["fading"]}
+    assert "not expected" in next(a.reason for a in acts if a.model == "gone")
+
+
+def test_pinned_not_resident_is_loaded_first_regardless_of_forecast():
+    models = [mv("pin", 4, 10, 0.0, pinned=True), mv("hot", 4, 60, 1.0), mv("warm", 4, 30, 1.0)]
+    acts = plan(models, 8 * GB)
+    assert sorted(by_action(acts)["load"]) == ["hot", "pin"]
+    assert next(a.reason for a in acts if a.model == "pin") == "pinned"
+
+
+def test_keep_actions_carry_a_reason_and_the_unchanged_total():
+    models = [mv("a", 2, 10, 0.9, resident=True), mv("b", 3, 10, 0.9, resident=True)]
+    acts = plan(models, 10 * GB)
+    assert [a.action for a in acts] == ["keep", "keep"]
+    assert all(a.reason and a.resident_bytes_after == 5 * GB for a in acts)
+
+
+def test_bad_input_is_refused_with_a_clear_error():
+    with pytest.raises(ValueError, match="p_any"):
+        mv("x", 1, 1, 1.5)
+    with pytest.raises(ValueError, match="twice"):
+        plan([mv("x", 1, 1, 0.5), mv("x", 1, 1, 0.5)], GB)
+    with pytest.raises(ValueError, match="budget"):
+        plan([], -1)
+    with pytest.raises(ValueError, match="not among"):
+        make_room([mv("x", 1, 1, 0.5)], "y", GB)
+
+
+def test_make_room_evicts_lowest_density_and_puts_back_unneeded():
+    models = [
+        mv("small_cold", 1, 1, 0.1, resident=True),  # density 0.1
+        mv("big_cold", 8, 4, 0.5, resident=True),  # density 0.25
+        mv("hot", 4, 20, 1.0, resident=True),  # density 5
+        mv("incoming", 6, 10, 1.0),
+    ]
+    # resident 13 GB, budget 16 GB, incoming 6 GB: need 3 GB. Greedy takes small_cold (1) then big_cold (8);
+    # small_cold is not needed once big_cold goes, so it is put back.
+    acts = make_room(models, "incoming", 16 * GB)
+    assert acts is not None
+    assert [(a.action, a.model, a.resident_bytes_after) for a in acts] == [("unload", "big_cold", 5 * GB)]
+
+
+def test_make_room_never_evicts_in_flight_or_pinned_and_says_when_impossible():
+    models = [
+        mv("busy", 6, 1, 0.0, resident=True, in_flight=1),
+        mv("pin", 4, 1, 0.0, resident=True, pinned=True),
+        mv("incoming", 6, 10, 1.0),
+    ]
+    assert make_room(models, "incoming", 12 * GB) is None
+    assert make_room(models, "incoming", 16 * GB) == []
+    assert make_room([mv("r", 1, 1, 1, resident=True)], "r", 0) == []
+
+
+# ---------------------------------------------------------------- properties
+
+names = st.sampled_from([f"m{i}" for i in range(12)])
+
+
+@st.composite
+def model_views(draw) -> list[ModelView]:
+    chosen = draw(st.lists(names, min_size=0, max_size=10, unique=True))
+    out = []
+    for name in chosen:
+        resident = draw(st.booleans())
+        out.append(
+            ModelView(
+                model=name,
+                size_bytes=draw(st.integers(0, 20)) * GB // 2,
+                load_seconds=draw(st.floats(0, 120, allow_nan=False)),
+                p_any=draw(st.floats(0, 1, allow_nan=False)),
+                next_demand_s=draw(st.none() | st.floats(0, 3600, allow_nan=False)),
+                resident=resident,
+                in_flight=draw(st.integers(0, 3)) if resident and draw(st.booleans()) else 0,
+                pinned=draw(st.booleans()) if draw(st.integers(0, 4)) == 0 else False,
+            )
+        )
+    return out
+
+
+budgets = st.integers(0, 40).map(lambda n: n * GB // 2)
+configs = st.builds(
+    PlanConfig, hysteresis=st.floats(0, 2, allow_nan=False), min_p_any=st.floats(0, 0.5, allow_nan=False)
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(model_views(), budgets, configs)
+def test_prop_budget_never_exceeded_at_any_step(models, budget, cfg):
+    actions = plan(models, budget, cfg)
+    size = {m.model: m.size_bytes for m in models}
+    resident = {m.model for m in models if m.resident}
+    start = sum(size[m] for m in resident)
+    total = start
+    seen_load = False
+    for a in actions:
+        if a.action == "load":
+            seen_load = True
+            assert a.model not in resident
+            resident.add(a.model)
+            total += size[a.model]
+            assert total <= budget
+        elif a.action == "unload":
+            assert not seen_load, "evictions come before loads"
+            assert a.model in resident
+            resident.discard(a.model)
+            total -= size[a.model]
+        else:
+            assert a.model in resident
+        assert a.resident_bytes_after == total
+        assert total <= max(budget, start)
+    if start > budget and any(m.resident and (m.in_flight or m.pinned) for m in models):
+        forced = sum(m.size_bytes for m in models if m.resident and (m.in_flight or m.pinned))
+        if forced > budget:
+            assert not seen_load, "over budget through forced models: only evictions"
+
+
+@settings(max_examples=1000, deadline=None)
+@given(model_views(), budgets, configs)
+def test_prop_in_flight_never_evicted_and_pins_kept(models, budget, cfg):
+    actions = plan(models, budget, cfg)
+    unloaded = {a.model for a in actions if a.action == "unload"}
+    kept = {a.model for a in actions if a.action == "keep"}
+    for m in models:
+        if m.resident and (m.in_flight > 0 or m.pinned):
+            assert m.model not in unloaded
+            assert m.model in kept
+    # every resident model gets exactly one decision
+    decided = [a.model for a in actions if a.action != "load"]
+    assert sorted(decided) == sorted(m.model for m in models if m.resident)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(model_views(), budgets, configs)
+def test_prop_no_flapping_under_unchanged_inputs(models, budget, cfg):
+    first = plan(models, budget, cfg)
+    after = apply(models, first)
+    again = plan(after, budget, cfg)
+    assert all(a.action == "keep" for a in again), again
+    assert {a.model for a in again} == {m.model for m in after if m.resident}
+
+
+@settings(max_examples=1000, deadline=None)
+@given(model_views(), budgets, configs)
+def test_prop_loads_in_demand_order_and_never_below_min_p_any(models, budget, cfg):
+    actions = plan(models, budget, cfg)
+    view = {m.model: m for m in models}
+    loads = [view[a.model] for a in actions if a.action == "load"]
+    keys = [m.next_demand_s if m.next_demand_s is not None else float("inf") for m in loads]
+    assert keys == sorted(keys)
+    for m in loads:
+        assert m.pinned or m.p_any >= cfg.min_p_any
+
+
+@settings(max_examples=1000, deadline=None)
+@given(model_views(), budgets, st.data())
+def test_prop_make_room_fits_or_is_impossible(models, budget, data):
+    if not models:
+        return
+    incoming = data.draw(st.sampled_from([m.model for m in models]))
+    result = make_room(models, incoming, budget)
+    view = {m.model: m for m in models}
+    resident_total = sum(m.size_bytes for m in models if m.resident)
+    target = view[incoming]
+    if result is None:
+        evictable = sum(
+            m.size_bytes for m in models if m.resident and not m.in_flight and not m.pinned and m.model != incoming
+        )
+        assert not target.resident
+        assert resident_total - evictable + target.size_bytes > budget
+        return
+    total = resident_total
+    for a in result:
+        m = view[a.model]
+        assert a.action == "unload" and m.resident and m.in_flight == 0 and not m.pinned and m.model != incoming
+        total -= m.size_bytes
+        assert a.resident_bytes_after == total
+    if not target.resident:
+        assert total + target.size_bytes <= budget
