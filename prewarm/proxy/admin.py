@@ -1,0 +1,132 @@
+"""Admin routes (/prewarm/*, /metrics) and the token guard in front of them.
+
+On loopback only local users can reach the proxy, so no token is needed; on any
+other address the admin routes can read the request log (users, models), so a
+token is required and `serve` refuses to start without one. Only admin routes pay
+for the check: the proxy's own path is untouched by it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import ipaddress
+import json
+import os
+from typing import Any, Awaitable, Callable, Iterable
+
+from aiohttp import web
+
+from prewarm import __version__
+from prewarm.config import ConfigError, Settings
+from prewarm.store.readonly import ReadOnlyError, jsonable
+from prewarm.store.writer import Store, StoreUnavailable
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_SQL_BYTES = 1 << 20
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_admin_token(settings: Settings) -> None:
+    """Refuse to expose admin routes beyond loopback without a token."""
+    if not is_loopback(settings.listen_host) and not settings.admin_token:
+        raise ConfigError(
+            f"listening on {settings.listen_host} (not loopback) needs admin_token "
+            "(config file or PREWARM_ADMIN_TOKEN) to protect /prewarm/* and /metrics"
+        )
+
+
+def admin_guard(settings: Settings) -> Callable[[Handler], Handler]:
+    """Decorator: the handler runs only with `Authorization: Bearer <admin_token>` off loopback."""
+    needed = not is_loopback(settings.listen_host) or bool(settings.admin_token)
+    expected = f"Bearer {settings.admin_token or ''}".encode()
+
+    def wrap(handler: Handler) -> Handler:
+        if not needed:
+            return handler
+
+        @functools.wraps(handler)
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            given = request.headers.get("Authorization", "").encode()
+            if not settings.admin_token or not hmac.compare_digest(given, expected):
+                return web.json_response(
+                    {"error": "admin token required: Authorization: Bearer <admin_token>"},
+                    status=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="prewarm"'},
+                )
+            return await handler(request)
+
+        return guarded
+
+    return wrap
+
+
+def guard_routes(routes: Iterable[web.RouteDef], settings: Settings) -> list[web.RouteDef]:
+    guard = admin_guard(settings)
+    return [web.RouteDef(r.method, r.path, guard(r.handler), dict(r.kwargs)) for r in routes]
+
+
+def admin_routes(settings: Settings, store: Store) -> list[web.RouteDef]:
+    """GET /prewarm/health and POST /prewarm/sql (read-only), behind the guard."""
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "ok": True,
+                "version": __version__,
+                "pid": os.getpid(),
+                "upstream": settings.upstream,
+                "db": store.path,
+                "db_available": store.available,
+                "store": store.counters,
+            }
+        )
+
+    async def sql(request: web.Request) -> web.Response:
+        raw = await request.content.read(MAX_SQL_BYTES + 1)
+        if len(raw) > MAX_SQL_BYTES:
+            return _err(413, "SQL text too long")
+        try:
+            body: Any = json.loads(raw or b"null")
+        except ValueError:
+            return _err(400, 'body must be JSON {"sql": "..."}')
+        if not isinstance(body, dict) or not isinstance(body.get("sql"), str):
+            return _err(400, 'body must be JSON {"sql": "..."}')
+        try:
+            columns, rows = await store.query(body["sql"])
+        except ReadOnlyError as exc:
+            return _err(400, str(exc))
+        except StoreUnavailable as exc:
+            return _err(503, str(exc))
+        except Exception as exc:  # a DuckDB error in the user's SQL (unknown column...)
+            return _err(400, _one_line(exc))
+        payload = {"columns": columns, "rows": [[jsonable(v) for v in row] for row in rows]}
+        return web.json_response(payload, dumps=lambda o: json.dumps(o, allow_nan=False))
+
+    return guard_routes([web.get("/prewarm/health", health), web.post("/prewarm/sql", sql)], settings)
+
+
+def fallback_route(settings: Settings) -> list[web.RouteDef]:
+    """Unknown /prewarm/* paths answer 404 here instead of leaking to the upstream."""
+
+    async def not_found(request: web.Request) -> web.Response:
+        return _err(404, f"no admin route {request.method} {request.path}")
+
+    return guard_routes([web.route("*", "/prewarm/{tail:.*}", not_found)], settings)
+
+
+def _err(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,266 @@
+"""The transparent proxy: every request forwarded as is, one RequestEvent logged for each.
+
+Hot path rules: one shared ClientSession (pooled upstream connections); a body is
+read and parsed (one json.loads) only on the endpoints that name a model; response
+bytes are written to the client as they arrive, never re-encoded; token counts are
+taken from the last few KB of the response afterwards; the row goes to the store's
+in-memory queue. Nothing on this path waits for the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from prewarm.config import Settings
+from prewarm.proxy.admin import admin_routes, fallback_route, guard_routes
+from prewarm.proxy.hooks import ProxyHooks
+from prewarm.proxy.protocol import (
+    HOP_BY_HOP,
+    MODEL_ENDPOINTS,
+    NON_LOADING_ENDPOINTS,
+    REQUEST_DROP,
+    TAIL_KEEP,
+    RequestInfo,
+    api_of,
+    error_body,
+    parse_request,
+    usage_from_tail,
+    user_of,
+)
+from prewarm.records import RequestEvent
+from prewarm.store.writer import Store
+
+log = logging.getLogger(__name__)
+
+SESSION_KEY = web.AppKey("prewarm_upstream_session", aiohttp.ClientSession)
+STATUS_CLIENT_GONE = 499
+_STREAMED_BODY_DROP = HOP_BY_HOP | {"host"}
+_UTC = timezone.utc
+
+
+def make_upstream_session(settings: Settings) -> aiohttp.ClientSession:
+    """The one pooled session to the upstream.
+
+    No automatic Accept-Encoding/User-Agent/Accept and no decompression: the
+    upstream sees the client's headers and the client gets the upstream's bytes.
+    sock_read bounds the wait for each next chunk (a model load included), not the
+    length of a long stream.
+    """
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=settings.request_timeout),
+        auto_decompress=False,
+        skip_auto_headers=("Accept-Encoding", "User-Agent", "Accept"),
+    )
+
+
+def make_proxy_app(
+    settings: Settings,
+    store: Store,
+    hooks: ProxyHooks,
+    extra_routes: Iterable[web.RouteDef] = (),
+    session: aiohttp.ClientSession | None = None,
+) -> web.Application:
+    """The proxy app. `session` lets serve share its pooled session; else the app owns one."""
+    app = web.Application(client_max_size=settings.max_body_bytes)
+
+    async def upstream_session(app: web.Application) -> Any:
+        own = session is None
+        app[SESSION_KEY] = make_upstream_session(settings) if own else session
+        yield
+        if own:
+            await app[SESSION_KEY].close()
+
+    app.cleanup_ctx.append(upstream_session)
+    app.add_routes(admin_routes(settings, store))
+    app.add_routes(guard_routes(extra_routes, settings))
+    app.add_routes(fallback_route(settings))
+    app.router.add_route("*", "/{tail:.*}", _Forwarder(settings, store, hooks).handle)
+    return app
+
+
+class _Forwarder:
+    def __init__(self, settings: Settings, store: Store, hooks: ProxyHooks) -> None:
+        self.settings = settings
+        self.store = store
+        self.hooks = hooks
+        self.base = settings.upstream.rstrip("/")
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        t0 = time.perf_counter()
+        endpoint = request.path
+        known = endpoint in MODEL_ENDPOINTS and request.method == "POST"
+        event = RequestEvent(
+            id=uuid.uuid4().hex,
+            ts_start=datetime.now(_UTC),
+            ts_end=None,
+            model=None,
+            user_id=None,
+            api=api_of(endpoint),
+            endpoint=endpoint,
+            stream=False,
+            status=0,
+            upstream=self.settings.upstream,
+        )
+        model: str | None = None
+        loads = False
+        try:
+            data: Any = None
+            info: RequestInfo | None = None
+            if known:
+                limit = self.settings.max_body_bytes
+                if request.content_length is not None and request.content_length > limit:
+                    return self._error(event, endpoint, 413, f"request body over the {limit}-byte limit")
+                try:
+                    data = await request.read()
+                except web.HTTPRequestEntityTooLarge:
+                    return self._error(event, endpoint, 413, f"request body over the {limit}-byte limit")
+                info = parse_request(endpoint, data)
+                model = event.model = info.model
+                event.stream = info.stream
+                if info.error:
+                    event.error = info.error
+                headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in REQUEST_DROP)
+            else:
+                if request.body_exists:
+                    data = request.content
+                headers = CIMultiDict(
+                    (k, v) for k, v in request.headers.items() if k.lower() not in _STREAMED_BODY_DROP
+                )
+            event.user_id = user_of(request.headers, info.user if info else None, self.settings)
+
+            if model is not None and endpoint not in NON_LOADING_ENDPOINTS:
+                loads = True
+                resident = self.hooks.is_resident(model)
+                event.cold = None if resident is None else not resident
+                self.hooks.request_started(model)
+                replacement = await self._before_forward(model, info, endpoint)
+                if replacement is not None:
+                    data = json.dumps(replacement).encode()
+
+            return await self._forward(request, event, headers, data, known, t0)
+        except asyncio.CancelledError:
+            event.status = STATUS_CLIENT_GONE
+            event.error = "client disconnected"
+            raise
+        finally:
+            now = time.perf_counter()
+            event.ts_end = datetime.now(_UTC)
+            event.total_ms = (now - t0) * 1000.0
+            if loads:
+                self.hooks.request_finished(model, event)  # type: ignore[arg-type]
+            self.store.put(event)
+
+    async def _before_forward(self, model: str, info: RequestInfo | None, endpoint: str) -> dict[str, Any] | None:
+        """The prewarmer's chance to make room first; its failure must not fail the request."""
+        try:
+            return await self.hooks.before_forward(model, info.body if info else {}, endpoint)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("before_forward hook failed for %s; forwarding unchanged", model)
+            return None
+
+    async def _forward(
+        self,
+        request: web.Request,
+        event: RequestEvent,
+        headers: CIMultiDict[str],
+        data: Any,
+        known: bool,
+        t0: float,
+    ) -> web.StreamResponse:
+        session = request.app[SESSION_KEY]
+        url = URL(self.base + request.raw_path, encoded=True)
+        endpoint = event.endpoint
+        try:
+            up_cm = session.request(request.method, url, headers=headers, data=data, allow_redirects=False)
+            up = await up_cm.__aenter__()
+        except asyncio.TimeoutError:
+            return self._error(event, endpoint, 504, f"upstream {self.base} did not answer in time")
+        except aiohttp.ClientError as exc:
+            return self._error(event, endpoint, 502, f"upstream {self.base} unreachable: {_one_line(exc)}")
+
+        resp = web.StreamResponse(status=up.status, reason=up.reason)
+        for k, v in up.headers.items():
+            if k.lower() not in HOP_BY_HOP:
+                resp.headers.add(k, v)
+        event.status = up.status
+        tail = bytearray() if known or up.status >= 400 else None
+        try:
+            await resp.prepare(request)
+            first = True
+            async for chunk in up.content.iter_any():
+                if first:
+                    event.ttft_ms = (time.perf_counter() - t0) * 1000.0
+                    first = False
+                await resp.write(chunk)
+                if tail is not None:
+                    tail += chunk
+                    if len(tail) > 2 * TAIL_KEEP:
+                        del tail[:-TAIL_KEEP]
+            await resp.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError) as exc:
+            up.close()
+            event.status = STATUS_CLIENT_GONE
+            event.error = "client disconnected"
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return resp
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            # Headers are gone already: the client can only see the stream cut short.
+            event.status = 502
+            event.error = f"upstream stream broken: {_one_line(exc) or type(exc).__name__}"
+            if request.transport is not None:
+                request.transport.close()
+            return resp
+        finally:
+            await up_cm.__aexit__(None, None, None)
+        if tail:
+            self._fill_from_tail(event, bytes(tail))
+        return resp
+
+    @staticmethod
+    def _fill_from_tail(event: RequestEvent, tail: bytes) -> None:
+        if event.status >= 400:
+            event.error = _upstream_error(tail)
+            return
+        usage = usage_from_tail(tail)
+        event.prompt_tokens = usage.prompt_tokens
+        event.completion_tokens = usage.completion_tokens
+        event.load_ms = usage.load_ms
+
+    @staticmethod
+    def _error(event: RequestEvent, endpoint: str, status: int, message: str) -> web.Response:
+        event.status = status
+        event.error = message
+        return web.Response(status=status, body=error_body(endpoint, status, message), content_type="application/json")
+
+
+def _upstream_error(tail: bytes) -> str:
+    """The upstream's own error message when its body says one, else the start of the body."""
+    text = tail.decode("utf-8", "replace").strip()
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text[:500]
+    err = body.get("error") if isinstance(body, dict) else None
+    if isinstance(err, dict):
+        err = err.get("message")
+    return str(err)[:500] if err is not None else text[:500]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

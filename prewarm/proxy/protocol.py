@@ -1,0 +1,197 @@
+"""What the proxy knows about the Ollama and OpenAI wire formats.
+
+Kept apart from the HTTP plumbing so the rules (which endpoints name a model, which
+user a request belongs to, where the token counts hide in a response, what an error
+looks like) are plain functions that tests check without a server.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from prewarm.config import Settings
+
+# Endpoints whose JSON body names a model. The value is the `stream` default when the
+# body does not say: Ollama streams generate/chat unless told not to, OpenAI does not.
+MODEL_ENDPOINTS: dict[str, bool] = {
+    "/api/generate": True,
+    "/api/chat": True,
+    "/api/embed": False,
+    "/api/embeddings": False,
+    "/api/show": False,
+    "/v1/chat/completions": False,
+    "/v1/completions": False,
+    "/v1/embeddings": False,
+}
+# /api/show reads model metadata without loading it: it must not count as a cold start.
+NON_LOADING_ENDPOINTS = frozenset({"/api/show"})
+
+# Runner options that make Ollama reload a resident model when they change.
+RUNNER_OPTIONS = frozenset(
+    {"num_ctx", "num_gpu", "main_gpu", "num_batch", "num_thread", "use_mmap", "use_mlock", "numa", "low_vram"}
+)
+
+MAX_USER_CHARS = 256
+_BEARER = "bearer "
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Dropped on the way up as well: aiohttp sets Host and Content-Length for the upstream
+# connection (Ollama rejects a foreign Host when it listens on loopback).
+REQUEST_DROP = HOP_BY_HOP | {"host", "content-length"}
+
+
+@dataclass(slots=True)
+class RequestInfo:
+    """The few facts the proxy takes from a request body."""
+
+    model: str | None
+    stream: bool
+    body: dict[str, Any] | None  # the parsed body, for hooks; None when it was not a JSON object
+    user: str | None  # the OpenAI body's `user`
+    error: str | None = None  # why the body could not be read (forwarded untouched anyway)
+
+
+def api_of(path: str) -> str:
+    if path.startswith("/api/"):
+        return "ollama"
+    if path.startswith("/v1/"):
+        return "openai"
+    return "other"
+
+
+def parse_request(endpoint: str, raw: bytes) -> RequestInfo:
+    """Read model, stream flag and user from a known endpoint's body (one json.loads)."""
+    default_stream = MODEL_ENDPOINTS[endpoint]
+    if not raw:
+        return RequestInfo(None, default_stream, None, None, "empty body")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return RequestInfo(None, default_stream, None, None, f"malformed JSON: {exc}"[:200])
+    if not isinstance(body, dict):
+        return RequestInfo(None, default_stream, None, None, "JSON body is not an object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        # /api/show historically also accepted `name`.
+        model = body.get("name") if endpoint == "/api/show" else None
+        if not isinstance(model, str) or not model:
+            model = None
+    stream = body.get("stream", default_stream)
+    user = body.get("user")
+    return RequestInfo(
+        model=model,
+        stream=stream if isinstance(stream, bool) else default_stream,
+        body=body,
+        user=user if isinstance(user, str) and endpoint.startswith("/v1/") else None,
+    )
+
+
+def runner_options(body: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The options in a request that force Ollama to reload the model if they differ."""
+    if not body:
+        return {}
+    opts = body.get("options")
+    if not isinstance(opts, dict):
+        return {}
+    return {k: v for k, v in opts.items() if k in RUNNER_OPTIONS}
+
+
+def sanitize_user(value: str | None) -> str | None:
+    """Keep a client-supplied user id storable: printable characters only, bounded length."""
+    if not value:
+        return None
+    if not value.isprintable():
+        value = "".join(ch for ch in value if ch.isprintable())
+    value = value.strip()[:MAX_USER_CHARS]
+    return value or None
+
+
+def user_of(headers: Mapping[str, str], body_user: str | None, settings: Settings) -> str | None:
+    """X-Prewarm-User, else the OpenAI body's `user`, else the user an API key maps to."""
+    user = sanitize_user(headers.get("X-Prewarm-User"))
+    if user:
+        return user
+    user = sanitize_user(body_user)
+    if user:
+        return user
+    if settings.api_keys:
+        auth = headers.get("Authorization")
+        if auth and auth[:7].lower() == _BEARER:
+            return settings.user_for_api_key(auth[7:].strip())
+    return None
+
+
+_NUM = rb'"%s"\s*:\s*(\d+)'
+_USAGE_PATTERNS = {
+    "prompt_eval_count": re.compile(_NUM % b"prompt_eval_count"),
+    "eval_count": re.compile(_NUM % b"eval_count"),
+    "load_duration": re.compile(_NUM % b"load_duration"),
+    "prompt_tokens": re.compile(_NUM % b"prompt_tokens"),
+    "completion_tokens": re.compile(_NUM % b"completion_tokens"),
+}
+TAIL_KEEP = 8192
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    load_ms: float | None = None
+
+
+def _last_int(pattern: re.Pattern[bytes], text: bytes) -> int | None:
+    found = None
+    for found in pattern.finditer(text):
+        pass
+    return int(found.group(1)) if found else None
+
+
+def usage_from_tail(tail: bytes) -> Usage:
+    """Token counts and load time from the last bytes of a response.
+
+    Ollama puts them in its final chunk (done:true; counts and load_duration in ns),
+    after any long `context` or embedding arrays, so the tail is enough; OpenAI puts
+    them in the `usage` object of the last data chunk or the body. Only the last line
+    that carries them is read, so intermediate chunks cannot be mistaken for totals.
+    """
+    out = Usage()
+    prompt = _last_int(_USAGE_PATTERNS["prompt_eval_count"], tail)
+    if prompt is not None or _USAGE_PATTERNS["eval_count"].search(tail):
+        out.prompt_tokens = prompt
+        out.completion_tokens = _last_int(_USAGE_PATTERNS["eval_count"], tail)
+        load_ns = _last_int(_USAGE_PATTERNS["load_duration"], tail)
+        out.load_ms = load_ns / 1e6 if load_ns is not None else None
+        return out
+    out.prompt_tokens = _last_int(_USAGE_PATTERNS["prompt_tokens"], tail)
+    out.completion_tokens = _last_int(_USAGE_PATTERNS["completion_tokens"], tail)
+    return out
+
+
+def error_body(endpoint: str, status: int, message: str) -> bytes:
+    """An error in the API's own shape: Ollama's {"error": "..."} or OpenAI's error object."""
+    if endpoint.startswith("/v1/"):
+        kind, code = _OPENAI_ERRORS.get(status, ("api_error", None))
+        return json.dumps({"error": {"message": message, "type": kind, "code": code}}).encode()
+    return json.dumps({"error": message}).encode()
+
+
+_OPENAI_ERRORS = {
+    413: ("invalid_request_error", "request_too_large"),
+    502: ("api_error", "upstream_unreachable"),
+    504: ("api_error", "upstream_timeout"),
+}

@@ -1,0 +1,139 @@
+"""Which models the upstream holds right now, known without asking on every request.
+
+The proxy must label each request cold or warm the moment it arrives, and a round
+trip to /api/ps per request would add latency to every call. So the resident set
+is polled in the background and corrected by what the proxy itself sees (a model
+that just answered a request is resident). This is the plain ProxyHooks: no
+prewarming; the prewarmer holds one and adds its decisions around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+
+from prewarm.proxy.protocol import NON_LOADING_ENDPOINTS
+from prewarm.records import RequestEvent
+
+log = logging.getLogger(__name__)
+
+FetchResident = Callable[[], Awaitable[dict[str, int]]]
+
+
+class ResidencyTracker:
+    def __init__(self, fetch_resident: FetchResident, refresh_s: float) -> None:
+        self._fetch = fetch_resident
+        self.refresh_s = max(0.05, float(refresh_s))
+        self.resident: dict[str, int] = {}
+        self.in_flight: dict[str, int] = {}
+        self.known = False  # True once one poll has succeeded: before that, residency is unknown
+        self.last_error: str | None = None
+        self._marked: dict[str, float] = {}  # model -> when the proxy saw it resident
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._task = asyncio.create_task(self._poll(), name="prewarm-residency-poll")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def refresh(self) -> None:
+        """Poll now. A failed poll keeps the last known set rather than calling everything cold."""
+        started = time.monotonic()
+        try:
+            fresh = await self._fetch()
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+            if self.last_error is None:
+                log.warning("residency: cannot read the resident set: %s", exc)
+            self.last_error = str(exc) or type(exc).__name__
+            return
+        # A request that finished while the poll was in flight is newer than the poll.
+        for model, when in self._marked.items():
+            if when >= started and model not in fresh:
+                fresh[model] = self.resident.get(model, 0)
+        self._marked = {m: t for m, t in self._marked.items() if t >= started}
+        self.resident = fresh
+        self.known = True
+        self.last_error = None
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            await self.refresh()
+
+    def mark_resident(self, model: str) -> None:
+        self.resident.setdefault(model, 0)
+        self._marked[model] = time.monotonic()
+
+    def mark_unloaded(self, model: str) -> None:
+        self.resident.pop(model, None)
+        self._marked.pop(model, None)
+
+    # -- ProxyHooks ----------------------------------------------------------
+
+    def is_resident(self, model: str) -> bool | None:
+        if not self.known:
+            return None
+        if model in self.resident:
+            return True
+        # Ollama lists "llama3" as "llama3:latest".
+        return ":" not in model and f"{model}:latest" in self.resident
+
+    async def before_forward(self, model: str, body: dict[str, Any], endpoint: str) -> dict[str, Any] | None:
+        return None
+
+    def request_started(self, model: str) -> None:
+        self.in_flight[model] = self.in_flight.get(model, 0) + 1
+
+    def request_finished(self, model: str, event: RequestEvent) -> None:
+        n = self.in_flight.get(model, 0) - 1
+        if n > 0:
+            self.in_flight[model] = n
+        else:
+            self.in_flight.pop(model, None)
+        if event.status == 200 and event.endpoint not in NON_LOADING_ENDPOINTS:
+            self.mark_resident(model)
+
+
+def ollama_ps_fetcher(session: aiohttp.ClientSession, base_url: str, timeout_s: float = 5.0) -> FetchResident:
+    """Resident models from Ollama's GET /api/ps: name -> bytes in VRAM (size when not split)."""
+    url = base_url.rstrip("/") + "/api/ps"
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    async def fetch() -> dict[str, int]:
+        async with session.get(url, timeout=timeout) as resp:
+            resp.raise_for_status()
+            data = await resp.json(content_type=None)
+        out: dict[str, int] = {}
+        for m in data.get("models") or []:
+            name = m.get("name") or m.get("model")
+            if isinstance(name, str):
+                out[name] = int(m.get("size_vram") or m.get("size") or 0)
+        return out
+
+    return fetch
+
+
+def openai_models_fetcher(session: aiohttp.ClientSession, base_url: str, timeout_s: float = 5.0) -> FetchResident:
+    """Served models from an OpenAI-compatible GET /v1/models (sizes unknown: 0)."""
+    url = base_url.rstrip("/") + "/v1/models"
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    async def fetch() -> dict[str, int]:
+        async with session.get(url, timeout=timeout) as resp:
+            resp.raise_for_status()
+            data = await resp.json(content_type=None)
+        return {m["id"]: 0 for m in data.get("data") or [] if isinstance(m.get("id"), str)}
+
+    return fetch

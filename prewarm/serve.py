@@ -1,0 +1,133 @@
+"""`prewarm serve`: settings, store, residency, proxy app, discovery file, clean shutdown.
+
+Shutdown order matters for "nothing already logged is lost": stop accepting and
+finish (or cancel, logging 499) the requests in flight, stop the background parts,
+then flush the store, and only then give the database file back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+
+from prewarm.config import Settings, load_settings
+from prewarm.proxy.admin import check_admin_token, is_loopback
+from prewarm.proxy.app import make_proxy_app, make_upstream_session
+from prewarm.proxy.hooks import ProxyHooks
+from prewarm.residency import FetchResident, ResidencyTracker, ollama_ps_fetcher, openai_models_fetcher
+from prewarm.store.discovery import ServiceInfo, remove_service_file, write_service_file
+from prewarm.store.writer import Store
+
+log = logging.getLogger("prewarm.serve")
+
+Callback = Callable[[], Awaitable[None]]
+SHUTDOWN_GRACE_S = 5.0
+
+
+@dataclass
+class Wiring:
+    """What the parts beyond the plain proxy add to serve: hooks, admin routes and lifecycle."""
+
+    hooks: ProxyHooks
+    extra_routes: list[web.RouteDef] = field(default_factory=list)
+    startup: list[Callback] = field(default_factory=list)  # run after the store and tracker are up
+    cleanup: list[Callback] = field(default_factory=list)  # run before the store is flushed, in reverse
+
+
+def build_wiring(
+    settings: Settings,
+    store: Store,
+    session: aiohttp.ClientSession,
+    tracker: ResidencyTracker,
+    schedule: bool,
+) -> Wiring:
+    """Where the prewarmer (hooks, /prewarm/* routes, /metrics) and the scheduler plug in.
+
+    Without them the proxy logs and labels cold starts through the tracker alone,
+    which is also what `--no-schedule` asks for.
+    """
+    return Wiring(hooks=tracker)
+
+
+def resident_fetcher(settings: Settings, session: aiohttp.ClientSession) -> FetchResident:
+    """Ollama tells which models sit in VRAM (/api/ps); OpenAI-style servers only which they serve."""
+    if settings.upstream_kind == "ollama":
+        return ollama_ps_fetcher(session, settings.upstream)
+    return openai_models_fetcher(session, settings.upstream)
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = {
+        "upstream": args.upstream,
+        "upstream_kind": args.upstream_kind,
+        "listen": args.listen,
+        "db": args.db,
+        "vram_budget": args.vram_budget,
+        "catalog": args.catalog,
+    }
+    settings = load_settings(args.config, overrides)
+    check_admin_token(settings)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(settings, schedule=not args.no_schedule))
+    return 0
+
+
+async def serve(settings: Settings, schedule: bool = True) -> None:
+    """Run until SIGTERM or SIGINT, then shut down without losing a logged row."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    store = Store(settings.db, settings)
+    await asyncio.to_thread(store.open)
+    session = make_upstream_session(settings)
+    tracker = ResidencyTracker(resident_fetcher(settings, session), settings.ps_refresh)
+    runner: web.AppRunner | None = None
+    wiring: Wiring | None = None
+    try:
+        await tracker.start()
+        wiring = build_wiring(settings, store, session, tracker, schedule)
+        app = make_proxy_app(settings, store, wiring.hooks, wiring.extra_routes, session=session)
+        runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.listen_host, settings.listen_port)
+        await site.start()
+        port = runner.addresses[0][1]
+        host = settings.listen_host if is_loopback(settings.listen_host) else "127.0.0.1"
+        url = f"http://{host}:{port}"
+        write_service_file(settings.db, ServiceInfo(url, os.getpid(), bool(settings.admin_token)))
+        for cb in wiring.startup:
+            await cb()
+        print(
+            f"prewarm serve: proxy on {settings.listen_host}:{port} -> {settings.upstream} "
+            f"({settings.upstream_kind}); request log {settings.db}",
+            file=sys.stdout,
+            flush=True,
+        )
+        await stop.wait()
+        log.info("stopping: finishing requests in flight, then flushing the request log")
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        if wiring is not None:
+            for cb in reversed(wiring.cleanup):
+                try:
+                    await cb()
+                except Exception:
+                    log.exception("cleanup step failed")
+        await tracker.stop()
+        await session.close()
+        await store.close()
+        remove_service_file(settings.db, os.getpid())
+        c = store.counters
+        log.info("request log: %d written, %d spilled, %d dropped", c["written"], c["spilled"], c["dropped"])
