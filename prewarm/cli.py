@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--vram", default="24GB", help="emulated VRAM, e.g. 24GB")
     s.add_argument("--time-scale", type=float, default=1.0, help="multiply every load time by this")
     s.add_argument("--tokens-per-second", type=float, default=200.0, help="emulated generation speed")
+    s.add_argument(
+        "--vllm-model",
+        metavar="NAME",
+        help="serve one catalog model as a vLLM server with sleep mode (/sleep, /wake_up, /is_sleeping) instead",
+    )
     s.set_defaults(func=_lazy("prewarm.emulator.main", "run"))
 
     s = sub.add_parser("sql", help="run a read-only SQL query on the database")

@@ -1,0 +1,362 @@
+"""One vLLM OpenAI server with sleep mode (``vllm serve --enable-sleep-mode``, dev endpoints on), emulated.
+
+Memory is modelled as vLLM tags it: ``weights`` and ``kv_cache``
+(``KV_CACHE_FRACTION`` of the model's size is the KV cache pool).
+
+* ``POST /sleep?level=1`` offloads the weights to CPU RAM and drops the KV cache;
+  ``POST /wake_up`` copies them back: ``WAKE_FRACTION`` x load_seconds.
+* ``POST /sleep?level=2`` discards the weights too. ``POST /wake_up`` only
+  re-allocates the memory; the weights must then be reloaded with
+  ``POST /collective_rpc {"method": "reload_weights"}``, which takes load_seconds.
+* ``POST /wake_up?tags=weights`` / ``?tags=kv_cache`` wake one pool at a time.
+* ``GET /is_sleeping`` is true while any pool sleeps.
+
+Requests while the engine sleeps get 503 telling the caller to wake it, the
+behaviour vLLM adopted for issue #15483 (older vLLM crashed instead). After a
+level-2 wake without reload_weights, real vLLM would answer with garbage from
+uninitialised weights; the emulator answers 503 so a wrong adapter sequence is
+caught. ``/sleep`` lets requests already running finish (new ones get 503)
+before it frees memory. Sleep itself is instant. The CUDA context vLLM keeps
+while asleep is not modelled: a sleeping server holds 0 bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from prewarm.emulator import text
+from prewarm.emulator.engine import paced
+from prewarm.emulator.web_common import (
+    flag,
+    json_response,
+    mark_emulator,
+    read_json,
+    sse_done,
+    sse_event,
+    start_stream,
+)
+from prewarm.emulator.scheduler import BadRequest, EmulatorError
+
+KV_CACHE_FRACTION = 0.3
+WAKE_FRACTION = 0.1
+ALLOCATE_FRACTION = 0.01
+MAX_MODEL_LEN = 4096
+VERSION = "0.11.0-prewarm-emulator"
+
+AWAKE, OFFLOADED, DISCARDED, EMPTY = "awake", "offloaded", "discarded", "empty"
+
+
+class VllmEngine:
+    """The sleep-mode state of one model and the memory it holds on the emulated GPU."""
+
+    def __init__(self, model: str, size_bytes: int, load_seconds: float, time_scale: float, tokens_per_second: float):
+        if size_bytes <= 0 or load_seconds < 0 or time_scale < 0 or tokens_per_second <= 0:
+            raise ValueError("size_bytes and tokens_per_second must be > 0, load_seconds and time_scale >= 0")
+        self.model = model
+        self.size_bytes = size_bytes
+        self.kv_bytes = int(size_bytes * KV_CACHE_FRACTION)
+        self.weight_bytes = size_bytes - self.kv_bytes
+        self.load_seconds = load_seconds
+        self.time_scale = time_scale
+        self.tokens_per_second = tokens_per_second
+        self.weights = AWAKE
+        self.kv_cache = AWAKE
+        self.sleep_level = 0
+        self.in_flight = 0
+        self.draining = False
+        self.counters = {"sleeps": 0, "wakes": 0, "weight_reloads": 0, "requests": 0, "rejected": 0}
+        self.peak_vram_used = self.vram_used
+        self.created = int(time.time())
+        self._op_lock = asyncio.Lock()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def is_sleeping(self) -> bool:
+        return self.weights in (OFFLOADED, DISCARDED) or self.kv_cache != AWAKE
+
+    @property
+    def vram_used(self) -> int:
+        held = self.weight_bytes if self.weights in (AWAKE, EMPTY) else 0
+        return held + (self.kv_bytes if self.kv_cache == AWAKE else 0)
+
+    def _track_peak(self) -> None:
+        self.peak_vram_used = max(self.peak_vram_used, self.vram_used)
+
+    def check_serving(self) -> None:
+        if self.draining or self.is_sleeping:
+            self.counters["rejected"] += 1
+            raise EmulatorError("The engine is sleeping; call POST /wake_up before sending requests.", 503)
+        if self.weights == EMPTY:
+            self.counters["rejected"] += 1
+            raise EmulatorError(
+                "The weights were discarded by sleep level 2; call POST /collective_rpc "
+                '{"method": "reload_weights"} after /wake_up before sending requests.',
+                503,
+            )
+
+    def begin_request(self) -> None:
+        self.check_serving()
+        self.counters["requests"] += 1
+        self.in_flight += 1
+        self._idle.clear()
+
+    def end_request(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle.set()
+
+    async def sleep(self, level: int) -> None:
+        async with self._op_lock:
+            self.draining = True
+            try:
+                await self._idle.wait()
+            finally:
+                self.draining = False
+            if self.weights in (AWAKE, EMPTY):
+                self.weights = OFFLOADED if level == 1 and self.weights == AWAKE else DISCARDED
+            elif level == 2:
+                self.weights = DISCARDED
+            self.kv_cache = "asleep"
+            self.sleep_level = level
+            self.counters["sleeps"] += 1
+
+    async def wake_up(self, tags: list[str]) -> None:
+        async with self._op_lock:
+            if "weights" in tags and self.weights in (OFFLOADED, DISCARDED):
+                fraction = WAKE_FRACTION if self.weights == OFFLOADED else ALLOCATE_FRACTION
+                self.weights = AWAKE if self.weights == OFFLOADED else EMPTY
+                self._track_peak()
+                await asyncio.sleep(fraction * self.load_seconds * self.time_scale)
+            if "kv_cache" in tags and self.kv_cache != AWAKE:
+                self.kv_cache = AWAKE
+                self._track_peak()
+                await asyncio.sleep(ALLOCATE_FRACTION * self.load_seconds * self.time_scale)
+            if not self.is_sleeping:
+                self.sleep_level = 0
+            self.counters["wakes"] += 1
+
+    async def reload_weights(self) -> None:
+        async with self._op_lock:
+            if self.weights in (OFFLOADED, DISCARDED):
+                raise BadRequest("reload_weights needs the weights memory: call POST /wake_up first")
+            await asyncio.sleep(self.load_seconds * self.time_scale)
+            self.weights = AWAKE
+            self.counters["weight_reloads"] += 1
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "emulator": True,
+            "backend": "vllm",
+            "model": self.model,
+            "size_bytes": self.size_bytes,
+            "vram_used": self.vram_used,
+            "peak_vram_used": self.peak_vram_used,
+            "cpu_bytes": self.weight_bytes if self.weights == OFFLOADED else 0,
+            "is_sleeping": self.is_sleeping,
+            "sleep_level": self.sleep_level,
+            "weights": self.weights,
+            "kv_cache": self.kv_cache,
+            "in_flight": self.in_flight,
+            **self.counters,
+        }
+
+
+ENGINE_KEY: web.AppKey[VllmEngine] = web.AppKey("prewarm_vllm_engine", VllmEngine)
+
+_ERROR_TYPES = {400: "BadRequestError", 404: "NotFoundError", 503: "ServiceUnavailableError"}
+
+
+def error_response(status: int, message: str) -> web.Response:
+    """vLLM's ErrorResponse: {"error": {"message", "type", "param", "code"}}."""
+    etype = _ERROR_TYPES.get(status, "InternalServerError")
+    return json_response({"error": {"message": message, "type": etype, "param": None, "code": status}}, status=status)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except EmulatorError as exc:
+        return error_response(exc.status, str(exc))
+
+
+def _engine(request: web.Request) -> VllmEngine:
+    return request.app[ENGINE_KEY]
+
+
+async def is_sleeping(request: web.Request) -> web.Response:
+    return json_response({"is_sleeping": _engine(request).is_sleeping})
+
+
+async def sleep(request: web.Request) -> web.Response:
+    raw = request.query.get("level", "1")
+    if raw not in ("1", "2"):
+        raise BadRequest(f"level must be 1 or 2, got {raw!r}")
+    await _engine(request).sleep(int(raw))
+    return web.Response(status=200)
+
+
+async def wake_up(request: web.Request) -> web.Response:
+    tags = request.query.getall("tags", []) or ["weights", "kv_cache"]
+    unknown = [t for t in tags if t not in ("weights", "kv_cache")]
+    if unknown:
+        raise BadRequest(f"unknown tags {unknown}: use weights and/or kv_cache")
+    await _engine(request).wake_up(tags)
+    return web.Response(status=200)
+
+
+async def collective_rpc(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    method = body.get("method")
+    if method != "reload_weights":
+        raise BadRequest(f"the emulator supports only the reload_weights method, got {method!r}")
+    await _engine(request).reload_weights()
+    return json_response({"results": [None]})
+
+
+def _check_model(engine: VllmEngine, body: dict[str, Any]) -> str:
+    model = body.get("model") or engine.model
+    if model != engine.model:
+        raise EmulatorError(f"The model `{model}` does not exist.", 404)
+    return model
+
+
+def _max_tokens(body: dict[str, Any]) -> int | None:
+    value = body.get("max_tokens", body.get("max_completion_tokens"))
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BadRequest(f"max_tokens must be a positive integer, got {value!r}")
+    return value
+
+
+def _include_usage(body: dict[str, Any]) -> bool:
+    so = body.get("stream_options")
+    return isinstance(so, dict) and bool(so.get("include_usage"))
+
+
+async def _respond(request: web.Request, body: dict[str, Any], prompt: str, chat: bool) -> web.StreamResponse:
+    engine = _engine(request)
+    model = _check_model(engine, body)
+    stream = flag(body, "stream", False)
+    max_tokens = _max_tokens(body)
+    seed = body.get("seed") if isinstance(body.get("seed"), int) else None
+    engine.begin_request()
+    try:
+        reply = text.reply_tokens(model, prompt, seed, max_tokens)
+        finish = "length" if max_tokens is not None else "stop"
+        prompt_tokens = text.count_tokens(prompt)
+        usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + len(reply),
+                 "completion_tokens": len(reply), "prompt_tokens_details": None}
+        rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
+        created = int(time.time())
+        obj = "chat.completion" if chat else "text_completion"
+
+        def choice(piece: str, fin: str | None, first: bool = False) -> dict[str, Any]:
+            if chat:
+                delta = {"role": "assistant", "content": piece} if first else {"content": piece}
+                return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": fin,
+                        **({"stop_reason": None} if fin else {})}
+            return {"index": 0, "text": piece, "logprobs": None, "finish_reason": fin, "stop_reason": None}
+
+        if not stream:
+            async for _ in paced(reply, engine.tokens_per_second):
+                pass
+            full = "".join(reply)
+            if chat:
+                c = {"index": 0, "message": {"role": "assistant", "content": full, "tool_calls": []},
+                     "logprobs": None, "finish_reason": finish, "stop_reason": None}
+            else:
+                c = {"index": 0, "text": full, "logprobs": None, "finish_reason": finish, "stop_reason": None}
+            return json_response({"id": rid, "object": obj, "created": created, "model": model,
+                                      "choices": [c], "usage": usage})
+        chunk_obj = "chat.completion.chunk" if chat else "text_completion"
+        resp = await start_stream(request, "text/event-stream")
+
+        def chunk(ch: list[dict[str, Any]]) -> dict[str, Any]:
+            return {"id": rid, "object": chunk_obj, "created": created, "model": model, "choices": ch}
+
+        if chat:
+            await sse_event(resp, chunk([choice("", None, first=True)]))
+        sent = 0
+        async for tok in paced(reply, engine.tokens_per_second):
+            sent += 1
+            await sse_event(resp, chunk([choice(tok, finish if sent == len(reply) else None)]))
+        if _include_usage(body):
+            final = chunk([])
+            final["usage"] = usage
+            await sse_event(resp, final)
+        await sse_done(resp)
+        return resp
+    finally:
+        engine.end_request()
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("messages must be a non-empty list")
+    prompt = "\n".join(str(m.get("content") or "") for m in messages if isinstance(m, dict))
+    return await _respond(request, body, prompt, chat=True)
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request)
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt:
+        raise BadRequest("prompt must be a non-empty string")
+    return await _respond(request, body, prompt, chat=False)
+
+
+async def models(request: web.Request) -> web.Response:
+    e = _engine(request)
+    card = {"id": e.model, "object": "model", "created": e.created, "owned_by": "vllm", "root": e.model,
+            "parent": None, "max_model_len": MAX_MODEL_LEN, "permission": []}
+    return json_response({"object": "list", "data": [card]})
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.Response(status=200)
+
+
+async def version(request: web.Request) -> web.Response:
+    return json_response({"version": VERSION, "emulator": True})
+
+
+async def stats(request: web.Request) -> web.Response:
+    return json_response(_engine(request).stats())
+
+
+def make_vllm_app(
+    model: str,
+    size_bytes: int,
+    load_seconds: float,
+    time_scale: float = 1.0,
+    tokens_per_second: float = 200.0,
+) -> web.Application:
+    """A vLLM server for ``model`` that starts awake, holding ``size_bytes`` of emulated VRAM."""
+    app = web.Application(middlewares=[_errors])
+    app[ENGINE_KEY] = VllmEngine(model, size_bytes, load_seconds, time_scale, tokens_per_second)
+    app.on_response_prepare.append(mark_emulator)
+    app.add_routes(
+        [
+            web.get("/is_sleeping", is_sleeping),
+            web.post("/sleep", sleep),
+            web.post("/wake_up", wake_up),
+            web.post("/collective_rpc", collective_rpc),
+            web.get("/v1/models", models),
+            web.post("/v1/chat/completions", chat_completions),
+            web.post("/v1/completions", completions),
+            web.get("/health", health),
+            web.get("/version", version),
+            web.get("/emulator/stats", stats),
+        ]
+    )
+    return app
