@@ -1,0 +1,58 @@
+"""A generic OpenAI-compatible upstream: llama.cpp's server, llama-cpp-python, LM Studio, vLLM without sleep mode.
+
+What it can do honestly: list the models the server offers (/v1/models) and load
+one the only way these servers allow, by sending it a one-token completion (a
+multi-model server swaps the model in on request). What it cannot do: say which
+models are in GPU memory (the OpenAI API has no such call), so ``resident_known``
+is False and cold flags for it are unknown; nor unload a model (no such call
+either), so ``unload`` raises Unsupported and the prewarmer only records that.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prewarm.backends.base import HttpClient, Unsupported
+from prewarm.catalog import Catalog
+
+
+class OpenAICompatBackend:
+    kind = "openai"
+    resident_known = False
+
+    def __init__(self, base_url: str, catalog: Catalog | None = None, timeout_s: float = 600.0):
+        self.base_url = base_url.rstrip("/")
+        self.catalog = catalog or Catalog({})
+        self.http = HttpClient(timeout_s)
+
+    def canonical(self, model: str) -> str:
+        return model
+
+    def route_for(self, model: str) -> str:
+        return self.base_url
+
+    async def models(self) -> list[str]:
+        data = await self.http.json("GET", f"{self.base_url}/v1/models", "list models")
+        return [m["id"] for m in (data or {}).get("data", []) if isinstance(m, dict) and m.get("id")]
+
+    async def list_resident(self) -> dict[str, int]:
+        """Always empty: the OpenAI API cannot tell what is in GPU memory (see the module docstring)."""
+        return {}
+
+    async def load(self, model: str, keep_alive: str | None = None, options: dict[str, Any] | None = None) -> None:
+        await self.http.json(
+            "POST", f"{self.base_url}/v1/completions", f"load {model}",
+            json={"model": model, "prompt": " ", "max_tokens": 1, "temperature": 0},
+        )
+
+    async def unload(self, model: str) -> None:
+        raise Unsupported(f"unload {model}: an OpenAI-compatible server has no unload call")
+
+    async def sizes(self) -> dict[str, int]:
+        return {m: self.catalog.get(m).size_bytes for m in await self.models()}
+
+    async def reported_vram_total(self) -> int | None:
+        return None
+
+    async def close(self) -> None:
+        await self.http.close()
