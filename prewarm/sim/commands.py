@@ -1,0 +1,65 @@
+"""`prewarm replay`: argument handling and output only; the work is in prewarm.sim.run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from prewarm.catalog import load_catalog
+from prewarm.cli import CommandError
+from prewarm.sim import report
+from prewarm.sim.engine import Span
+from prewarm.sim.run import ForecastOptions, ModelCosts, parse_policies, run_replays
+from prewarm.sim.trace import TraceError, read_trace
+from prewarm.units import parse_duration, parse_size
+
+DEFAULT_BUDGET = "24GB"
+
+
+def parse_budgets(text: str | None) -> list[int]:
+    parts = [p.strip() for p in (text or DEFAULT_BUDGET).split(",") if p.strip()]
+    if not parts:
+        raise ValueError("--vram-budget: no budget given")
+    budgets = [parse_size(p) for p in parts]
+    if any(b <= 0 for b in budgets):
+        raise ValueError("--vram-budget: budgets must be positive")
+    return budgets
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    try:
+        budgets = parse_budgets(args.vram_budget)
+        policies = parse_policies(args.policy)
+        window_s = parse_duration(args.window)
+        retrain_s = parse_duration(args.retrain_every)
+        if window_s <= 0 or retrain_s <= 0:
+            raise ValueError("--window and --retrain-every must be positive")
+        if args.train_fraction is not None and not 0.0 < args.train_fraction < 1.0:
+            raise ValueError(f"--train-fraction must be in (0, 1), got {args.train_fraction}")
+        trace = read_trace(args.trace)
+        span = Span.from_warmup(trace, args.warmup)
+    except (ValueError, TraceError) as exc:
+        raise CommandError(str(exc)) from None
+    catalog = load_catalog(args.catalog)
+    costs = ModelCosts.from_catalog(trace, catalog)
+    notes = [
+        f"trace: {trace.source}: {len(trace)} requests, {trace.n_models} models",
+        costs.note(trace.n_models),
+    ]
+    if args.format != "table":
+        for n in notes:
+            print(n, file=sys.stderr)
+    fopts = ForecastOptions(window_s=window_s, retrain_every_s=retrain_s, train_fraction=args.train_fraction)
+    results = run_replays(trace, costs, budgets, policies, span, fopts)
+    if args.format == "json":
+        sys.stdout.write(report.to_json(results) + "\n")
+    elif args.format == "csv":
+        sys.stdout.write(report.to_csv(results))
+    else:
+        sys.stdout.write(report.to_table(results, notes))
+    if args.plot:
+        from prewarm.sim.plot import plot_results
+
+        plot_results(results, trace, args.plot)
+        print(f"plot written to {args.plot}", file=sys.stderr)
+    return 0

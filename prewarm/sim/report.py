@@ -1,0 +1,75 @@
+"""Rendering replay results as a table, JSON or CSV (DESIGN.md command-line contract)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+from prewarm.sim.engine import ReplayResult
+
+CSV_FIELDS = [
+    "policy", "budget", "budget_gb", "requests", "cold_starts", "cold_start_rate", "added_latency_s_total",
+    "p99_added_latency_s", "mean_added_latency_s", "vram_gb_hours", "loads", "evictions", "scored_from",
+    "scored_to", "oversized_requests", "oversized_models", "replay_seconds",
+]
+
+
+def _when(ts: float) -> str:
+    """Epoch-scale times (a serve database) read better as dates; trace seconds stay seconds."""
+    if ts > 1e9:
+        return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"{ts:.0f} s"
+
+
+def to_json(results: Sequence[ReplayResult]) -> str:
+    return json.dumps([r.as_dict() for r in results], indent=2)
+
+
+def to_csv(results: Sequence[ReplayResult]) -> str:
+    rows = [r.as_dict() for r in results]
+    extra = sorted({k for r in rows for k in r} - set(CSV_FIELDS))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS + extra, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        r = dict(r)
+        r["oversized_models"] = ";".join(r["oversized_models"])
+        w.writerow(r)
+    return buf.getvalue()
+
+
+def to_table(results: Sequence[ReplayResult], notes: Sequence[str] = ()) -> str:
+    header = ["budget", "policy", "requests", "cold starts", "cold %", "added s total", "p99 added s",
+              "VRAM GB-h", "loads", "evictions"]
+    rows: list[list[str]] = []
+    for r in results:
+        rows.append([
+            f"{r.budget / 1e9:g} GB", r.policy, str(r.requests), str(r.cold_starts),
+            f"{100 * r.cold_start_rate:.2f}", f"{r.added_latency_s_total:.0f}", f"{r.p99_added_latency_s:.1f}",
+            f"{r.vram_gb_hours:.1f}", str(r.loads), str(r.evictions),
+        ])
+    widths = [max(len(h), *(len(row[k]) for row in rows)) for k, h in enumerate(header)]
+    lines = list(notes)
+    if results:
+        lines.append(f"scored: {_when(results[0].scored_from)} .. {_when(results[0].scored_to)}")
+    lines.append("  ".join(h.rjust(w) for h, w in zip(header, widths)))
+    lines.append("  ".join("-" * w for w in widths))
+    for row in rows:
+        lines.append("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+    for r in results:
+        if r.oversized_models:
+            lines.append(f"{r.policy} @ {r.budget / 1e9:g} GB: {r.oversized_requests} requests for "
+                         f"{len(r.oversized_models)} model(s) larger than the budget, not served: "
+                         + ", ".join(r.oversized_models[:10]) + (" ..." if len(r.oversized_models) > 10 else ""))
+            break
+    extras = [f"{r.policy} @ {r.budget / 1e9:g} GB: " + ", ".join(f"{k}={_fmt(v)}" for k, v in r.extra.items())
+              for r in results if r.extra]
+    lines.extend(extras)
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.2f}" if isinstance(v, float) else str(v)

@@ -1,0 +1,107 @@
+"""One replay run: a trace, a catalog, budgets and policies in; a list of results out (no printing).
+
+Shared by the command, the benchmark, the demo and the tests, so they all replay
+the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from prewarm.catalog import DEFAULT_RULE, Catalog
+from prewarm.sim.engine import ReplayResult, Span, replay
+from prewarm.sim.policies.base import Policy
+from prewarm.sim.policies.histogram import HistogramPolicy
+from prewarm.sim.policies.lru import LRUPolicy
+from prewarm.sim.policies.ollama import OllamaPolicy
+from prewarm.sim.policies.oracle import OraclePolicy
+from prewarm.sim.policies.topn import TopNPolicy
+from prewarm.sim.trace import Trace
+
+POLICY_NAMES = ("ollama", "lru", "topn", "histogram", "forecast", "oracle")
+
+
+@dataclass
+class ForecastOptions:
+    """How the forecast policy trains and plans (see prewarm.sim.policies.forecast)."""
+
+    window_s: float = 300.0
+    retrain_every_s: float = 86400.0
+    train_fraction: float | None = None  # None: the warm-up fraction
+
+
+@dataclass
+class ModelCosts:
+    sizes: list[int]
+    load_seconds: list[float]
+    defaulted: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_catalog(cls, trace: Trace, catalog: Catalog) -> "ModelCosts":
+        entries = [catalog.get(name) for name in trace.names]
+        return cls(
+            sizes=[e.size_bytes for e in entries],
+            load_seconds=[float(e.load_seconds) for e in entries],
+            defaulted=[name for name in trace.names if name not in catalog],
+        )
+
+    def note(self, n_models: int) -> str:
+        if not self.defaulted:
+            return f"catalog: all {n_models} models found"
+        return f"catalog: {len(self.defaulted)} of {n_models} models not in the catalog, sized by the default rule ({DEFAULT_RULE})"
+
+
+def parse_policies(text: str | None) -> list[str]:
+    if not text:
+        return list(POLICY_NAMES)
+    names = [p.strip().lower() for p in text.split(",") if p.strip()]
+    bad = [p for p in names if p not in POLICY_NAMES]
+    if bad or not names:
+        raise ValueError(f"unknown policy {', '.join(bad) or text!r}; choose from {','.join(POLICY_NAMES)}")
+    return list(dict.fromkeys(names))
+
+
+def _factories(trace: Trace, span: Span, fopts: ForecastOptions) -> dict[str, Callable[[], Policy]]:
+    factories: dict[str, Callable[[], Policy]] = {
+        "ollama": OllamaPolicy,
+        "lru": LRUPolicy,
+        "topn": TopNPolicy,
+        "histogram": HistogramPolicy,
+        "oracle": OraclePolicy,
+    }
+
+    shared: dict[str, object] = {}
+
+    def forecast() -> Policy:
+        from prewarm.sim.policies.forecast import ForecastPolicy, ForecastSchedule
+
+        if "schedule" not in shared:
+            t0, t1 = float(trace.ts[0]), float(trace.ts[-1])
+            train_end = span.scored_from if fopts.train_fraction is None else t0 + fopts.train_fraction * (t1 - t0)
+            shared["schedule"] = ForecastSchedule(trace, train_end, fopts.window_s, fopts.retrain_every_s)
+        return ForecastPolicy(shared["schedule"])  # type: ignore[arg-type]
+
+    factories["forecast"] = forecast
+    return factories
+
+
+def run_replays(
+    trace: Trace,
+    costs: ModelCosts,
+    budgets: Sequence[int],
+    policies: Sequence[str],
+    span: Span,
+    fopts: ForecastOptions = ForecastOptions(),
+    timeline_for: str | None = "forecast",
+) -> list[ReplayResult]:
+    """Every (budget, policy) pair, budgets outer; the forecaster is trained once and shared by all budgets."""
+    factories = _factories(trace, span, fopts)
+    out: list[ReplayResult] = []
+    for budget in budgets:
+        for name in policies:
+            out.append(
+                replay(trace, costs.sizes, costs.load_seconds, budget, factories[name](), span,
+                       record_timeline=(name == timeline_for))
+            )
+    return out
