@@ -27,9 +27,11 @@ def parse_keep_alive(value: Any) -> float | None:
     """Ollama's reading: absent -> None (keep the model's duration), negative -> forever, else seconds."""
     if value is None:
         return None
+    if not isinstance(value, (str, int, float)):
+        raise BadRequest(f"invalid keep_alive {value!r}: use a duration like 5m or a number of seconds")
     try:
         seconds = parse_duration(value)
-    except (ValueError, TypeError) as exc:
+    except ValueError as exc:
         raise BadRequest(f"invalid keep_alive {value!r}: {exc}") from None
     return FOREVER if seconds < 0 else seconds
 
