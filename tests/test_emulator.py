@@ -67,7 +67,14 @@ async def ps_names(client) -> list[str]:
     return [m["name"] for m in (await (await client.get("/api/ps")).json())["models"]]
 
 
-METRICS = ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration")
+METRICS = (
+    "total_duration",
+    "load_duration",
+    "prompt_eval_count",
+    "prompt_eval_duration",
+    "eval_count",
+    "eval_duration",
+)
 
 
 # --- it says it is an emulator ---------------------------------------------------------------
@@ -212,7 +219,8 @@ async def test_unknown_model_is_ollamas_404(client, path, body):
 
 
 async def test_unknown_model_on_v1_is_openai_error(client):
-    r = await client.post("/v1/chat/completions", json={"model": "missing", "messages": [{"role": "user", "content": "x"}]})
+    body = {"model": "missing", "messages": [{"role": "user", "content": "x"}]}
+    r = await client.post("/v1/chat/completions", json=body)
     assert r.status == 404
     err = (await r.json())["error"]
     assert err["type"] == "not_found_error" and "missing" in err["message"]
@@ -349,7 +357,8 @@ async def test_waits_for_a_busy_model_then_503(app, client):
     assert (await stats(client))["busy_errors"] == 1
     # once a model goes idle the waiting request gets it
     sched.busy_wait_s = 60.0
-    pending = asyncio.create_task(client.post("/api/generate", json={"model": "gamma:1b", "prompt": "x", "stream": False}))
+    body = {"model": "gamma:1b", "prompt": "x", "stream": False}
+    pending = asyncio.create_task(client.post("/api/generate", json=body))
     await asyncio.sleep(0.05)
     assert not pending.done()
     sched.release(b)
@@ -419,7 +428,8 @@ async def test_v1_chat_completion_shapes(client):
 
 
 async def test_v1_completions_embeddings_models(client):
-    body = await (await client.post("/v1/completions", json={"model": "beta:1b", "prompt": "a b", "max_tokens": 5})).json()
+    req = {"model": "beta:1b", "prompt": "a b", "max_tokens": 5}
+    body = await (await client.post("/v1/completions", json=req)).json()
     assert body["object"] == "text_completion" and body["choices"][0]["finish_reason"] == "length"
     assert len(body["choices"][0]["text"].split()) == 5 and body["usage"]["completion_tokens"] == 5
     chunks = await sse(await client.post("/v1/completions", json={"model": "beta:1b", "prompt": "a b", "stream": True}))

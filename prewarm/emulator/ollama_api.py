@@ -10,12 +10,13 @@ from aiohttp import web
 from prewarm.emulator import text
 from prewarm.emulator.engine import Engine, parse_keep_alive
 from prewarm.emulator.modelinfo import DEFAULT_NUM_CTX, ModelSpec
-from prewarm.emulator.scheduler import BadRequest, Runner
+from prewarm.emulator.scheduler import FOREVER, BadRequest, Runner
 from prewarm.emulator.web_common import (
     flag,
     iso,
     iso_now,
     json_response,
+    messages_text,
     ndjson_line,
     read_json,
     start_stream,
@@ -38,19 +39,7 @@ def _string(body: dict[str, Any], key: str) -> str:
     return value
 
 
-def _messages_text(messages: Any) -> str:
-    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-        raise BadRequest("messages must be a list of objects with role and content")
-    parts = []
-    for m in messages:
-        content = m.get("content")
-        if content is not None and not isinstance(content, str):
-            raise BadRequest("message content must be a string")
-        parts.append(content or "")
-    return "\n".join(parts)
-
-
-def _require_completion(spec: ModelSpec, what: str) -> None:
+def require_completion(spec: ModelSpec, what: str) -> None:
     if "completion" not in spec.capabilities():
         raise BadRequest(f'"{spec.name}" does not support {what}')
 
@@ -81,7 +70,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
     stream = flag(body, "stream", True)
     if not prompt and not body.get("images"):
         return await _load_or_unload(engine, spec, body, chat=False)
-    _require_completion(spec, "generate")
+    require_completion(spec, "generate")
     full_prompt = " ".join(p for p in (_string(body, "system"), prompt) if p)
     async with engine.generate(spec, full_prompt, body.get("options"), body.get("keep_alive")) as gen:
         model = body["model"]
@@ -116,8 +105,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
     stream = flag(body, "stream", True)
     if not messages:
         return await _load_or_unload(engine, spec, body, chat=True)
-    prompt = _messages_text(messages)
-    _require_completion(spec, "chat")
+    prompt = messages_text(messages)
+    require_completion(spec, "chat")
     async with engine.generate(spec, prompt, body.get("options"), body.get("keep_alive")) as gen:
         model = body["model"]
         if stream:
@@ -187,14 +176,13 @@ async def embeddings(request: web.Request) -> web.Response:
 
 
 def _ps_entry(r: Runner, now: float) -> dict[str, Any]:
-    expiry = r.expiry(now)
     return {
         "name": r.name,
         "model": r.name,
         "size": r.size,
         "digest": r.spec.digest,
         "details": r.spec.details(),
-        "expires_at": iso(min(expiry, now + 292 * 365.25 * 86400)).replace("Z", "+00:00"),
+        "expires_at": iso(r.expiry(now)).replace("Z", "+00:00"),
         "size_vram": r.size,
         "context_length": r.options["num_ctx"],
     }
@@ -272,7 +260,7 @@ async def stats(request: web.Request) -> web.Response:
                     "num_ctx": r.options["num_ctx"],
                     "in_flight": r.refs,
                     "loading": r.loading,
-                    "expires_in_s": None if r.session_s == float("inf") else round(r.expiry(now) - now, 3),
+                    "expires_in_s": None if r.session_s == FOREVER else round(r.expiry(now) - now, 3),
                 }
                 for r in sched.loaded.values()
             ],

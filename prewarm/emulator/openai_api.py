@@ -14,9 +14,17 @@ from aiohttp import web
 
 from prewarm.emulator import text
 from prewarm.emulator.engine import Engine
-from prewarm.emulator.ollama_api import ENGINE_KEY, _messages_text, _require_completion
+from prewarm.emulator.ollama_api import ENGINE_KEY, require_completion
 from prewarm.emulator.scheduler import BadRequest
-from prewarm.emulator.web_common import flag, json_response, read_json, sse_done, sse_event, start_stream
+from prewarm.emulator.web_common import (
+    flag,
+    json_response,
+    messages_text,
+    read_json,
+    sse_done,
+    sse_event,
+    start_stream,
+)
 
 FINGERPRINT = "fp_ollama"
 
@@ -27,7 +35,7 @@ def _engine(request: web.Request) -> Engine:
 
 def _options(body: dict[str, Any]) -> dict[str, Any]:
     opts: dict[str, Any] = {}
-    for src, dst in (("max_tokens", "num_predict"), ("seed", "seed"), ("temperature", "temperature")):
+    for src, dst in (("max_tokens", "num_predict"), ("seed", "seed")):
         if body.get(src) is not None:
             opts[dst] = body[src]
     return opts
@@ -54,8 +62,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     messages = body.get("messages")
     if not messages:
         raise BadRequest("messages is required")
-    prompt = _messages_text(messages)
-    _require_completion(spec, "chat")
+    prompt = messages_text(messages, allow_parts=True)
+    require_completion(spec, "chat")
     stream = flag(body, "stream", False)
     include_usage = stream and _include_usage(body)
     cid = f"chatcmpl-{secrets.randbelow(1000)}"
@@ -115,7 +123,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt:
         raise BadRequest("prompt must be a non-empty string")
-    _require_completion(spec, "generate")
+    require_completion(spec, "generate")
     stream = flag(body, "stream", False)
     include_usage = stream and _include_usage(body)
     cid = f"cmpl-{secrets.randbelow(1000)}"

@@ -35,6 +35,7 @@ from prewarm.emulator.web_common import (
     flag,
     json_response,
     mark_emulator,
+    messages_text,
     read_json,
     sse_done,
     sse_event,
@@ -303,7 +304,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequest("messages must be a non-empty list")
-    prompt = "\n".join(str(m.get("content") or "") for m in messages if isinstance(m, dict))
+    prompt = messages_text(messages, allow_parts=True)
     return await _respond(request, body, prompt, chat=True)
 
 

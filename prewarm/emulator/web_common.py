@@ -47,7 +47,25 @@ def iso(ts: float) -> str:
 
 
 def iso_now() -> str:
-    return iso(datetime.now(timezone.utc).timestamp())
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def messages_text(messages: Any, allow_parts: bool = False) -> str:
+    """The text of a chat, for token counts and seeding the reply.
+
+    ``allow_parts``: OpenAI's content may be a list of parts; only text parts count.
+    """
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise BadRequest("messages must be a list of objects with role and content")
+    texts = []
+    for m in messages:
+        content = m.get("content")
+        if allow_parts and isinstance(content, list):
+            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        if content is not None and not isinstance(content, str):
+            raise BadRequest("message content must be a string")
+        texts.append(content or "")
+    return "\n".join(texts)
 
 
 def openai_error_body(status: int, message: str) -> dict[str, Any]:
