@@ -49,6 +49,7 @@ class OllamaBackend:
         self.unload_wait_s = unload_wait_s
         self.load_options: dict[str, dict[str, Any]] = {}  # model -> runner options real traffic uses most
         self.size_source: dict[str, str] = {}
+        self.resident_ctx: dict[str, int] = {}  # model -> num_ctx its runner was loaded with (/api/ps context_length)
         self._show_cache: dict[tuple[str, str], tuple[dict[str, Any], int | None]] = {}
 
     def canonical(self, model: str) -> str:
@@ -64,6 +65,8 @@ class OllamaBackend:
             name = m.get("name") or m.get("model")
             if name:
                 out[canonical_name(name)] = int(m.get("size_vram", m.get("size", 0)) or 0)
+                if m.get("context_length"):
+                    self.resident_ctx[canonical_name(name)] = int(m["context_length"])
         return out
 
     async def load(self, model: str, keep_alive: str | None = None, options: dict[str, Any] | None = None) -> None:
@@ -73,10 +76,18 @@ class OllamaBackend:
         if opts:
             body["options"] = opts
         if keep_alive is not None:
-            body["keep_alive"] = _keep_alive_value(keep_alive)
+            body["keep_alive"] = keep_alive_value(keep_alive)
         data = await self.http.json("POST", f"{self.base_url}/api/generate", f"load {model}", json=body)
         if not isinstance(data, dict) or not data.get("done"):
             raise BackendError(f"load {model}: Ollama answered {data!r} instead of a finished load")
+
+    async def keep(self, model: str, keep_alive: str) -> None:
+        """Renew a resident model's keep_alive with the context its runner has, so Ollama does not reload it."""
+        model = canonical_name(model)
+        opts = dict(self.load_options.get(model, {}))
+        if model in self.resident_ctx:
+            opts["num_ctx"] = self.resident_ctx[model]
+        await self.load(model, keep_alive=keep_alive, options=opts)
 
     async def unload(self, model: str) -> None:
         """keep_alive 0, then wait until /api/ps no longer lists the model: Ollama frees memory asynchronously."""
@@ -136,7 +147,7 @@ class OllamaBackend:
         await self.http.close()
 
 
-def _keep_alive_value(keep_alive: str) -> str | int | float:
+def keep_alive_value(keep_alive: str) -> str | int | float:
     """Ollama reads a bare number as seconds and a string as a Go duration; "-1" must go as a number."""
     try:
         return float(keep_alive) if "." in keep_alive else int(keep_alive)

@@ -1,0 +1,86 @@
+"""Prometheus metrics for the prewarmer, on a registry of its own.
+
+Its own CollectorRegistry (not the process-global one) so two proxies in one
+process (tests, the demo) do not collide and /metrics shows only prewarm's series.
+Model labels come from client requests; names the prewarmer does not know are
+counted as "other" by the caller so a client cannot grow the series without bound.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from prewarm.records import RequestEvent
+
+if TYPE_CHECKING:
+    from prewarm.gpu import Budget
+
+LOAD_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+
+
+class PrewarmMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("prewarm_requests", "Proxied requests per model", ["model"], registry=r)
+        self.cold_starts = Counter(
+            "prewarm_cold_starts", "Requests whose model was not resident when they arrived", ["model"], registry=r
+        )
+        self.loads = Counter("prewarm_loads", "Loads the prewarmer carried out", ["model"], registry=r)
+        self.evictions = Counter("prewarm_evictions", "Unloads the prewarmer carried out", ["model"], registry=r)
+        self.load_seconds = Histogram(
+            "prewarm_load_seconds", "Time a prewarm load took", buckets=LOAD_BUCKETS, registry=r
+        )
+        self.vram_used = Gauge("prewarm_vram_used_bytes", "Bytes resident on the upstream (incl. reserved room)", registry=r)
+        self.vram_budget = Gauge("prewarm_vram_budget_bytes", "The VRAM budget the planner fills", registry=r)
+        self.budget_source = Gauge(
+            "prewarm_vram_budget_source", "1 for the source of the current budget", ["source"], registry=r
+        )
+        self.forecast_age = Gauge("prewarm_forecast_age_seconds", "Seconds since the forecast in use was made", registry=r)
+        self._forecast_at: float | None = None
+        self._prewarmer: Any = None
+        self.forecast_age.set_function(self._age)
+
+    def bind(self, prewarmer: Any) -> None:
+        """Read VRAM in use from the prewarmer at scrape time rather than pushing it on every change."""
+        self._prewarmer = prewarmer
+        self.vram_used.set_function(lambda: float(prewarmer._resident_bytes()))
+
+    def _age(self) -> float:
+        return float("nan") if self._forecast_at is None else max(0.0, time.time() - self._forecast_at)
+
+    def observe_request(self, model: str, event: RequestEvent) -> None:
+        self.requests.labels(model).inc()
+        if event.cold:
+            self.cold_starts.labels(model).inc()
+
+    def loaded(self, model: str, seconds: float) -> None:
+        self.loads.labels(model).inc()
+        self.load_seconds.observe(seconds)
+
+    def evicted(self, model: str) -> None:
+        self.evictions.labels(model).inc()
+
+    def set_budget(self, budget: "Budget") -> None:
+        self.vram_budget.set(budget.bytes)
+        for source in ("nvml", "config", "upstream"):
+            self.budget_source.labels(source).set(1 if source == budget.source else 0)
+
+    def forecast_made(self, made_at: float) -> None:
+        self._forecast_at = made_at
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def metrics_route(metrics: PrewarmMetrics) -> web.RouteDef:
+    """GET /metrics in the Prometheus text format (pass it among the proxy's extra_routes: it gets the admin guard)."""
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return web.get("/metrics", handler)

@@ -1,0 +1,505 @@
+"""The prewarmer: carries out the planner's decisions on the upstream and guards the budget on the request path.
+
+It implements ProxyHooks by holding a ResidencyTracker (which knows what is
+resident and what is in flight) and adding two things around it:
+
+* before a request for a model that is not resident is forwarded, it evicts
+  under the planner's ``make_room`` rules so the upstream's own eviction never has
+  to act and the budget holds for client-triggered loads too; the room is then
+  reserved for that request until it finishes, so a planned load cannot take it;
+* for models the plan wants resident it sets ``keep_alive`` on the forwarded body,
+  so Ollama's idle timer does not undo the plan (other models keep the client's value).
+
+Every window, ``apply_plan`` turns forecasts into actions (planner.plan) and carries
+them out one at a time, logging each as a row in ``prewarm_actions``. State is
+re-checked before each step, because requests keep arriving while a plan runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import math
+import time
+from collections import Counter, deque
+from datetime import datetime, timezone
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+
+from prewarm.backends.base import Backend, BackendError
+from prewarm.backends.ollama import keep_alive_value, runner_options
+from prewarm.backends.sizing import LOAD_MS_SQL, catalog_rows, load_ms_p50
+from prewarm.catalog import Catalog, load_catalog
+from prewarm.config import Settings
+from prewarm.gpu import Budget, GpuMonitor
+from prewarm.metrics import PrewarmMetrics
+from prewarm.planner import ModelView, PlanAction, PlanConfig, make_room, plan
+from prewarm.records import RequestEvent
+from prewarm.residency import ResidencyTracker
+
+log = logging.getLogger(__name__)
+
+# The plan is redone every window, so it only has to cover until the next plan and the
+# loads it starts: the window now running and the next one.
+PLAN_WINDOWS = 2
+# A model's first request is expected in the first window where p_any reaches this.
+DEMAND_P = 0.5
+# Ollama endpoints whose body carries keep_alive (its OpenAI-compatible /v1 API ignores it).
+KEEP_ALIVE_ENDPOINTS = frozenset({"/api/generate", "/api/chat", "/api/embed", "/api/embeddings"})
+
+
+class PrewarmError(RuntimeError):
+    """An admin action cannot be carried out (no room, model busy); the message says why."""
+
+
+def horizon_views(forecasts: pd.DataFrame, now: float) -> dict[str, tuple[float, float | None]]:
+    """model -> (P(any request over the plan horizon), seconds until its likely first request).
+
+    Windows are treated as independent: P(any) = 1 - prod(1 - p_any) over the
+    PLAN_WINDOWS windows that have not ended yet.
+    """
+    if forecasts is None or forecasts.empty:
+        return {}
+    df = forecasts[["model", "window_start", "window_end", "p_any"]].copy()
+    for col in ("window_start", "window_end"):
+        if not pd.api.types.is_numeric_dtype(df[col]):
+            df[col] = pd.to_datetime(df[col], utc=True).map(lambda t: t.timestamp())
+    df = df[df["window_end"] > now].sort_values(["model", "window_start"])
+    out: dict[str, tuple[float, float | None]] = {}
+    for model, g in df.groupby("model", sort=False):
+        probs = g["p_any"].clip(0, 1).fillna(0).to_numpy()
+        starts = g["window_start"].to_numpy()
+        p = 1.0 - float(math.prod(1.0 - float(x) for x in probs[:PLAN_WINDOWS]))
+        demand = next((max(0.0, float(s) - now) for s, x in zip(starts, probs) if x >= DEMAND_P), None)
+        out[str(model)] = (min(1.0, max(0.0, p)), demand)
+    return out
+
+
+class Prewarmer:
+    def __init__(
+        self,
+        settings: Settings,
+        backend: Backend,
+        store: Any | None = None,
+        tracker: ResidencyTracker | None = None,
+        gpu: GpuMonitor | None = None,
+        catalog: Catalog | None = None,
+        metrics: PrewarmMetrics | None = None,
+        plan_config: PlanConfig = PlanConfig(),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.store = store
+        self.tracker = tracker or ResidencyTracker(self._fetch_resident, settings.ps_refresh)
+        self.gpu = gpu or GpuMonitor(settings)
+        self.catalog = catalog or load_catalog(settings.catalog)
+        self.metrics = metrics or PrewarmMetrics()
+        self.plan_config = plan_config
+        self.clock = clock
+        self.pins: set[str] = {backend.canonical(p) for p in settings.pins}
+        self.sizes: dict[str, int] = {}
+        self.load_ms: dict[str, float] = {}
+        self.budget: Budget | None = None
+        self.planned_resident: set[str] = set()
+        self.forecast: dict[str, tuple[float, float | None]] = {}
+        self.forecast_at: float | None = None
+        self.last_plan: list[PlanAction] = []
+        self.last_plan_at: float | None = None
+        self.last_actions: deque[dict[str, Any]] = deque(maxlen=50)
+        self._options: dict[str, Counter[tuple]] = {}
+        self._reserved: dict[str, int] = {}  # model -> bytes made room for, until its request finishes
+        self._op_lock = asyncio.Lock()  # one load or unload at a time, as the upstream does them
+        self.metrics.bind(self)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def _fetch_resident(self) -> dict[str, int]:
+        """The tracker's poll; it tolerates OSError-like failures, so backend errors are passed on as such."""
+        try:
+            return await self.backend.list_resident()
+        except BackendError as exc:
+            raise OSError(str(exc)) from exc
+
+    async def start(self, start_tracker: bool = True) -> None:
+        if start_tracker:
+            await self.tracker.start()
+        else:
+            await self.tracker.refresh()
+        await self.refresh_catalog()
+        await self.refresh_budget()
+
+    async def stop(self, stop_tracker: bool = True) -> None:
+        if stop_tracker:
+            await self.tracker.stop()
+        await self.backend.close()
+
+    async def refresh_budget(self) -> Budget:
+        total = None
+        if self.settings.vram_budget is None:
+            try:
+                total = await self.backend.reported_vram_total()
+            except BackendError as exc:
+                log.warning("budget: the upstream's VRAM total is unknown: %s", exc)
+        self.budget = self.gpu.budget(self._resident_bytes(), total)
+        self.metrics.set_budget(self.budget)
+        return self.budget
+
+    async def refresh_catalog(self) -> None:
+        """Sizes from the upstream, load times from the log; both into model_catalog (the catalog CSV wins)."""
+        try:
+            self.sizes = await self.backend.sizes()
+        except BackendError as exc:
+            log.warning("sizes: %s; using the catalog and its default rule", exc)
+        if self.store is not None:
+            try:
+                df = await asyncio.to_thread(self.store.read_df, LOAD_MS_SQL)
+                self.load_ms = load_ms_p50(df)
+            except Exception as exc:  # the store may be unavailable; load times then come from the catalog
+                log.warning("load times: cannot read the log (%s); using the catalog", exc)
+        source = getattr(self.backend, "size_source", {})
+        rows = catalog_rows(self.sizes, source, self.load_ms, self.catalog)
+        if self.store is not None and rows:
+            self.store.put_rows("model_catalog", rows)
+
+    # ------------------------------------------------------------------ model facts
+
+    def canonical(self, model: str) -> str:
+        return self.backend.canonical(model)
+
+    def size_of(self, model: str) -> int:
+        if model in self.catalog:
+            return self.catalog.get(model).size_bytes
+        if self.tracker.resident.get(model):
+            return self.tracker.resident[model]
+        return self.sizes.get(model) or self.catalog.get(model).size_bytes
+
+    def load_seconds_of(self, model: str) -> float:
+        if model in self.catalog:
+            return self.catalog.get(model).load_seconds
+        if model in self.load_ms:
+            return self.load_ms[model] / 1000.0
+        return self.catalog.get(model).load_seconds
+
+    def _resident(self) -> dict[str, int]:
+        """Resident models with their bytes, plus the room reserved for requests now loading their model."""
+        out = {m: (b or self.size_of(m)) for m, b in self.tracker.resident.items()}
+        for m, b in self._reserved.items():
+            out.setdefault(m, b)
+        return out
+
+    def _resident_bytes(self) -> int:
+        return sum(self._resident().values())
+
+    def _in_flight(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for m, n in self.tracker.in_flight.items():
+            c = self.canonical(m)
+            out[c] = out.get(c, 0) + n
+        return out
+
+    def views(self, extra: Sequence[str] = ()) -> list[ModelView]:
+        """What the planner sees: every model known from sizes, forecasts, the resident set and pins."""
+        resident = self._resident()
+        in_flight = self._in_flight()
+        names = set(self.sizes) | set(self.forecast) | set(resident) | self.pins | set(extra)
+        out = []
+        for m in sorted(names):
+            p, demand = self.forecast.get(m, (0.0, None))
+            out.append(
+                ModelView(
+                    model=m,
+                    size_bytes=resident.get(m) or self.size_of(m),
+                    load_seconds=self.load_seconds_of(m),
+                    p_any=p,
+                    next_demand_s=demand,
+                    resident=m in resident,
+                    in_flight=in_flight.get(m, 0),
+                    pinned=m in self.pins,
+                )
+            )
+        return out
+
+    def _budget_bytes(self) -> int:
+        if self.budget is None:
+            raise PrewarmError("no VRAM budget yet: start() has not run")
+        return self.budget.bytes
+
+    # ------------------------------------------------------------------ ProxyHooks
+
+    def is_resident(self, model: str) -> bool | None:
+        if not getattr(self.backend, "resident_known", True):
+            return None
+        return self.tracker.is_resident(self.canonical(model))
+
+    async def before_forward(self, model: str, body: dict[str, Any], endpoint: str) -> dict[str, Any] | None:
+        m = self.canonical(model)
+        self._tally_options(m, body)
+        if self.backend.resident_known and not self.tracker.is_resident(m) and m not in self._reserved:
+            await self._make_room_for(m, f"request for {m}")
+        if m in self.planned_resident or m in self.pins:
+            if self.backend.kind == "ollama" and endpoint in KEEP_ALIVE_ENDPOINTS:
+                want = keep_alive_value(self.settings.plan_keep_alive)
+                if body.get("keep_alive") != want:
+                    return dict(body, keep_alive=want)
+        return None
+
+    def request_started(self, model: str) -> None:
+        self.tracker.request_started(model)
+
+    def request_finished(self, model: str, event: RequestEvent) -> None:
+        self.tracker.request_finished(model, event)
+        m = self.canonical(model)
+        if not self._in_flight().get(m):
+            self._reserved.pop(m, None)
+        known = m in self.sizes or m in self.catalog or m in self.tracker.resident
+        self.metrics.observe_request(m if known else "other", event)
+
+    def _tally_options(self, model: str, body: dict[str, Any]) -> None:
+        """Count the runner options traffic uses per model; loads use the most common so Ollama does not reload."""
+        opts = runner_options(body.get("options"))
+        tally = self._options.setdefault(model, Counter())
+        tally[tuple(sorted(opts.items()))] += 1
+        best = dict(tally.most_common(1)[0][0])
+        if hasattr(self.backend, "load_options"):
+            self.backend.load_options[model] = best
+
+    async def _make_room_for(self, model: str, why: str) -> None:
+        """Evict under the planner's rules until `model` fits, then reserve its room; waits for a load in progress."""
+        async with self._op_lock:
+            if self.tracker.is_resident(model) or model in self._reserved:
+                return
+            if self.budget is None:
+                await self.refresh_budget()
+            actions = make_room(self.views([model]), model, self._budget_bytes())
+            if actions is None:
+                log.warning("no room for %s under the %d-byte budget: models in flight or pinned hold it; "
+                            "forwarding anyway", model, self._budget_bytes())
+                self._record(model, "unload", f"{why}: no evictable model frees enough room", None, None, 0.0,
+                             False, "no room")
+                return
+            for a in actions:
+                await self._do_unload(a.model, a.reason)
+            self._reserved[model] = self.size_of(model)
+
+    # ------------------------------------------------------------------ actions
+
+    def _record(self, model: str, action: str, reason: str, before: int | None, after: int | None,
+                duration_ms: float, ok: bool, error: str | None) -> None:
+        row = dict(ts=datetime.now(timezone.utc), model=model, action=action, reason=reason, vram_before=before,
+                   vram_after=after, duration_ms=duration_ms, ok=ok, error=error)
+        self.last_actions.append(row)
+        if self.store is not None:
+            self.store.put_rows("prewarm_actions", [row])
+
+    async def _do_unload(self, model: str, reason: str) -> bool:
+        before = self._resident_bytes()
+        t0 = time.perf_counter()
+        try:
+            await self.backend.unload(model)
+        except BackendError as exc:
+            self._record(model, "unload", reason, before, before, _ms(t0), False, str(exc))
+            return False
+        self.tracker.mark_unloaded(model)
+        await self.tracker.refresh()
+        self.planned_resident.discard(model)
+        self.metrics.evicted(model)
+        self._record(model, "unload", reason, before, self._resident_bytes(), _ms(t0), True, None)
+        return True
+
+    async def _do_load(self, model: str, reason: str) -> bool:
+        before = self._resident_bytes()
+        size = self.size_of(model)
+        if before + size > self._budget_bytes():
+            self._record(model, "load", reason, before, before, 0.0, False,
+                         f"skipped: {before + size} bytes would exceed the {self._budget_bytes()}-byte budget now")
+            return False
+        t0 = time.perf_counter()
+        try:
+            await self.backend.load(model, keep_alive=self.settings.plan_keep_alive)
+        except BackendError as exc:
+            self._record(model, "load", reason, before, before, _ms(t0), False, str(exc))
+            return False
+        self.tracker.mark_resident(model)
+        await self.tracker.refresh()
+        self.metrics.loaded(model, time.perf_counter() - t0)
+        self._record(model, "load", reason, before, self._resident_bytes(), _ms(t0), True, None)
+        return True
+
+    async def _do_keep(self, model: str, reason: str) -> bool:
+        """Ollama: renew keep_alive (a /v1 request may have reset its timer); same runner options, so no reload."""
+        now = self._resident_bytes()
+        t0 = time.perf_counter()
+        ok, error = True, None
+        keep = getattr(self.backend, "keep", None)
+        if keep is not None:
+            try:
+                await keep(model, self.settings.plan_keep_alive)
+            except BackendError as exc:
+                ok, error = False, str(exc)
+        self._record(model, "keep", reason, now, now, _ms(t0), ok, error)
+        return ok
+
+    async def apply_plan(self, forecasts: pd.DataFrame, made_at: float | None = None) -> list[PlanAction]:
+        """Plan from `forecasts` (the forecaster's frame or the forecasts table) and carry it out step by step."""
+        if forecasts is None or forecasts.empty:
+            raise PrewarmError("no forecasts: refusing to plan, it would unload every model that is not pinned")
+        now = self.clock()
+        self.forecast = {self.canonical(m): v for m, v in horizon_views(forecasts, now).items()}
+        self.forecast_at = made_at if made_at is not None else now
+        self.metrics.forecast_made(self.forecast_at)
+        await self.tracker.refresh()
+        await self.refresh_budget()
+        actions = plan(self.views(), self._budget_bytes(), self.plan_config)
+        self.last_plan, self.last_plan_at = actions, now
+        self.planned_resident = {a.model for a in actions if a.action in ("keep", "load")}
+        for a in actions:
+            async with self._op_lock:
+                if a.action == "unload":
+                    if self._in_flight().get(a.model):
+                        self._record(a.model, "unload", a.reason, None, None, 0.0, False,
+                                     "skipped: a request for it arrived while the plan ran")
+                        continue
+                    await self._do_unload(a.model, a.reason)
+                elif a.action == "load":
+                    if self.tracker.is_resident(a.model):
+                        continue
+                    await self._do_load(a.model, a.reason)
+                else:
+                    await self._do_keep(a.model, a.reason)
+        return actions
+
+    # ------------------------------------------------------------------ admin
+
+    async def load_now(self, model: str, reason: str = "admin request") -> dict[str, Any]:
+        m = self.canonical(model)
+        async with self._op_lock:
+            if self.tracker.is_resident(m):
+                return {"model": m, "action": "load", "ok": True, "note": "already resident"}
+            if self.budget is None:
+                await self.refresh_budget()
+            evictions = make_room(self.views([m]), m, self._budget_bytes())
+            if evictions is None:
+                raise PrewarmError(f"no room for {m}: models in flight or pinned hold the budget")
+            for a in evictions:
+                await self._do_unload(a.model, a.reason)
+            ok = await self._do_load(m, reason)
+        self.planned_resident.add(m)
+        return {"model": m, "action": "load", "ok": ok, "evicted": [a.model for a in evictions],
+                "error": None if ok else self.last_actions[-1]["error"]}
+
+    async def unload_now(self, model: str, reason: str = "admin request") -> dict[str, Any]:
+        m = self.canonical(model)
+        if self._in_flight().get(m):
+            raise PrewarmError(f"{m} has requests in flight; it is not evicted")
+        async with self._op_lock:
+            ok = await self._do_unload(m, reason)
+        return {"model": m, "action": "unload", "ok": ok, "error": None if ok else self.last_actions[-1]["error"]}
+
+    def pin(self, model: str) -> str:
+        m = self.canonical(model)
+        self.pins.add(m)
+        return m
+
+    def unpin(self, model: str) -> str:
+        m = self.canonical(model)
+        self.pins.discard(m)
+        return m
+
+    def status(self) -> dict[str, Any]:
+        resident = self._resident()
+        return {
+            "upstream": self.backend.base_url,
+            "upstream_kind": self.backend.kind,
+            "budget": None if self.budget is None else {
+                "bytes": self.budget.bytes, "source": self.budget.source, "detail": self.budget.detail},
+            "resident": [{"model": m, "size_bytes": b, "reserved": m in self._reserved and m not in self.tracker.resident}
+                         for m, b in sorted(resident.items())],
+            "resident_bytes": sum(resident.values()),
+            "in_flight": self._in_flight(),
+            "pins": sorted(self.pins),
+            "planned_resident": sorted(self.planned_resident),
+            "last_plan_at": self.last_plan_at,
+            "last_plan": [{"model": a.model, "action": a.action, "reason": a.reason,
+                           "resident_bytes_after": a.resident_bytes_after} for a in self.last_plan],
+            "last_actions": [dict(r, ts=r["ts"].isoformat()) for r in self.last_actions],
+        }
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0
+
+
+LATEST_FORECASTS_SQL = """
+SELECT model, epoch(window_start) AS window_start, epoch(window_end) AS window_end, p_any, epoch(made_at) AS made_at
+FROM forecasts WHERE made_at = (SELECT max(made_at) FROM forecasts)
+"""
+
+
+def run_plan_command(args: argparse.Namespace) -> int:
+    """`prewarm plan [--apply]`: the plan for the latest forecasts, as a table; --apply carries it out."""
+    from prewarm.config import load_settings
+
+    settings = load_settings(
+        args.config,
+        {"db": args.db, "upstream": args.upstream, "vram_budget": args.vram_budget, "catalog": args.catalog},
+    )
+    return asyncio.run(_plan_command(settings, args.apply))
+
+
+async def _plan_command(settings: Settings, apply: bool) -> int:
+    from prewarm.backends.factory import make_backend
+    from prewarm.cli import CommandError
+    from prewarm.store.commands import format_table
+    from prewarm.store.discovery import pid_alive, read_service_file
+    from prewarm.store.reader import ReadError, read_query
+
+    try:
+        columns, rows = read_query(settings, LATEST_FORECASTS_SQL)
+    except ReadError as exc:
+        raise CommandError(str(exc)) from None
+    forecasts = pd.DataFrame(rows, columns=columns)
+    if forecasts.empty:
+        raise CommandError(f"no forecasts in {settings.db}: run `prewarm train` and `prewarm forecast` first")
+    made_at = float(forecasts["made_at"].max())
+    store = None
+    if apply:
+        service = read_service_file(settings.db)
+        if service is not None and pid_alive(service.pid):
+            raise CommandError(
+                f"prewarm serve (pid {service.pid}) runs on {settings.db} and applies plans itself every window; "
+                "use its POST /prewarm/load and /prewarm/unload, or stop it first"
+            )
+        from prewarm.store.writer import Store
+
+        store = Store(settings.db, settings)
+        await asyncio.to_thread(store.open)
+    catalog = load_catalog(settings.catalog)
+    pw = Prewarmer(settings, make_backend(settings, catalog), store, catalog=catalog)
+    try:
+        try:
+            await pw.start(start_tracker=False)
+        except BackendError as exc:
+            raise CommandError(str(exc)) from None
+        if apply:
+            actions = await pw.apply_plan(forecasts, made_at)
+        else:
+            pw.forecast = {pw.canonical(m): v for m, v in horizon_views(forecasts, pw.clock()).items()}
+            actions = plan(pw.views(), pw._budget_bytes(), pw.plan_config)
+    finally:
+        await pw.stop(stop_tracker=False)
+        if store is not None:
+            await store.close()
+    assert pw.budget is not None
+    print(f"budget {pw.budget.bytes / 1e9:.2f} GB ({pw.budget.source}: {pw.budget.detail}); "
+          f"forecast made {datetime.fromtimestamp(made_at, timezone.utc).isoformat(timespec='seconds')}")
+    table_rows = [[a.action, a.model, f"{a.resident_bytes_after / 1e9:.2f}", a.reason] for a in actions]
+    print(format_table(["action", "model", "resident_gb_after", "reason"], table_rows), end="")
+    if apply:
+        failed = [r for r in pw.last_actions if not r["ok"]]
+        for r in failed:
+            print(f"failed: {r['action']} {r['model']}: {r['error']}")
+        return 1 if failed else 0
+    return 0

@@ -1,0 +1,267 @@
+"""Prewarmer end to end: emulator + proxy + prewarmer in-process, DuckDB request log in a temp folder."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from argparse import Namespace
+
+import pandas as pd
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from prewarm.backends.ollama import OllamaBackend
+from prewarm.catalog import load_catalog, sample_catalog_path
+from prewarm.config import Settings
+from prewarm.emulator.server import make_app
+from prewarm.prewarmer import PrewarmError, Prewarmer, horizon_views, run_plan_command
+from prewarm.proxy.admin_prewarm import routes
+from prewarm.proxy.app import make_proxy_app
+from prewarm.residency import ResidencyTracker, ollama_ps_fetcher
+from prewarm.store.writer import Store
+
+GB = 10**9
+BUDGET = 12 * GB
+
+
+class Rig:
+    def __init__(self, emulator, proxy, prewarmer: Prewarmer | None, store: Store):
+        self.emulator, self.proxy, self.prewarmer, self.store = emulator, proxy, prewarmer, store
+
+    async def stats(self) -> dict:
+        async with self.emulator.get("/emulator/stats") as r:
+            return await r.json()
+
+    async def generate(self, model: str, **extra) -> str:
+        body = {"model": model, "prompt": "hello there", "stream": False, **extra}
+        async with self.proxy.post("/api/generate", json=body) as r:
+            text = await r.text()
+            assert r.status == 200, text
+            assert '"done":true' in text.replace(" ", "")
+            return text
+
+    async def rows(self, sql: str) -> list[tuple]:
+        await self.store.flush()
+        return (await self.store.query(sql))[1]
+
+
+async def build(aiohttp_client, tmp_path, listen="127.0.0.1:0", admin_token=None, prewarm=True, **settings_kw) -> Rig:
+    catalog = load_catalog(sample_catalog_path())
+    emulator = await aiohttp_client(make_app(catalog, 24 * GB, time_scale=0.001, tokens_per_second=5000))
+    upstream = str(emulator.make_url("")).rstrip("/")
+    settings = Settings(upstream=upstream, db=str(tmp_path / "p.duckdb"), vram_budget=BUDGET, vram_reserve=0,
+                        listen=listen, admin_token=admin_token, ps_refresh=0.05, log_flush_interval=0.05,
+                        **settings_kw)
+    store = Store(settings.db, settings)
+    store.open()
+    if prewarm:
+        pw = Prewarmer(settings, OllamaBackend(upstream, catalog), store, catalog=catalog)
+        await pw.start()
+        hooks, extra = pw, routes(pw)
+    else:
+        import aiohttp
+
+        session = aiohttp.ClientSession()
+        hooks = ResidencyTracker(ollama_ps_fetcher(session, upstream), 0.05)
+        await hooks.start()
+        pw, extra = None, []
+    proxy = await aiohttp_client(make_proxy_app(settings, store, hooks, extra))
+    rig = Rig(emulator, proxy, pw, store)
+    rig._cleanup = (hooks, None if prewarm else session)
+    return rig
+
+
+@pytest.fixture
+async def rigs():
+    made: list[Rig] = []
+    yield made
+    for rig in made:
+        hooks, session = rig._cleanup
+        if rig.prewarmer is not None:
+            await rig.prewarmer.stop()
+        else:
+            await hooks.stop()
+            await session.close()
+        await rig.store.close()
+
+
+async def test_admin_load_then_request_is_warm(aiohttp_client, tmp_path, rigs):
+    rig = await build(aiohttp_client, tmp_path)
+    rigs.append(rig)
+    async with rig.proxy.post("/prewarm/load/llama3.1:8b") as r:
+        assert r.status == 200, await r.text()
+        assert (await r.json())["ok"]
+    await rig.generate("llama3.1:8b")
+    await rig.generate("qwen2.5:7b")  # never loaded: cold
+    rows = await rig.rows("SELECT model, cold FROM requests ORDER BY ts_start")
+    assert rows == [("llama3.1:8b", False), ("qwen2.5:7b", True)]
+    actions = await rig.rows("SELECT model, action, ok, vram_before, vram_after FROM prewarm_actions")
+    assert actions == [("llama3.1:8b", "load", True, 0, 6_200_000_000)]
+
+
+async def test_budget_holds_while_requests_need_twice_the_budget(aiohttp_client, tmp_path, rigs):
+    rig = await build(aiohttp_client, tmp_path)
+    rigs.append(rig)
+    # 5.1 + 5.6 + 6.2 + 7.6 = 24.5 GB asked for through a 12 GB budget on a 24 GB emulated GPU
+    order = ["mistral:7b", "qwen2.5:7b", "llama3.1:8b", "gemma2:9b", "mistral:7b", "llama3.1:8b", "qwen2.5:7b"]
+    for model in order:
+        await rig.generate(model)
+    # two that fit together, concurrently
+    await asyncio.gather(rig.generate("mistral:7b", stream=True), rig.generate("qwen2.5:7b"))
+    st = await rig.stats()
+    assert st["peak_vram_used"] <= BUDGET
+    assert st["evictions"] == 0  # the emulator never had to evict by itself: the prewarmer made room first
+    unloads = await rig.rows("SELECT count(*) FROM prewarm_actions WHERE action = 'unload' AND ok")
+    assert unloads[0][0] >= 4
+
+
+async def test_without_prewarmer_the_same_run_overflows_the_budget(aiohttp_client, tmp_path, rigs):
+    """The control for the test above: it is the prewarmer that holds the budget, not the workload."""
+    rig = await build(aiohttp_client, tmp_path, prewarm=False)
+    rigs.append(rig)
+    for model in ["mistral:7b", "qwen2.5:7b", "llama3.1:8b", "gemma2:9b"]:
+        await rig.generate(model)
+    assert (await rig.stats())["peak_vram_used"] > BUDGET
+
+
+async def test_plan_loads_hot_unloads_cold_logs_actions_and_does_not_flap(aiohttp_client, tmp_path, rigs):
+    rig = await build(aiohttp_client, tmp_path)
+    rigs.append(rig)
+    pw = rig.prewarmer
+    await rig.generate("gemma2:9b")  # resident, and the forecast says nobody wants it
+    now = time.time()
+    forecasts = pd.DataFrame(
+        [(m, now - 60 + i * 300, now + 240 + i * 300, p) for m, p in
+         [("llama3.1:8b", 0.9), ("mistral:7b", 0.6), ("qwen2.5-coder:14b", 0.01), ("gemma2:9b", 0.0)]
+         for i in range(3)],
+        columns=["model", "window_start", "window_end", "p_any"],
+    )
+    actions = await pw.apply_plan(forecasts)
+    assert [(a.action, a.model) for a in actions] == [
+        ("unload", "gemma2:9b"), ("load", "llama3.1:8b"), ("load", "mistral:7b")]
+    assert set((await rig.prewarmer.backend.list_resident())) == {"llama3.1:8b", "mistral:7b"}
+    again = await pw.apply_plan(forecasts)
+    assert {a.action for a in again} == {"keep"}
+    rows = await rig.rows("SELECT action, count(*) FROM prewarm_actions WHERE ok GROUP BY action ORDER BY action")
+    assert rows == [("keep", 2), ("load", 2), ("unload", 1)]
+    reasons = await rig.rows("SELECT reason FROM prewarm_actions WHERE action = 'load'")
+    assert all("p_any" in r[0] for r in reasons)
+    with pytest.raises(PrewarmError, match="no forecasts"):
+        await pw.apply_plan(forecasts.iloc[0:0])
+
+
+async def test_planned_models_get_plan_keep_alive_others_keep_the_clients(aiohttp_client, tmp_path, rigs):
+    rig = await build(aiohttp_client, tmp_path)
+    rigs.append(rig)
+    rig.prewarmer.planned_resident.add("llama3.1:8b")
+    await rig.generate("llama3.1:8b", keep_alive="5m")
+    await rig.generate("mistral:7b", keep_alive="5m")
+    expires = {r["model"]: r["expires_in_s"] for r in (await rig.stats())["resident"]}
+    assert expires["llama3.1:8b"] is None  # plan_keep_alive -1: forever
+    assert 200 < expires["mistral:7b"] <= 300
+
+
+async def test_metrics_parse_and_count(aiohttp_client, tmp_path, rigs):
+    rig = await build(aiohttp_client, tmp_path)
+    rigs.append(rig)
+    await rig.generate("mistral:7b")
+    await rig.generate("mistral:7b")
+    async with rig.proxy.post("/prewarm/load/llama3.2:1b") as r:
+        assert r.status == 200
+    async with rig.proxy.get("/metrics") as r:
+        assert r.status == 200
+        text = await r.text()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    samples = {(s.name, s.labels.get("model")): s.value for f in families.values() for s in f.samples}
+    assert samples[("prewarm_requests_total", "mistral:7b")] == 2
+    assert samples[("prewarm_cold_starts_total", "mistral:7b")] == 1
+    assert samples[("prewarm_loads_total", "llama3.2:1b")] == 1
+    assert samples[("prewarm_vram_budget_bytes", None)] == BUDGET
+    assert samples[("prewarm_vram_used_bytes", None)] == 5_100_000_000 + 1_800_000_000
+    assert "prewarm_load_seconds" in families and "prewarm_forecast_age_seconds" in families
+
+
+async def test_admin_routes_need_token_off_loopback(aiohttp_client, tmp_path, rigs):
+    rig = await build(aiohttp_client, tmp_path, listen="0.0.0.0:0", admin_token="s3cret")
+    rigs.append(rig)
+    for method, path in [("GET", "/prewarm/status"), ("GET", "/metrics"), ("POST", "/prewarm/load/mistral:7b"),
+                         ("POST", "/prewarm/pin/mistral:7b"), ("DELETE", "/prewarm/pin/mistral:7b")]:
+        async with rig.proxy.request(method, path) as r:
+            assert r.status == 401, path
+    auth = {"Authorization": "Bearer s3cret"}
+    async with rig.proxy.post("/prewarm/pin/mistral", headers=auth) as r:
+        assert (await r.json())["pins"] == ["mistral:latest"]
+    async with rig.proxy.get("/prewarm/status", headers=auth) as r:
+        st = await r.json()
+    assert st["budget"] == {"bytes": BUDGET, "source": "config", "detail": st["budget"]["detail"]}
+    assert st["pins"] == ["mistral:latest"]
+    async with rig.proxy.delete("/prewarm/pin/mistral", headers=auth) as r:
+        assert (await r.json())["pins"] == []
+
+
+async def test_admin_unload_refuses_model_in_flight_and_load_refuses_impossible(aiohttp_client, tmp_path, rigs):
+    rig = await build(aiohttp_client, tmp_path)
+    rigs.append(rig)
+    pw = rig.prewarmer
+    await rig.generate("llama3.1:8b")
+    pw.request_started("llama3.1:8b")
+    with pytest.raises(PrewarmError, match="in flight"):
+        await pw.unload_now("llama3.1:8b")
+    async with rig.proxy.post("/prewarm/load/qwen2.5-coder:14b") as r:  # 10.4 GB beside 6.2 GB busy: no room
+        assert r.status == 409
+    async with rig.proxy.post("/prewarm/unload/llama3.1:8b") as r:
+        assert r.status == 409
+    from prewarm.records import RequestEvent
+    from datetime import datetime, timezone
+
+    pw.request_finished("llama3.1:8b", RequestEvent("x", datetime.now(timezone.utc), None, "llama3.1:8b", None,
+                                                     "ollama", "/api/generate", False, 200))
+    async with rig.proxy.post("/prewarm/unload/llama3.1:8b") as r:
+        assert r.status == 200
+    assert await pw.backend.list_resident() == {}
+
+
+def test_horizon_views_combine_windows_and_find_first_demand():
+    now = 1000.0
+    df = pd.DataFrame({
+        "model": ["a", "a", "a", "b"],
+        "window_start": [900.0, 1200.0, 1500.0, 1200.0],
+        "window_end": [1200.0, 1500.0, 1800.0, 1500.0],
+        "p_any": [0.2, 0.5, 0.9, 0.1],
+    })
+    v = horizon_views(df, now)
+    assert v["a"][0] == pytest.approx(1 - 0.8 * 0.5)  # two windows: now's and the next
+    assert v["a"][1] == 200.0  # first window with p_any >= 0.5 starts in 200 s
+    assert v["b"] == (pytest.approx(0.1), None)
+
+
+async def test_plan_command_prints_plan_and_refuses_without_forecasts(aiohttp_client, tmp_path, capsys):
+    catalog = load_catalog(sample_catalog_path())
+    emulator = await aiohttp_client(make_app(catalog, 24 * GB, time_scale=0.001))
+    db = str(tmp_path / "c.duckdb")
+    settings = Settings(db=db)
+    store = Store(db, settings)
+    store.open()
+    args = Namespace(config=None, db=db, upstream=str(emulator.make_url("")), vram_budget="8GB", catalog=None,
+                     apply=False)
+    await store.close()
+    from prewarm.cli import CommandError
+
+    with pytest.raises(CommandError, match="no forecasts"):
+        await asyncio.to_thread(run_plan_command, args)
+    import duckdb
+
+    con = duckdb.connect(db)
+    con.execute("INSERT INTO forecasts SELECT 'r1', now(), 'llama3.2:3b', now() - INTERVAL 1 MINUTE, "
+                "now() + INTERVAL 4 MINUTE, 1.0, 0.9, 0.5, 2.0")
+    con.close()
+    assert await asyncio.to_thread(run_plan_command, args) == 0
+    out = capsys.readouterr().out
+    assert "budget 8.00 GB (config" in out and "load" in out and "llama3.2:3b" in out
+    args.apply = True
+    assert await asyncio.to_thread(run_plan_command, args) == 0
+    async with emulator.get("/api/ps") as r:
+        assert [m["name"] for m in (await r.json())["models"]] == ["llama3.2:3b"]
+    con = duckdb.connect(db, read_only=True)
+    assert con.execute("SELECT model, action, ok FROM prewarm_actions").fetchall() == [("llama3.2:3b", "load", True)]
+    con.close()
