@@ -238,13 +238,27 @@ class Prewarmer:
         m = self.canonical(model)
         self._tally_options(m, body)
         if self.backend.resident_known and not self.tracker.is_resident(m) and m not in self._reserved:
-            await self._make_room_for(m, f"request for {m}")
+            if await self._known_model(m):
+                await self._make_room_for(m, f"request for {m}")
         if m in self.planned_resident or m in self.pins:
             if self.backend.kind == "ollama" and endpoint in KEEP_ALIVE_ENDPOINTS:
                 want = keep_alive_value(self.settings.plan_keep_alive)
                 if body.get("keep_alive") != want:
                     return dict(body, keep_alive=want)
         return None
+
+    async def _known_model(self, model: str) -> bool:
+        """Whether the upstream serves `model`: a request for a misspelt name must not evict real models.
+
+        A model pulled since the last size refresh is found by refreshing once.
+        """
+        if model in self.sizes or model in self.catalog:
+            return True
+        try:
+            self.sizes = await self.backend.sizes()
+        except BackendError as exc:
+            log.warning("sizes: %s", exc)
+        return model in self.sizes
 
     def request_started(self, model: str) -> None:
         self.tracker.request_started(model)

@@ -265,3 +265,14 @@ async def test_plan_command_prints_plan_and_refuses_without_forecasts(aiohttp_cl
     con = duckdb.connect(db, read_only=True)
     assert con.execute("SELECT model, action, ok FROM prewarm_actions").fetchall() == [("llama3.2:3b", "load", True)]
     con.close()
+
+
+async def test_request_for_unknown_model_evicts_nothing(aiohttp_client, tmp_path, rigs):
+    rig = await build(aiohttp_client, tmp_path)
+    rigs.append(rig)
+    await rig.generate("gemma2:9b")
+    # the default rule sizes it at 5.3 GB: beside 7.6 GB that would need an eviction under 12 GB
+    async with rig.proxy.post("/api/generate", json={"model": "llama3:8b-typo", "prompt": "x"}) as r:
+        assert r.status == 404
+    assert "gemma2:9b" in await rig.prewarmer.backend.list_resident()
+    assert await rig.rows("SELECT count(*) FROM prewarm_actions") == [(0,)]
