@@ -385,6 +385,25 @@ async def test_one_load_at_a_time(app, client):
         if i + 2 < len(events):
             assert end[2] <= events[i + 2][2]  # the next load starts after this one ended
     assert (await stats(client))["loads"] == 3
+    # every request waited for a load: its own, or the one already running for its model
+    assert all(body["load_duration"] > 0 for body in [await r.json() for r in rs])
+
+
+async def test_budget_holds_under_concurrent_mixed_load(aiohttp_client, catalog):
+    app = make_app(catalog, 10 * GB, time_scale=SCALE, tokens_per_second=5000, busy_wait_s=60)
+    client = await aiohttp_client(app)
+    models = ["alpha:1b", "beta:1b", "gamma:1b", "tiny-embed"] * 4
+    reqs = [
+        client.post("/api/embed", json={"model": m, "input": "x"})
+        if m == "tiny-embed"
+        else client.post("/api/generate", json={"model": m, "prompt": "x", "stream": False, "keep_alive": i})
+        for i, m in enumerate(models)
+    ]
+    rs = await asyncio.gather(*reqs)
+    assert [r.status for r in rs] == [200] * len(models)
+    s = await stats(client)
+    assert s["peak_vram_used"] <= s["vram_bytes"] and s["vram_used"] <= s["vram_bytes"]
+    assert s["loads"] >= 4 and s["evictions"] >= 1
 
 
 async def test_num_ctx_change_reloads_and_grows(client):

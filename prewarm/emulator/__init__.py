@@ -1,0 +1,13 @@
+"""A built-in stand-in for Ollama (and for one vLLM sleep-mode server) with no GPU.
+
+It exists so the proxy, the prewarmer, the demo and the benchmarks can run
+anywhere: loads take the catalog's load_seconds (x time_scale), models hold the
+catalog's size of an emulated VRAM budget, tokens stream at a fixed rate and the
+text is deterministic. Every response carries ``X-Prewarm-Emulator: 1`` and
+/api/version says ``-prewarm-emulator`` so it is never mistaken for a real backend.
+
+Modules: ``server`` (make_app), ``ollama_api`` and ``openai_api`` (handlers),
+``engine`` (one generation), ``scheduler`` (VRAM, keep_alive, eviction),
+``modelinfo`` (sizes and architectures), ``text`` (deterministic output),
+``vllm`` (make_vllm_app), ``main`` (``prewarm emulate``).
+"""
