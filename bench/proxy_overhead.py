@@ -1,0 +1,184 @@
+"""What the proxy costs: direct-to-emulator vs through `prewarm serve`, measured in one run.
+
+Three processes, as in production: the emulator (`prewarm emulate`, loads instant,
+tokens paced at --tokens-per-second), the proxy (`prewarm serve --no-schedule`,
+request logging on, a real DuckDB file in a temp dir) and this load generator, so
+the generator never shares the proxy's event loop. Each client streams
+/api/generate (NDJSON, --tokens tokens per reply) back to back; latency is from
+sending the request to the end of the stream. Direct and proxied rounds are
+interleaved so machine noise hits both alike.
+
+    .venv/bin/python bench/proxy_overhead.py [--duration 4] [--rounds 2] [--tokens 16]
+
+Targets (issue 2, on the 2-core dev box): added p50 latency at 1 client <= 1 ms;
+throughput at 32 concurrent streams >= 0.8x direct.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+MODEL = "qwen2.5:0.5b"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{proc.args[3]} exited with status {proc.returncode}")
+        try:
+            with opener.open(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not come up in {timeout:.0f} s")
+
+
+@dataclass
+class Sample:
+    latencies: list[float] = field(default_factory=list)
+    elapsed: float = 0.0
+    errors: int = 0
+
+    def merge(self, other: "Sample") -> None:
+        self.latencies.extend(other.latencies)
+        self.elapsed += other.elapsed
+        self.errors += other.errors
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies) / self.elapsed if self.elapsed else 0.0
+
+    def pct(self, q: float) -> float:
+        xs = sorted(self.latencies)
+        return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000.0 if xs else float("nan")
+
+
+async def one_round(session: aiohttp.ClientSession, url: str, clients: int, duration: float, body: bytes) -> Sample:
+    sample = Sample()
+    stop_at = time.perf_counter() + duration
+
+    async def client() -> None:
+        while time.perf_counter() < stop_at:
+            t = time.perf_counter()
+            try:
+                async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
+                    async for _ in r.content.iter_any():
+                        pass
+                    ok = r.status == 200
+            except aiohttp.ClientError:
+                ok = False
+            if ok:
+                sample.latencies.append(time.perf_counter() - t)
+            else:
+                sample.errors += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    sample.elapsed = time.perf_counter() - t0
+    return sample
+
+
+async def measure(direct: str, proxied: str, args: argparse.Namespace) -> dict[int, dict[str, Sample]]:
+    body = json.dumps({"model": MODEL, "prompt": "benchmark", "stream": True,
+                       "options": {"num_predict": args.tokens}}).encode()
+    results: dict[int, dict[str, Sample]] = {}
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for base in (direct, proxied):  # load the model and open connections before timing
+            await one_round(session, base + "/api/generate", 4, 0.5, body)
+        for clients in args.clients:
+            results[clients] = {"direct": Sample(), "proxy": Sample()}
+            for _ in range(args.rounds):
+                for name, base in (("direct", direct), ("proxy", proxied)):
+                    s = await one_round(session, base + "/api/generate", clients, args.duration, body)
+                    results[clients][name].merge(s)
+    return results
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--clients", type=lambda s: [int(x) for x in s.split(",")], default=[1, 32])
+    p.add_argument("--duration", type=float, default=4.0, help="seconds per round per mode")
+    p.add_argument("--rounds", type=int, default=2, help="interleaved direct/proxy rounds per concurrency")
+    p.add_argument("--tokens", type=int, default=16, help="tokens per streamed reply")
+    p.add_argument("--tokens-per-second", type=float, default=1000.0, help="emulated generation speed per stream")
+    args = p.parse_args()
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREWARM_")}
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    emu_port, proxy_port = free_port(), free_port()
+    tmp = tempfile.TemporaryDirectory(prefix="prewarm-bench-")
+    db = Path(tmp.name) / "bench.duckdb"
+    prewarm = [sys.executable, "-m", "prewarm"]
+    procs: list[subprocess.Popen] = []
+    try:
+        procs.append(subprocess.Popen(
+            prewarm + ["emulate", "--listen", f"127.0.0.1:{emu_port}", "--vram", "24GB", "--time-scale", "0",
+                       "--tokens-per-second", str(args.tokens_per_second)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
+        direct = f"http://127.0.0.1:{emu_port}"
+        wait_http(direct + "/api/version", procs[0])
+        procs.append(subprocess.Popen(
+            prewarm + ["serve", "--upstream", direct, "--listen", f"127.0.0.1:{proxy_port}", "--db", str(db),
+                       "--no-schedule"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
+        proxied = f"http://127.0.0.1:{proxy_port}"
+        wait_http(proxied + "/prewarm/health", procs[1])
+
+        results = asyncio.run(measure(direct, proxied, args))
+
+        procs[1].send_signal(signal.SIGTERM)
+        procs[1].wait(timeout=60)
+        import duckdb
+
+        con = duckdb.connect(str(db), read_only=True)
+        logged = con.execute("SELECT count(*) FROM requests").fetchone()[0]
+        con.close()
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)
+        tmp.cleanup()
+
+    print(f"prewarm proxy overhead - {os.cpu_count()} CPUs, emulator at {args.tokens_per_second:g} tokens/s, "
+          f"{args.tokens} tokens per streamed /api/generate, {args.rounds}x{args.duration:g} s per mode, logging on")
+    print(f"{'clients':>7} {'mode':>6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    for clients, modes in results.items():
+        for name, s in modes.items():
+            print(f"{clients:>7} {name:>6} {s.rps:>9.1f} {s.pct(0.5):>8.2f} {s.pct(0.99):>8.2f} {s.errors:>6}")
+    print()
+    for clients, modes in results.items():
+        d, x = modes["direct"], modes["proxy"]
+        print(f"{clients:>3} clients: throughput proxy/direct = {x.rps / d.rps:.3f}, "
+              f"added p50 = {x.pct(0.5) - d.pct(0.5):+.2f} ms, added p99 = {x.pct(0.99) - d.pct(0.99):+.2f} ms")
+    total = sum(len(m["proxy"].latencies) + m["proxy"].errors for m in results.values())
+    print(f"rows logged by the proxy: {logged} (>= {total} timed requests + warm-up)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
