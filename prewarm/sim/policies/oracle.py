@@ -41,6 +41,7 @@ class OraclePolicy(Policy):
         self.next_use = first
         self.resident = np.zeros(n, dtype=np.bool_)
         self.sizes_np = np.asarray(gpu.sizes, dtype=np.int64)
+        self.never = self.sizes_np > gpu.budget  # the replay skips their requests: never a prefetch candidate
         self.prefetches = 0
         self.next_event = float(trace.ts[0])
         self.blocked_at = INF  # next_use of the last refused prefetch candidate
@@ -88,7 +89,7 @@ class OraclePolicy(Policy):
     def _prefetch(self, x: float) -> bool:
         """Start one prefetch at ``x`` if Belady allows; False when nothing is worth loading now."""
         gpu = self.gpu
-        waiting = np.where(self.resident, np.inf, self.next_use)
+        waiting = np.where(self.resident | self.never, np.inf, self.next_use)
         c = int(np.argmin(waiting))
         need_at = waiting[c]
         if not np.isfinite(need_at):

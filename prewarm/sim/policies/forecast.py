@@ -1,0 +1,164 @@
+"""This project's policy: the HeatForecaster and the planner, exactly as `prewarm serve` uses them.
+
+* Training: ``HeatForecaster.fit`` on the events before ``train_end`` (by default
+  the end of the warm-up), then refit every ``retrain_every_s`` of trace time on
+  everything seen so far, warm-started from the previous fit.
+* Every window (aligned to multiples of ``window_s``, as the forecaster aligns
+  them) it predicts from the events before that instant only, turns the forecast
+  into (P(any request over the plan horizon), seconds to the likely first request)
+  with the prewarmer's own ``horizon_views``, and runs ``planner.plan`` with the
+  resident set, sizes and load times; the unloads and loads are carried out on the
+  simulated GPU at that instant (loads through the single loader queue).
+* A miss is loaded on demand, after ``planner.make_room`` chose what to evict
+  under the latest forecast.
+
+The forecasts do not depend on the budget, so one ``ForecastSchedule`` computes
+them once per replay command and every budget replays against it. Before the
+first fit (the warm-up) there is no forecast: every model has p_any 0, so the
+policy only loads on demand.
+
+Never seeing the future is structural: the forecaster only ever receives the
+prefix of the events frame before the instant it forecasts for.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from prewarm.forecast.model import ForecastParams, HeatForecaster
+from prewarm.planner import ModelView, make_room, plan
+from prewarm.prewarmer import horizon_views
+from prewarm.sim.gpu import SimGPU
+from prewarm.sim.policies.base import INF, Policy
+from prewarm.sim.trace import Trace
+
+
+@dataclass
+class WindowForecast:
+    """What the plan at one window start knows: per model id, (p_any over the horizon, seconds to first demand)."""
+
+    at: float
+    views: dict[int, tuple[float, float | None]]
+
+
+@dataclass
+class ForecastSchedule:
+    trace: Trace
+    train_end: float
+    window_s: float
+    retrain_every_s: float
+    horizon: int = 12
+    windows: list[WindowForecast] = field(default_factory=list)
+    train_seconds: float = 0.0
+    predict_seconds: float = 0.0
+    fits: int = 0
+    _done: bool = False
+
+    def compute(self) -> list[WindowForecast]:
+        """Fit, refit and predict through the trace once; later calls return the cached windows."""
+        if self._done:
+            return self.windows
+        tr = self.trace
+        events = tr.events
+        ts = tr.ts
+        index = {name: k for k, name in enumerate(tr.names)}
+        params = ForecastParams(window_s=self.window_s, horizon=self.horizon)
+        w = self.window_s
+        first = int(np.ceil(self.train_end / w))
+        last = int(np.floor(float(ts[-1]) / w))
+        model: HeatForecaster | None = None
+        next_fit = self.train_end
+        for k in range(first, last + 1):
+            x = k * w
+            if x >= next_fit:
+                n = int(np.searchsorted(ts, x, side="left"))
+                if n == 0:
+                    continue
+                started = time.perf_counter()
+                model = HeatForecaster.fit(events.iloc[:n], x, params, previous=model)
+                self.train_seconds += time.perf_counter() - started
+                self.fits += 1
+                next_fit = x + self.retrain_every_s
+            if model is None:
+                continue
+            n = int(np.searchsorted(ts, x, side="left"))
+            started = time.perf_counter()
+            frame = model.predict(events.iloc[:n], x, self.horizon)
+            views = horizon_views(frame, x)
+            self.predict_seconds += time.perf_counter() - started
+            self.windows.append(WindowForecast(x, {index[m]: v for m, v in views.items() if m in index}))
+        self._done = True
+        return self.windows
+
+
+class ForecastPolicy(Policy):
+    name = "forecast"
+
+    def __init__(self, schedule: ForecastSchedule) -> None:
+        self.schedule = schedule
+
+    def bind(self, gpu: SimGPU, trace: Trace) -> None:
+        super().bind(gpu, trace)
+        self.windows = self.schedule.compute()
+        self.k = 0
+        self.current: dict[int, tuple[float, float | None]] = {}
+        self.plans = 0
+        self.index = {name: k for k, name in enumerate(trace.names)}
+        self.next_event = self.windows[0].at if self.windows else INF
+
+    def _view(self, m: int, resident: bool) -> ModelView:
+        p, demand = self.current.get(m, (0.0, None))
+        gpu = self.gpu
+        return ModelView(self.trace.names[m], gpu.sizes[m], gpu.load_seconds[m], p, demand, resident=resident)
+
+    def advance(self, t: float) -> None:
+        windows = self.windows
+        while self.k < len(windows) and windows[self.k].at <= t:
+            wf = windows[self.k]
+            self.k += 1
+            self.current = wf.views
+            self._plan(wf.at)
+        self.next_event = windows[self.k].at if self.k < len(windows) else INF
+
+    def _plan(self, x: float) -> None:
+        gpu = self.gpu
+        ids = set(self.current) | {m for m, c in enumerate(gpu.committed) if c}
+        views = [self._view(m, gpu.committed[m]) for m in sorted(ids)]
+        index = self.index
+        self.plans += 1
+        for action in plan(views, gpu.budget):
+            m = index[action.model]
+            if action.action == "unload" and gpu.committed[m]:
+                self.evict(m, x)
+            elif action.action == "load" and not gpu.committed[m]:
+                if gpu.fits(m):
+                    self.load(m, x)
+
+    def make_room(self, m: int, t: float) -> bool:
+        gpu = self.gpu
+        if gpu.fits(m):
+            return True
+        views = [self._view(v, True) for v, c in enumerate(gpu.committed) if c]
+        views.append(self._view(m, False))
+        actions = make_room(views, self.trace.names[m], gpu.budget)
+        if actions is None:
+            return False
+        for a in actions:
+            self.evict(self.index[a.model], t)
+        return gpu.fits(m)
+
+    def victim(self, m: int, t: float) -> int | None:
+        raise AssertionError("forecast makes room through planner.make_room")
+
+    def report(self) -> dict:
+        s = self.schedule
+        return {
+            "train_seconds": round(s.train_seconds, 3),
+            "predict_seconds": round(s.predict_seconds, 3),
+            "fits": s.fits,
+            "forecast_windows": len(s.windows),
+            "train_end": s.train_end,
+        }

@@ -1,0 +1,67 @@
+"""The simulated GPU and the replay loop: one loader, the budget, waits, scoring and VRAM-GB-hours."""
+
+from __future__ import annotations
+
+import pytest
+
+from prewarm.sim.engine import Span, replay
+from prewarm.sim.gpu import SimGPU
+from prewarm.sim.policies.lru import LRUPolicy
+from prewarm.sim.policies.ollama import OllamaPolicy
+from sim_helpers import drive, make_trace, max_overlap, random_trace
+
+GB = 10**9
+
+
+def test_loads_run_one_at_a_time_and_queueing_counts_as_added_latency():
+    tr = make_trace([(0, "a"), (1, "b")])
+    out, gpu = drive(LRUPolicy(), tr, {"a": GB, "b": GB}, {"a": 10.0, "b": 5.0}, 4 * GB)
+    assert out == [10.0, 14.0]  # b starts loading at 10, when a's load is done
+    assert gpu.ready_at[1] == 15.0
+
+
+def test_request_for_a_loading_model_is_cold_with_the_remaining_wait():
+    tr = make_trace([(0, "a"), (4, "a"), (12, "a")])
+    out, _ = drive(LRUPolicy(), tr, {"a": GB}, {"a": 10.0}, 4 * GB)
+    assert out == [10.0, 6.0, -1.0]
+
+
+def test_gpu_refuses_a_load_past_the_budget():
+    gpu = SimGPU([3 * GB, 2 * GB], [1.0, 1.0], 4 * GB, 0, 100)
+    gpu.load(0, 0.0)
+    with pytest.raises(RuntimeError):
+        gpu.load(1, 0.0)
+
+
+@pytest.mark.parametrize("policy", [LRUPolicy, OllamaPolicy])
+def test_vram_never_exceeds_the_budget_counting_loading_models(policy):
+    tr = random_trace(3, n=2000)
+    sizes = {n: (1 + k % 4) * GB for k, n in enumerate(tr.names)}
+    loads = {n: 5.0 + k for k, n in enumerate(tr.names)}
+    _, gpu = drive(policy(), tr, sizes, loads, 7 * GB)
+    assert max_overlap(gpu) <= 7 * GB
+
+
+def test_scoring_span_metrics_and_gb_hours():
+    # one 2 GB model loaded at 0 (ready at 10), used until the end at 7200; warm-up = first half
+    tr = make_trace([(0, "a"), (100, "a"), (3700, "a"), (7200, "a")])
+    span = Span.from_warmup(tr, 0.5)
+    assert (span.scored_from, span.scored_to) == (3600.0, 7200.0)
+    r = replay(tr, [2 * GB], [10.0], 4 * GB, LRUPolicy(), span)
+    assert r.requests == 2 and r.cold_starts == 0 and r.loads == 0
+    assert r.vram_gb_hours == pytest.approx(2.0)  # 2 GB for the scored hour
+    assert r.as_dict()["scored_from"] == 3600.0
+
+
+def test_oversized_model_is_reported_not_dropped():
+    tr = make_trace([(0, "big"), (1, "a"), (2, "big"), (3, "a")])
+    r = replay(tr, [GB, 5 * GB], [1.0, 1.0], 4 * GB, LRUPolicy(), Span(0, 3))  # names sort: a, big
+    assert r.oversized_requests == 2 and r.oversized_models == ["big"]
+    assert r.requests == 2 and r.cold_starts == 1
+
+
+def test_p99_and_total_added_latency():
+    tr = make_trace([(0, "a"), (1, "a"), (50, "a")])
+    r = replay(tr, [GB], [10.0], 4 * GB, LRUPolicy(), Span(0, 50))
+    assert r.cold_starts == 2 and r.added_latency_s_total == pytest.approx(19.0)
+    assert r.p99_added_latency_s == pytest.approx(10.0 - 0.02 * 1.0, abs=0.2)
