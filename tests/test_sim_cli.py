@@ -1,0 +1,83 @@
+"""`prewarm replay` end to end: formats, a DuckDB trace written by serve's schema, sweeps, errors, the plot."""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+import pandas as pd
+import pytest
+
+from prewarm.cli import main
+from prewarm.store.schema import migrate
+from sim_helpers import random_trace
+
+
+@pytest.fixture
+def trace_csv(tmp_path):
+    tr = random_trace(9, n=1500, models=6)
+    path = tmp_path / "trace.csv"
+    tr.events.assign(model=[f"llama3.1:8b-{m}" if m != "m00" else "qwen2.5:0.5b" for m in tr.events.model]) \
+        .to_csv(path, index=False)
+    return path
+
+
+def test_json_has_the_contract_fields_per_policy_and_budget(trace_csv, capsys):
+    rc = main(["replay", "--trace", str(trace_csv), "--vram-budget", "8GB,16GB", "--policy", "lru,ollama,oracle",
+               "--format", "json"])
+    assert rc == 0
+    out = capsys.readouterr()
+    rows = json.loads(out.out)
+    assert [(r["policy"], r["budget"]) for r in rows] == [
+        (p, b) for b in (8 * 10**9, 16 * 10**9) for p in ("lru", "ollama", "oracle")]
+    for r in rows:
+        for key in ("policy", "budget", "requests", "cold_starts", "cold_start_rate", "added_latency_s_total",
+                    "p99_added_latency_s", "vram_gb_hours", "loads", "evictions", "scored_from", "scored_to",
+                    "oversized_models"):
+            assert key in r
+    assert "default rule" in out.err  # the catalog note names the rule and the count
+
+
+def test_csv_and_table(trace_csv, capsys):
+    assert main(["replay", "--trace", str(trace_csv), "--policy", "topn", "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("policy,budget,") and len(lines) == 2
+    assert main(["replay", "--trace", str(trace_csv), "--policy", "histogram", "--warmup", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "scored:" in out and "histogram" in out
+
+
+def test_duckdb_file_from_serve(tmp_path, capsys):
+    db = tmp_path / "prewarm.duckdb"
+    con = duckdb.connect(str(db))
+    migrate(con)
+    ts = pd.date_range("2026-11-01", periods=50, freq="7min", tz="UTC")
+    for k, t in enumerate(ts):
+        con.execute("INSERT INTO requests (id, ts_start, model, user_id) VALUES (?, ?, ?, ?)",
+                    [str(k), t.to_pydatetime(), "llama3.2:1b" if k % 3 else "mistral:7b", "u"])
+    con.close()
+    assert main(["replay", "--trace", str(db), "--policy", "lru", "--format", "json", "--warmup", "0"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["requests"] == 50 and row["cold_starts"] >= 2
+
+
+def test_plot_is_written(trace_csv, tmp_path):
+    png = tmp_path / "out.png"
+    assert main(["replay", "--trace", str(trace_csv), "--policy", "lru,oracle", "--vram-budget", "6GB,12GB",
+                 "--plot", str(png)]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--vram-budget", "lots"], "not a size"),
+    (["--policy", "magic"], "unknown policy"),
+    (["--warmup", "1.5"], "--warmup"),
+])
+def test_bad_input_is_a_one_line_error(trace_csv, capsys, argv, message):
+    assert main(["replay", "--trace", str(trace_csv), *argv]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_missing_trace(tmp_path, capsys):
+    assert main(["replay", "--trace", str(tmp_path / "nope.csv")]) == 1
+    assert "not found" in capsys.readouterr().err

@@ -1,0 +1,61 @@
+"""The forecast policy: trained on the warm-up only, and blind to everything after the instant it plans for."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from prewarm.catalog import load_catalog
+from prewarm.sim.engine import Span
+from prewarm.sim.run import ForecastOptions, ModelCosts, run_replays
+from prewarm.sim.trace import frame_to_trace
+
+DAY = 86400.0
+
+
+def _periodic_events(days: float, seed: int) -> pd.DataFrame:
+    """Three models with hourly bursts at fixed minutes, one user each."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k, (model, minute) in enumerate([("llama3.1:8b", 5), ("qwen2.5:7b", 25), ("mistral:7b", 45)]):
+        for h in range(int(days * 24)):
+            if rng.random() < 0.9:
+                start = h * 3600 + minute * 60
+                for t in start + np.cumsum(rng.exponential(20, size=5)):
+                    rows.append((float(t), model, f"u{k}"))
+    df = pd.DataFrame(rows, columns=["ts", "model", "user"]).sort_values("ts", kind="stable")
+    return df.reset_index(drop=True)
+
+
+def _replay(df: pd.DataFrame):
+    tr = frame_to_trace(df)
+    costs = ModelCosts.from_catalog(tr, load_catalog(None))
+    span = Span(1.5 * DAY, float(tr.ts[-1]))
+    [res] = run_replays(tr, costs, [12 * 10**9], ["forecast"], span, ForecastOptions(retrain_every_s=DAY))
+    return tr, res
+
+
+def test_forecast_policy_never_sees_the_future():
+    base = _periodic_events(2.5, seed=3)
+    cut = 2.0 * DAY
+    changed = pd.concat([
+        base[base.ts < cut],
+        pd.DataFrame({"ts": cut + np.arange(200) * 30.0, "model": "zzz-late:1b", "user": "late"}),
+    ]).sort_values("ts", kind="stable").reset_index(drop=True)
+    tr1, r1 = _replay(base)
+    tr2, r2 = _replay(changed)
+
+    def before_cut(tr, res):
+        return sorted((tr.names[iv.model], round(iv.start, 6)) for iv in res.timeline if iv.start < cut)
+
+    assert r1.extra["fits"] >= 1
+    assert before_cut(tr1, r1) == before_cut(tr2, r2)
+    assert len(before_cut(tr1, r1)) > 0
+
+
+def test_forecast_policy_is_trained_on_the_warm_up_and_refit_daily():
+    df = _periodic_events(2.7, seed=4)
+    tr, res = _replay(df)
+    assert res.extra["train_end"] == 1.5 * DAY
+    assert res.extra["fits"] == 1 + 1  # at 1.5 d, then once a day of trace time later
+    assert res.extra["train_seconds"] > 0 and res.requests > 0
