@@ -61,11 +61,13 @@ class Sample:
     latencies: list[float] = field(default_factory=list)
     elapsed: float = 0.0
     errors: int = 0
+    proxy_cpu_s: float = 0.0
 
     def merge(self, other: "Sample") -> None:
         self.latencies.extend(other.latencies)
         self.elapsed += other.elapsed
         self.errors += other.errors
+        self.proxy_cpu_s += other.proxy_cpu_s
 
     @property
     def rps(self) -> float:
@@ -101,7 +103,15 @@ async def one_round(session: aiohttp.ClientSession, url: str, clients: int, dura
     return sample
 
 
-async def measure(direct: str, proxied: str, args: argparse.Namespace) -> dict[int, dict[str, Sample]]:
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (Linux /proc): the proxy's cost, unaffected by other load on the box."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(
+    direct: str, proxied: str, args: argparse.Namespace, proxy_pid: int
+) -> dict[int, dict[str, Sample]]:
     body = json.dumps({"model": MODEL, "prompt": "benchmark", "stream": True,
                        "options": {"num_predict": args.tokens}}).encode()
     results: dict[int, dict[str, Sample]] = {}
@@ -113,7 +123,9 @@ async def measure(direct: str, proxied: str, args: argparse.Namespace) -> dict[i
             results[clients] = {"direct": Sample(), "proxy": Sample()}
             for _ in range(args.rounds):
                 for name, base in (("direct", direct), ("proxy", proxied)):
+                    cpu0 = cpu_seconds(proxy_pid)
                     s = await one_round(session, base + "/api/generate", clients, args.duration, body)
+                    s.proxy_cpu_s = cpu_seconds(proxy_pid) - cpu0
                     results[clients][name].merge(s)
     return results
 
@@ -148,7 +160,7 @@ def main() -> int:
         proxied = f"http://127.0.0.1:{proxy_port}"
         wait_http(proxied + "/prewarm/health", procs[1])
 
-        results = asyncio.run(measure(direct, proxied, args))
+        results = asyncio.run(measure(direct, proxied, args, procs[1].pid))
 
         procs[1].send_signal(signal.SIGTERM)
         procs[1].wait(timeout=60)
@@ -174,7 +186,9 @@ def main() -> int:
     for clients, modes in results.items():
         d, x = modes["direct"], modes["proxy"]
         print(f"{clients:>3} clients: throughput proxy/direct = {x.rps / d.rps:.3f}, "
-              f"added p50 = {x.pct(0.5) - d.pct(0.5):+.2f} ms, added p99 = {x.pct(0.99) - d.pct(0.99):+.2f} ms")
+              f"added p50 = {x.pct(0.5) - d.pct(0.5):+.2f} ms, added p99 = {x.pct(0.99) - d.pct(0.99):+.2f} ms, "
+              f"proxy CPU = {1e6 * x.proxy_cpu_s / max(1, len(x.latencies)):.0f} us/request "
+              f"(idle during direct rounds: {100 * d.proxy_cpu_s / d.elapsed:.1f}% of a core)")
     total = sum(len(m["proxy"].latencies) + m["proxy"].errors for m in results.values())
     print(f"rows logged by the proxy: {logged} (>= {total} timed requests + warm-up)")
     return 0

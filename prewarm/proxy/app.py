@@ -62,6 +62,7 @@ def make_upstream_session(settings: Settings) -> aiohttp.ClientSession:
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=settings.request_timeout),
         auto_decompress=False,
         skip_auto_headers=("Accept-Encoding", "User-Agent", "Accept"),
+        cookie_jar=aiohttp.DummyCookieJar(),  # cookies pass through as headers; a jar would mix clients
     )
 
 
@@ -192,24 +193,26 @@ class _Forwarder:
         except aiohttp.ClientError as exc:
             return self._error(event, endpoint, 502, f"upstream {self.base} unreachable: {_one_line(exc)}")
 
-        resp = web.StreamResponse(status=up.status, reason=up.reason)
-        for k, v in up.headers.items():
-            if k.lower() not in HOP_BY_HOP:
-                resp.headers.add(k, v)
+        resp = web.StreamResponse(
+            status=up.status,
+            reason=up.reason,
+            headers=CIMultiDict((k, v) for k, v in up.headers.items() if k.lower() not in HOP_BY_HOP),
+        )
         event.status = up.status
         tail = bytearray() if known or up.status >= 400 else None
         try:
             await resp.prepare(request)
-            first = True
-            async for chunk in up.content.iter_any():
-                if first:
-                    event.ttft_ms = (time.perf_counter() - t0) * 1000.0
-                    first = False
+            read = up.content.readany
+            chunk = await read()
+            if chunk:
+                event.ttft_ms = (time.perf_counter() - t0) * 1000.0
+            while chunk:
                 await resp.write(chunk)
                 if tail is not None:
                     tail += chunk
                     if len(tail) > 2 * TAIL_KEEP:
                         del tail[:-TAIL_KEEP]
+                chunk = await read()
             await resp.write_eof()
         except (ConnectionResetError, asyncio.CancelledError) as exc:
             up.close()
