@@ -50,6 +50,7 @@ class ReplayResult:
     oversized_requests: int
     oversized_models: list[str]
     replay_seconds: float
+    loader_utilization: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
     timeline: list[Interval] = field(default_factory=list)
 
@@ -75,6 +76,7 @@ class ReplayResult:
             "scored_to": self.scored_to,
             "oversized_requests": self.oversized_requests,
             "oversized_models": self.oversized_models,
+            "loader_utilization": self.loader_utilization,
             "replay_seconds": self.replay_seconds,
         }
         d.update(self.extra)
@@ -143,6 +145,7 @@ def replay(
         oversized_requests=int((scored & over_mask).sum()),
         oversized_models=[trace.names[m] for m in over_ids],
         replay_seconds=time.perf_counter() - started,
+        loader_utilization=gpu.loader_utilization,
         extra=policy.report(),
         timeline=gpu.timeline,
     )

@@ -46,6 +46,7 @@ class SimGPU:
     loads: int = 0
     evictions: int = 0
     byte_seconds: float = 0.0
+    load_busy_s: float = 0.0
     timeline: list[Interval] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -72,6 +73,7 @@ class SimGPU:
         self.ready_at[m] = ready
         if self.scored_from <= start <= self.scored_to:
             self.loads += 1
+            self.load_busy_s += self.load_seconds[m]
         return ready
 
     def evict(self, m: int, t: float) -> float:
@@ -101,6 +103,12 @@ class SimGPU:
         for m, c in enumerate(self.committed):
             if c:
                 self._account(m, max(t_end, self.load_start[m]))
+
+    @property
+    def loader_utilization(self) -> float:
+        """Share of the scored span the loader was busy: near 1, the replay is dominated by the load queue."""
+        span = self.scored_to - self.scored_from
+        return self.load_busy_s / span if span > 0 else 0.0
 
     @property
     def vram_gb_hours(self) -> float:

@@ -13,7 +13,7 @@ from prewarm.sim.engine import ReplayResult
 CSV_FIELDS = [
     "policy", "budget", "budget_gb", "requests", "cold_starts", "cold_start_rate", "added_latency_s_total",
     "p99_added_latency_s", "mean_added_latency_s", "vram_gb_hours", "loads", "evictions", "scored_from",
-    "scored_to", "oversized_requests", "oversized_models", "replay_seconds",
+    "scored_to", "oversized_requests", "oversized_models", "loader_utilization", "replay_seconds",
 ]
 
 
@@ -43,13 +43,13 @@ def to_csv(results: Sequence[ReplayResult]) -> str:
 
 def to_table(results: Sequence[ReplayResult], notes: Sequence[str] = ()) -> str:
     header = ["budget", "policy", "requests", "cold starts", "cold %", "added s total", "p99 added s",
-              "VRAM GB-h", "loads", "evictions"]
+              "VRAM GB-h", "loads", "evictions", "loader busy %"]
     rows: list[list[str]] = []
     for r in results:
         rows.append([
             f"{r.budget / 1e9:g} GB", r.policy, str(r.requests), str(r.cold_starts),
             f"{100 * r.cold_start_rate:.2f}", f"{r.added_latency_s_total:.0f}", f"{r.p99_added_latency_s:.1f}",
-            f"{r.vram_gb_hours:.1f}", str(r.loads), str(r.evictions),
+            f"{r.vram_gb_hours:.1f}", str(r.loads), str(r.evictions), f"{100 * r.loader_utilization:.0f}",
         ])
     widths = [max(len(h), *(len(row[k]) for row in rows)) for k, h in enumerate(header)]
     lines = list(notes)
