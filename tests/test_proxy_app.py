@@ -103,6 +103,8 @@ class Echo:
         self.upstream_gone = asyncio.Event()
         self.app = web.Application(client_max_size=2**30)
         self.app.router.add_post("/api/generate", self.endless)
+        self.app.router.add_post("/api/embed", self.slow)
+        self.app.router.add_post("/v1/chat/completions", self.broken)
         self.app.router.add_route("*", "/{tail:.*}", self.echo)
 
     async def echo(self, request: web.Request) -> web.Response:
@@ -115,6 +117,21 @@ class Echo:
         }
         return web.json_response(payload, status=207 if request.method == "PROPFIND" else 200,
                                  headers={"X-Upstream": "yes"})
+
+    async def slow(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(10)
+        return web.json_response({})
+
+    async def broken(self, request: web.Request) -> web.StreamResponse:
+        """Dies after the first line, as an upstream that crashes mid-generation."""
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await resp.prepare(request)
+        await resp.write(b'{"message":{"content":"x"},"done":false}\n')
+        await asyncio.sleep(0.05)
+        assert request.transport is not None
+        request.transport.abort()
+        return resp
 
     async def endless(self, request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
@@ -204,6 +221,21 @@ async def test_unreachable_upstream_502_in_each_api_shape(aiohttp_server, tmp_pa
     rows = await stack.rows()
     assert [(r["model"], r["status"]) for r in rows] == [("m", 502), ("m", 502), (None, 502)]
     assert all("unreachable" in r["error"] for r in rows)
+
+
+async def test_upstream_timeout_504_and_broken_stream_502(aiohttp_server, echo, tmp_path: Path) -> None:
+    _, url = echo
+    stack = await start_stack(aiohttp_server, url, tmp_path, request_timeout=0.3)
+    async with aiohttp.ClientSession() as s:
+        async with s.post(stack.url + "/api/embed", json={"model": "m", "input": "x"}) as r:
+            assert r.status == 504 and "in time" in (await r.json())["error"]
+        async with s.post(stack.url + "/v1/chat/completions", json={"model": "m", "messages": []}) as r:
+            assert r.status == 200
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await r.read()  # cut short, never presented as a complete stream
+    timeout_row, broken_row = await stack.wait_rows("true", 2)
+    assert (timeout_row["status"], timeout_row["model"]) == (504, "m")
+    assert broken_row["status"] == 502 and broken_row["error"].startswith("upstream stream broken")
 
 
 async def test_body_over_limit_413(aiohttp_server, echo, tmp_path: Path) -> None:

@@ -54,6 +54,15 @@ def prewarm_sql(db: Path, sql: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_serve_refuses_off_loopback_without_token(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from prewarm.cli import main
+
+    assert main(["serve", "--listen", "0.0.0.0:0", "--db", str(tmp_path / "x.duckdb")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "admin_token" in err
+    assert not (tmp_path / "x.duckdb").exists()
+
+
 @pytest.mark.slow
 def test_serve_and_emulate_processes_log_every_request(tmp_path: Path) -> None:
     env = clean_env()

@@ -188,8 +188,10 @@ class Store:
                 log.warning("request log: %s is writable again", self.path)
             except StoreUnavailable:
                 pass
-            except Exception:  # a failing migration or spill load must not kill the thread
-                log.exception("request log: reconnecting to %s failed", self.path)
+            except Exception as exc:  # a failing migration or spill load (disk still full) must not kill the thread
+                if self._unavailable_reason != _one_line(exc):
+                    log.warning("request log: reopening %s failed: %s", self.path, _one_line(exc))
+                self._unavailable_reason = _one_line(exc)
         q = self._queue
         while q:
             batch: list[Any] = []
