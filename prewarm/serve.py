@@ -24,7 +24,8 @@ from prewarm.proxy.admin import check_admin_token, is_loopback
 from prewarm.proxy.app import make_proxy_app, make_upstream_session
 from prewarm.proxy.hooks import ProxyHooks
 from prewarm.residency import FetchResident, ResidencyTracker, ollama_ps_fetcher, openai_models_fetcher
-from prewarm.store.discovery import ServiceInfo, remove_service_file, write_service_file
+from prewarm.cli import CommandError
+from prewarm.store.discovery import ServiceInfo, pid_alive, read_service_file, remove_service_file, write_service_file
 from prewarm.store.writer import Store
 
 log = logging.getLogger("prewarm.serve")
@@ -76,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
     }
     settings = load_settings(args.config, overrides)
     check_admin_token(settings)
+    running = read_service_file(settings.db)
+    if running is not None and running.pid != os.getpid() and pid_alive(running.pid):
+        # Two services on one file: the second could only spill, and readers would find the wrong one.
+        raise CommandError(f"{settings.db} is already served by pid {running.pid} at {running.url}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(serve(settings, schedule=not args.no_schedule))
     return 0

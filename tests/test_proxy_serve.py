@@ -63,6 +63,21 @@ def test_serve_refuses_off_loopback_without_token(tmp_path: Path, capsys: pytest
     assert not (tmp_path / "x.duckdb").exists()
 
 
+def test_serve_refuses_a_database_another_service_holds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from prewarm.cli import main
+    from prewarm.store.discovery import ServiceInfo, write_service_file
+
+    db = tmp_path / "x.duckdb"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        write_service_file(str(db), ServiceInfo("http://127.0.0.1:1", holder.pid))
+        assert main(["serve", "--listen", "127.0.0.1:0", "--db", str(db)]) == 1
+        assert f"already served by pid {holder.pid}" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 @pytest.mark.slow
 def test_serve_and_emulate_processes_log_every_request(tmp_path: Path) -> None:
     env = clean_env()
