@@ -62,12 +62,14 @@ class Sample:
     elapsed: float = 0.0
     errors: int = 0
     proxy_cpu_s: float = 0.0
+    upstream_cpu_s: float = 0.0
 
     def merge(self, other: "Sample") -> None:
         self.latencies.extend(other.latencies)
         self.elapsed += other.elapsed
         self.errors += other.errors
         self.proxy_cpu_s += other.proxy_cpu_s
+        self.upstream_cpu_s += other.upstream_cpu_s
 
     @property
     def rps(self) -> float:
@@ -110,7 +112,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def measure(
-    direct: str, proxied: str, args: argparse.Namespace, proxy_pid: int
+    direct: str, proxied: str, args: argparse.Namespace, proxy_pid: int, emulator_pid: int
 ) -> dict[int, dict[str, Sample]]:
     body = json.dumps({"model": MODEL, "prompt": "benchmark", "stream": True,
                        "options": {"num_predict": args.tokens}}).encode()
@@ -123,9 +125,10 @@ async def measure(
             results[clients] = {"direct": Sample(), "proxy": Sample()}
             for _ in range(args.rounds):
                 for name, base in (("direct", direct), ("proxy", proxied)):
-                    cpu0 = cpu_seconds(proxy_pid)
+                    cpu0, ecpu0 = cpu_seconds(proxy_pid), cpu_seconds(emulator_pid)
                     s = await one_round(session, base + "/api/generate", clients, args.duration, body)
                     s.proxy_cpu_s = cpu_seconds(proxy_pid) - cpu0
+                    s.upstream_cpu_s = cpu_seconds(emulator_pid) - ecpu0
                     results[clients][name].merge(s)
     return results
 
@@ -160,7 +163,7 @@ def main() -> int:
         proxied = f"http://127.0.0.1:{proxy_port}"
         wait_http(proxied + "/prewarm/health", procs[1])
 
-        results = asyncio.run(measure(direct, proxied, args, procs[1].pid))
+        results = asyncio.run(measure(direct, proxied, args, procs[1].pid, procs[0].pid))
 
         procs[1].send_signal(signal.SIGTERM)
         procs[1].wait(timeout=60)
@@ -188,7 +191,8 @@ def main() -> int:
         print(f"{clients:>3} clients: throughput proxy/direct = {x.rps / d.rps:.3f}, "
               f"added p50 = {x.pct(0.5) - d.pct(0.5):+.2f} ms, added p99 = {x.pct(0.99) - d.pct(0.99):+.2f} ms, "
               f"proxy CPU = {1e6 * x.proxy_cpu_s / max(1, len(x.latencies)):.0f} us/request "
-              f"(idle during direct rounds: {100 * d.proxy_cpu_s / d.elapsed:.1f}% of a core)")
+              f"(emulator: {1e6 * d.upstream_cpu_s / max(1, len(d.latencies)):.0f} us/request; "
+              f"proxy idle during direct rounds: {100 * d.proxy_cpu_s / d.elapsed:.1f}% of a core)")
     total = sum(len(m["proxy"].latencies) + m["proxy"].errors for m in results.values())
     print(f"rows logged by the proxy: {logged} (>= {total} timed requests + warm-up)")
     return 0
