@@ -260,6 +260,14 @@ class Prewarmer:
             log.warning("sizes: %s", exc)
         return model in self.sizes
 
+    def upstream_for(self, model: str) -> str | None:
+        if self.backend.kind != "vllm":
+            return None
+        try:
+            return self.backend.route_for(self.canonical(model))
+        except BackendError:
+            return None
+
     def request_started(self, model: str) -> None:
         self.tracker.request_started(model)
 
@@ -296,7 +304,11 @@ class Prewarmer:
                 return
             for a in actions:
                 await self._do_unload(a.model, a.reason)
-            self._reserved[model] = self.size_of(model)
+            if self.backend.loads_on_request:
+                self._reserved[model] = self.size_of(model)
+            else:
+                # A sleeping vLLM server refuses requests: it must be woken before this one is forwarded.
+                await self._do_load(model, why)
 
     # ------------------------------------------------------------------ actions
 

@@ -93,6 +93,9 @@ class ResidencyTracker:
     async def before_forward(self, model: str, body: dict[str, Any], endpoint: str) -> dict[str, Any] | None:
         return None
 
+    def upstream_for(self, model: str) -> str | None:
+        return None
+
     def request_started(self, model: str) -> None:
         self.in_flight[model] = self.in_flight.get(model, 0) + 1
 

@@ -353,6 +353,9 @@ class KeepAliveHooks:
         self.calls.append((model, endpoint))
         return {**body, "keep_alive": -1}
 
+    def upstream_for(self, model: str) -> str | None:
+        return None
+
     def request_started(self, model: str) -> None:
         pass
 

@@ -25,6 +25,7 @@ class Backend(Protocol):
     kind: str
     base_url: str
     resident_known: bool  # False when the upstream cannot say what is in GPU memory (OpenAI-compatible servers)
+    loads_on_request: bool  # False when a request for an unloaded model fails instead (a sleeping vLLM server)
 
     def canonical(self, model: str) -> str:
         """The name the upstream reports for `model` (Ollama: "mistral" is "mistral:latest")."""

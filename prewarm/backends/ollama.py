@@ -40,6 +40,7 @@ def runner_options(options: Any) -> dict[str, Any]:
 class OllamaBackend:
     kind = "ollama"
     resident_known = True
+    loads_on_request = True
 
     def __init__(self, base_url: str, catalog: Catalog | None = None, timeout_s: float = 600.0,
                  unload_wait_s: float = 30.0):

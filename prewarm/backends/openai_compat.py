@@ -19,6 +19,7 @@ from prewarm.catalog import Catalog
 class OpenAICompatBackend:
     kind = "openai"
     resident_known = False
+    loads_on_request = True
 
     def __init__(self, base_url: str, catalog: Catalog | None = None, timeout_s: float = 600.0):
         self.base_url = base_url.rstrip("/")

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 class VllmBackend:
     kind = "vllm"
     resident_known = True
+    loads_on_request = False
 
     def __init__(self, servers: dict[str, str], catalog: Catalog | None = None, sleep_level: int = 1,
                  timeout_s: float = 600.0):

@@ -140,6 +140,10 @@ class _Forwarder:
                     (k, v) for k, v in request.headers.items() if k.lower() not in _STREAMED_BODY_DROP
                 )
             event.user_id = user_of(request.headers, info.user if info else None, self.settings)
+            base = self.base
+            if model is not None:
+                base = (self.hooks.upstream_for(model) or self.base).rstrip("/")
+                event.upstream = base
 
             if model is not None and endpoint not in NON_LOADING_ENDPOINTS:
                 loads = True
@@ -150,7 +154,7 @@ class _Forwarder:
                 if replacement is not None:
                     data = json.dumps(replacement).encode()
 
-            return await self._forward(request, event, headers, data, known, t0)
+            return await self._forward(request, event, base, headers, data, known, t0)
         except asyncio.CancelledError:
             event.status = STATUS_CLIENT_GONE
             event.error = "client disconnected"
@@ -177,21 +181,22 @@ class _Forwarder:
         self,
         request: web.Request,
         event: RequestEvent,
+        base: str,
         headers: CIMultiDict[str],
         data: Any,
         known: bool,
         t0: float,
     ) -> web.StreamResponse:
         session = request.app[SESSION_KEY]
-        url = URL(self.base + request.raw_path, encoded=True)
+        url = URL(base + request.raw_path, encoded=True)
         endpoint = event.endpoint
         try:
             up_cm = session.request(request.method, url, headers=headers, data=data, allow_redirects=False)
             up = await up_cm.__aenter__()
         except asyncio.TimeoutError:
-            return self._error(event, endpoint, 504, f"upstream {self.base} did not answer in time")
+            return self._error(event, endpoint, 504, f"upstream {base} did not answer in time")
         except aiohttp.ClientError as exc:
-            return self._error(event, endpoint, 502, f"upstream {self.base} unreachable: {_one_line(exc)}")
+            return self._error(event, endpoint, 502, f"upstream {base} unreachable: {_one_line(exc)}")
 
         resp = web.StreamResponse(
             status=up.status,

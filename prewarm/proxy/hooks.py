@@ -24,6 +24,9 @@ class ProxyHooks(Protocol):
         (e.g. with keep_alive set); None forwards the client's bytes untouched.
         """
 
+    def upstream_for(self, model: str) -> str | None:
+        """Base URL of the server that serves `model` (vLLM runs one per model); None: the configured upstream."""
+
     def request_started(self, model: str) -> None:
         """A request for `model` is in flight: it must not be evicted until finished."""
 
