@@ -39,6 +39,9 @@ from prewarm.forecast.users import UserFeatures, build_user_features
 FEATURES = ("seasonal", "naive_day", "lag1", "lag3", "lag12", "user_recent", "user_expected",
             "base_rate", "hour", "dow", "step")
 ABLATION_FEATURES = ("seasonal", "user_recent", "user_expected")
+# more demand in any input never lowers the forecast: keeps small or unusual inputs (a burst
+# bigger than any seen in training) from landing in an arbitrary leaf
+INCREASING = {"seasonal", "naive_day", "lag1", "lag3", "lag12", "user_recent", "user_expected", "base_rate"}
 LAGS = 12  # windows of recent history the lag and recent-user features look at
 DISPERSION_GRID = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 100.0, np.inf)
 ARTIFACT_FILE = "forecaster.pkl"
@@ -181,7 +184,7 @@ class HeatForecaster:
                 mu = combiner.predict(X)
                 if ablation:
                     cols = [FEATURES.index(f) for f in ABLATION_FEATURES]
-                    ablation_model = _hgb(params).fit(X[:, cols], y)
+                    ablation_model = _hgb(params, ABLATION_FEATURES).fit(X[:, cols], y)
             dispersion = fit_dispersion(mu, y)
             if progress:
                 progress("combiner", 1, 1)
@@ -357,8 +360,9 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
-def _hgb(params: ForecastParams) -> HistGradientBoostingRegressor:
+def _hgb(params: ForecastParams, features: tuple[str, ...] = FEATURES) -> HistGradientBoostingRegressor:
     return HistGradientBoostingRegressor(
+        monotonic_cst=[1 if f in INCREASING else 0 for f in features],
         loss="poisson", max_iter=params.hgb_max_iter, learning_rate=params.hgb_learning_rate,
         max_leaf_nodes=params.hgb_max_leaf_nodes, early_stopping=True, validation_fraction=0.15,
         n_iter_no_change=15, random_state=params.seed)

@@ -90,7 +90,7 @@ def load_trace(path: str | Path) -> pd.DataFrame:
     if df["ts"].isna().any():
         bad = int(df["ts"].isna().sum())
         raise TraceError(f"trace {p}: {bad} row(s) have a ts that is neither seconds nor a timestamp")
-    return _normalise(df)
+    return normalise_events(df)
 
 
 def _sql_string(text: str) -> str:
@@ -100,7 +100,7 @@ def _sql_string(text: str) -> str:
 def events_from_requests(con: duckdb.DuckDBPyConnection, since_ts: float | None = None) -> pd.DataFrame:
     """The ``requests`` table as an events frame (epoch seconds), optionally only rows at or after ``since_ts``."""
     sql = events_sql(since_ts)
-    return _normalise(con.execute(sql).df())
+    return normalise_events(con.execute(sql).df())
 
 
 def events_sql(since_ts: float | None = None) -> str:
@@ -112,13 +112,14 @@ def events_sql(since_ts: float | None = None) -> str:
             f"WHERE {where} ORDER BY ts")
 
 
-def _normalise(df: pd.DataFrame) -> pd.DataFrame:
-    out = pd.DataFrame({
+def normalise_events(df: pd.DataFrame) -> pd.DataFrame:
+    """Coerce a frame with ts, model, user columns to the events contract (float ts, object strings, None users)."""
+    users = df["user"].to_numpy(dtype=object, na_value=None) if "user" in df else np.full(len(df), None)
+    return pd.DataFrame({
         "ts": df["ts"].to_numpy(dtype=float),
-        "model": df["model"].astype(object).to_numpy(),
-        "user": df["user"].astype(object).where(df["user"].notna(), None).to_numpy(),
+        "model": df["model"].to_numpy(dtype=object),
+        "user": pd.Series(users, dtype=object),
     })
-    return out
 
 
 def check_events(events: pd.DataFrame) -> None:

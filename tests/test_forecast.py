@@ -1,0 +1,205 @@
+"""The heat forecaster: series, fallbacks, predictions for new models and users, artifacts, backtest rules."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from prewarm.forecast.artifacts import latest_run, load_latest, prune, read_manifest, run_dirs, set_latest
+from prewarm.forecast.backtest import backtest, format_table, is_worse
+from prewarm.forecast.model import ForecastParams, HeatForecaster
+from prewarm.forecast.seasonal import SeasonalConfig
+from prewarm.forecast.series import TraceError, count_matrix, load_trace
+from prewarm.forecast.training import train_run
+from prewarm.workload import EPOCH_START, synth, write_trace
+
+DAY = 86400.0
+COLUMNS = ["model", "window_start", "window_end", "expected_requests", "p_any", "lower", "upper"]
+
+
+def small_params(**kw) -> ForecastParams:
+    base = dict(combiner_days=1.0, min_combiner_days=1.0, backtest_days=1.0, hgb_max_iter=40,
+                seasonal=SeasonalConfig(min_arima_days=1.5))
+    base.update(kw)
+    return ForecastParams(**base)
+
+
+@pytest.fixture(scope="module")
+def events() -> pd.DataFrame:
+    return synth(models=6, users=60, days=4, seed=11, rate=3.0)
+
+
+@pytest.fixture(scope="module")
+def fitted(events: pd.DataFrame) -> HeatForecaster:
+    return HeatForecaster.fit(events, EPOCH_START + 3 * DAY, small_params())
+
+
+# ---------------------------------------------------------------- series
+def test_trace_reader_accepts_seconds_and_iso_timestamps(tmp_path) -> None:
+    df = pd.DataFrame({"ts": [120.5, 0.0, 60.0], "model": ["b", "a", "a"], "user": ["u1", None, "u2"]})
+    write_trace(df, tmp_path / "t.parquet")
+    got = load_trace(tmp_path / "t.parquet")
+    assert list(got["ts"]) == [0.0, 60.0, 120.5]  # sorted
+    assert got["user"].iloc[0] is None
+    (tmp_path / "iso.csv").write_text("ts,model\n2026-11-02T00:01:00Z,a\n2026-11-02T00:00:00Z,b\n")
+    iso = load_trace(tmp_path / "iso.csv")
+    assert list(iso["ts"]) == [EPOCH_START, EPOCH_START + 60]
+    assert list(iso["model"]) == ["b", "a"]
+
+
+def test_trace_reader_names_what_is_wrong(tmp_path) -> None:
+    (tmp_path / "nomodel.csv").write_text("ts,user\n1,u\n")
+    with pytest.raises(TraceError, match="lacks column.*model"):
+        load_trace(tmp_path / "nomodel.csv")
+    with pytest.raises(TraceError, match="not found"):
+        load_trace(tmp_path / "missing.parquet")
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(TraceError, match="cannot read"):
+        load_trace(tmp_path / "junk.parquet")
+
+
+def test_count_matrix_puts_every_event_in_its_window() -> None:
+    ev = pd.DataFrame({"ts": [0.0, 10.0, 299.9, 300.0, 900.0], "model": ["a", "b", "a", "a", "b"],
+                       "user": [None] * 5})
+    cm = count_matrix(ev, 0, 4, 300.0)
+    assert cm.models == ["a", "b"]
+    np.testing.assert_array_equal(cm.counts, [[2, 1, 0, 0], [1, 0, 0, 1]])
+    only_b = count_matrix(ev, 1, 4, 300.0, models=["b", "zzz"])
+    np.testing.assert_array_equal(only_b.counts, [[0, 0, 1], [0, 0, 0]])
+
+
+# ---------------------------------------------------------------- fitting and fallbacks
+def test_methods_follow_the_amount_of_data() -> None:
+    rng = np.random.default_rng(0)
+    n = int(3 * DAY / 300)
+    busy = np.sort(EPOCH_START + rng.uniform(0, 3 * DAY, 3000))
+    sparse_ = np.sort(EPOCH_START + rng.uniform(0, 3 * DAY, 40))
+    young = np.sort(EPOCH_START + 3 * DAY - rng.uniform(0, 0.3 * DAY, 30))
+    ev = pd.DataFrame({
+        "ts": np.concatenate([busy, sparse_, young]),
+        "model": ["busy:7b"] * len(busy) + ["sparse:1b"] * len(sparse_) + ["young:3b"] * len(young),
+        "user": None,
+    }).sort_values("ts", kind="stable").reset_index(drop=True)
+    f = HeatForecaster.fit(ev, EPOCH_START + n * 300, small_params())
+    methods = f.fit_report["methods"]
+    assert methods["busy:7b"] in ("arima", "harmonic")
+    assert methods["sparse:1b"] == "daily_profile"
+    assert methods["young:3b"] == "smoothed_rate"
+    assert sum(f.fit_report["method_counts"].values()) == 3
+
+
+def test_too_little_data_skips_the_combiner_but_still_predicts() -> None:
+    ev = pd.DataFrame({"ts": EPOCH_START + np.arange(0, 3600, 60.0), "model": "m:1b", "user": "u"})
+    f = HeatForecaster.fit(ev, EPOCH_START + 3600, ForecastParams())
+    assert "combiner" in f.fit_report and f.combiner is None
+    out = f.predict(ev, EPOCH_START + 3600, 3)
+    assert len(out) == 3 and out["expected_requests"].iloc[0] > 0
+
+
+def test_predict_shape_alignment_and_ranges(events, fitted) -> None:
+    now = EPOCH_START + 3 * DAY + 1234.0
+    out = fitted.predict(events, now, 12)
+    assert list(out.columns) == COLUMNS
+    assert len(out) == len(fitted.models) * 12
+    assert out["window_start"].min() == np.floor(now / 300) * 300
+    assert np.allclose(out["window_end"] - out["window_start"], 300)
+    assert out["p_any"].between(0, 1).all()
+    assert (out["lower"] <= out["upper"]).all() and (out["expected_requests"] >= 0).all()
+
+
+def test_predict_ignores_events_at_or_after_now(events, fitted) -> None:
+    now = EPOCH_START + 3 * DAY + 3600
+    past = events[events["ts"] < now]
+    future = pd.DataFrame({"ts": now + np.arange(50.0), "model": past["model"].iloc[0], "user": "x"})
+    both = pd.concat([past, future], ignore_index=True)
+    pd.testing.assert_frame_equal(fitted.predict(past, now, 6), fitted.predict(both, now, 6))
+
+
+def test_new_models_and_new_users_do_not_break_predict(events, fitted) -> None:
+    now = EPOCH_START + 3 * DAY + 7200
+    extra = pd.DataFrame({"ts": now - np.arange(1.0, 40.0), "model": "brand-new:1b", "user": "stranger"})
+    anon = pd.DataFrame({"ts": now - np.arange(0.5, 10.0), "model": fitted.models[0], "user": None})
+    ev = pd.concat([events[events["ts"] < now], extra, anon]).sort_values("ts", kind="stable")
+    out = fitted.predict(ev, now, 4)
+    assert set(fitted.models) | {"brand-new:1b"} == set(out["model"])
+    new = out[out["model"] == "brand-new:1b"]
+    assert (new["expected_requests"] > 0).all() and (new["p_any"] > 0).all()
+
+
+def test_recent_demand_raises_the_forecast(events, fitted) -> None:
+    now = EPOCH_START + 3 * DAY + 5 * 3600  # Thursday 05:00 UTC: quiet hours for most users
+    quiet = events[events["ts"] < now - 3600]
+    model = fitted.models[-1]
+    burst = pd.DataFrame({"ts": now - np.linspace(1, 3000, 120), "model": model, "user": "burster"})
+    hot = pd.concat([quiet, burst]).sort_values("ts", kind="stable")
+    cold_p = fitted.predict(quiet, now, 1).set_index("model")["p_any"][model]
+    hot_p = fitted.predict(hot, now, 1).set_index("model")["p_any"][model]
+    assert hot_p > cold_p
+
+
+# ---------------------------------------------------------------- artifacts
+def test_save_load_round_trip(tmp_path, events, fitted) -> None:
+    fitted.save(tmp_path / "run1")
+    again = HeatForecaster.load(tmp_path / "run1")
+    now = EPOCH_START + 3 * DAY + 600
+    pd.testing.assert_frame_equal(fitted.predict(events, now, 5), again.predict(events, now, 5))
+    manifest = json.loads((tmp_path / "run1" / "manifest.json").read_text())
+    assert {"params", "versions", "data_range", "fit_report"} <= set(manifest)
+    assert manifest["versions"]["statsmodels"]
+
+
+def test_latest_pointer_and_keep_last_n(tmp_path, fitted) -> None:
+    for i in range(5):
+        fitted.save(tmp_path / f"2026010{i}T000000Z-aaaaaa")
+    runs = run_dirs(tmp_path)
+    set_latest(tmp_path, runs[1])  # an older run is the good one
+    gone = prune(tmp_path, keep=2)
+    left = run_dirs(tmp_path)
+    assert runs[1] in left and runs[-1] in left and runs[-2] in left
+    assert len(gone) == 2 and all(not g.exists() for g in gone)
+    assert latest_run(tmp_path) == runs[1]
+    assert isinstance(load_latest(tmp_path), HeatForecaster)
+
+
+def test_load_latest_without_a_run_says_what_to_do(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="prewarm train"):
+        load_latest(tmp_path)
+
+
+# ---------------------------------------------------------------- backtest and the keep-previous rule
+def test_backtest_scores_every_variant(events) -> None:
+    metrics, f = backtest(events, small_params())
+    assert f is not None
+    assert set(metrics["variants"]) == {"combined", "arima_user", "arima", "seasonal_naive", "moving_average"}
+    for s in metrics["variants"].values():
+        assert s["mae"] >= 0 and s["poisson_deviance"] >= 0 and 0 <= s["brier"] <= 1
+    assert metrics["holdout"]["windows"] == 288
+    assert sum(b["n"] for b in metrics["calibration"]) == metrics["holdout"]["rows"]
+    assert "combined" in format_table(metrics)
+
+
+def test_is_worse_compares_skill_over_the_naive_baseline() -> None:
+    good = {"skill": {"mae": 0.3, "brier": 0.3}}
+    assert is_worse({"skill": {"mae": 0.1, "brier": 0.3}}, good)
+    assert is_worse({"skill": {"mae": 0.3, "brier": 0.2}}, good)
+    assert not is_worse({"skill": {"mae": 0.28, "brier": 0.31}}, good)
+    assert not is_worse({"skill": {"mae": -1.0, "brier": -1.0}}, None)
+    assert not is_worse({"skipped": "too little data"}, good)
+
+
+def test_a_worse_run_keeps_the_previous_one_serving(tmp_path, events) -> None:
+    first = train_run(events, small_params(), tmp_path, keep_runs=5)
+    assert first.accepted and latest_run(tmp_path).name == first.run_id
+    manifest_path = tmp_path / first.run_id / "manifest.json"
+    manifest = read_manifest(tmp_path / first.run_id)
+    manifest["metrics"]["skill"] = {"mae": 0.99, "brier": 0.99}  # the serving run did far better
+    manifest_path.write_text(json.dumps(manifest))
+    second = train_run(events, small_params(), tmp_path, keep_runs=5)
+    assert not second.accepted and "rejected" in second.reason
+    assert latest_run(tmp_path).name == first.run_id
+    assert (tmp_path / second.run_id / "manifest.json").is_file()
+    row = second.training_run_row()
+    assert json.loads(row["metrics"])["accepted"] is False
