@@ -62,6 +62,7 @@ class Settings:
     max_body_bytes: int = 32 * 2**20
     request_timeout: float = 600.0  # seconds for one upstream request
     ps_refresh: float = 2.0  # seconds between /api/ps polls for the resident set
+    room_wait: float = 120.0  # seconds a request waits for busy models to free VRAM before it goes anyway
     # request log
     log_flush_interval: float = 1.0
     log_batch_rows: int = 1000
@@ -101,7 +102,7 @@ def split_host_port(text: str) -> tuple[str, int]:
 
 
 _SIZE_FIELDS = {"vram_budget", "vram_reserve", "max_body_bytes"}
-_DURATION_FIELDS = {"window", "request_timeout", "ps_refresh", "log_flush_interval"}
+_DURATION_FIELDS = {"window", "request_timeout", "ps_refresh", "room_wait", "log_flush_interval"}
 
 
 def _coerce(name: str, value: Any, template: Any) -> Any:

@@ -112,6 +112,7 @@ class Prewarmer:
         self._options: dict[str, Counter[tuple]] = {}
         self._reserved: dict[str, int] = {}  # model -> bytes made room for, until its request finishes
         self._op_lock = asyncio.Lock()  # one load or unload at a time, as the upstream does them
+        self._request_done = asyncio.Event()  # set (and replaced) whenever a request finishes: room may be free
         self.metrics.bind(self)
 
     # ------------------------------------------------------------------ lifecycle
@@ -276,6 +277,8 @@ class Prewarmer:
         m = self.canonical(model)
         if not self._in_flight().get(m):
             self._reserved.pop(m, None)
+        self._request_done.set()
+        self._request_done = asyncio.Event()
         known = m in self.sizes or m in self.catalog or m in self.tracker.resident
         self.metrics.observe_request(m if known else "other", event)
 
@@ -289,26 +292,40 @@ class Prewarmer:
             self.backend.load_options[model] = best
 
     async def _make_room_for(self, model: str, why: str) -> None:
-        """Evict under the planner's rules until `model` fits, then reserve its room; waits for a load in progress."""
-        async with self._op_lock:
-            if self.tracker.is_resident(model) or model in self._reserved:
+        """Evict under the planner's rules until `model` fits, then reserve its room; waits for a load in progress.
+
+        When only models in flight (or pinned) could make room, the request waits for
+        one of them to finish, as Ollama queues a request until a runner is idle,
+        for at most ``room_wait`` seconds; then it is forwarded anyway and the
+        shortfall is logged, because a late answer beats none.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.room_wait
+        while True:
+            freed = self._request_done
+            async with self._op_lock:
+                if self.tracker.is_resident(model) or model in self._reserved:
+                    return
+                if self.budget is None:
+                    await self.refresh_budget()
+                actions = make_room(self.views([model]), model, self._budget_bytes())
+                if actions is not None:
+                    for a in actions:
+                        await self._do_unload(a.model, a.reason)
+                    if self.backend.loads_on_request:
+                        self._reserved[model] = self.size_of(model)
+                    else:
+                        # A sleeping vLLM server refuses requests: it must be woken before this one is forwarded.
+                        await self._do_load(model, why)
+                    return
+            try:
+                await asyncio.wait_for(freed.wait(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                log.warning("no room for %s under the %d-byte budget after %.0f s: models in flight or pinned "
+                            "hold it; forwarding anyway", model, self._budget_bytes(), self.settings.room_wait)
+                self._record(model, "unload", f"{why}: no evictable model frees enough room", None, None,
+                             self.settings.room_wait * 1000.0, False, "no room")
                 return
-            if self.budget is None:
-                await self.refresh_budget()
-            actions = make_room(self.views([model]), model, self._budget_bytes())
-            if actions is None:
-                log.warning("no room for %s under the %d-byte budget: models in flight or pinned hold it; "
-                            "forwarding anyway", model, self._budget_bytes())
-                self._record(model, "unload", f"{why}: no evictable model frees enough room", None, None, 0.0,
-                             False, "no room")
-                return
-            for a in actions:
-                await self._do_unload(a.model, a.reason)
-            if self.backend.loads_on_request:
-                self._reserved[model] = self.size_of(model)
-            else:
-                # A sleeping vLLM server refuses requests: it must be woken before this one is forwarded.
-                await self._do_load(model, why)
 
     # ------------------------------------------------------------------ actions
 

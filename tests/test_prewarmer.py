@@ -276,3 +276,35 @@ async def test_request_for_unknown_model_evicts_nothing(aiohttp_client, tmp_path
         assert r.status == 404
     assert "gemma2:9b" in await rig.prewarmer.backend.list_resident()
     assert await rig.rows("SELECT count(*) FROM prewarm_actions") == [(0,)]
+
+
+async def test_request_that_needs_a_busy_models_room_waits_for_it(aiohttp_client, tmp_path, rigs):
+    """Only an in-flight model could make room: the new request waits until it finishes, then evicts it."""
+    rig = await build(aiohttp_client, tmp_path, room_wait=60.0)
+    rigs.append(rig)
+    # llama3.1:8b (6.2 GB) streams a long answer; qwen2.5-coder:14b (10.4 GB) cannot fit beside it in 12 GB.
+    long_answer = asyncio.create_task(rig.generate("llama3.1:8b", stream=True, options={"num_predict": 3000}))
+    while not rig.prewarmer.tracker.in_flight.get("llama3.1:8b"):
+        await asyncio.sleep(0.005)
+    await rig.generate("qwen2.5-coder:14b")
+    await long_answer
+    st = await rig.stats()
+    assert st["peak_vram_used"] <= BUDGET and st["evictions"] == 0
+    rows = await rig.rows("SELECT model, status, ts_start, ts_end FROM requests ORDER BY ts_start")
+    (m1, s1, _, end1), (m2, s2, _, end2) = rows
+    assert (m1, s1, m2, s2) == ("llama3.1:8b", 200, "qwen2.5-coder:14b", 200)
+    assert end2 > end1  # the second could only be served once the first had finished and was evicted
+    unload = await rig.rows("SELECT model, ok FROM prewarm_actions WHERE action = 'unload'")
+    assert unload == [("llama3.1:8b", True)]
+
+
+async def test_request_gives_up_waiting_for_room_and_is_forwarded(aiohttp_client, tmp_path, rigs):
+    rig = await build(aiohttp_client, tmp_path, room_wait=0.05)
+    rigs.append(rig)
+    long_answer = asyncio.create_task(rig.generate("llama3.1:8b", stream=True, options={"num_predict": 5000}))
+    while not rig.prewarmer.tracker.in_flight.get("llama3.1:8b"):
+        await asyncio.sleep(0.005)
+    await rig.generate("qwen2.5-coder:14b")  # still answered: late beats never
+    await long_answer
+    failed = await rig.rows("SELECT model, ok, error FROM prewarm_actions WHERE NOT ok")
+    assert failed == [("qwen2.5-coder:14b", False, "no room")]

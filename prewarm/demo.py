@@ -1,0 +1,331 @@
+"""`prewarm demo`: the whole story in a few minutes, on the built-in emulator, with no GPU.
+
+1. A synthetic week of multi-user traffic for the sample catalog's models.
+2. The forecaster is trained (in a worker process) on the first six days.
+3. The seventh day is played, compressed, over real HTTP through the real proxy to
+   `prewarm emulate` (a separate process), while the prewarmer loads and evicts
+   from the forecasts every window, under a VRAM budget smaller than the models.
+4. What the request log shows, read with SQL: requests, cold starts, a prewarm.
+5. The same day replayed in the simulator under Ollama's keep-alive, LRU, top-N,
+   the Azure histogram policy, the forecast policy and the oracle.
+
+Time is compressed by one factor everywhere (traffic, windows and the emulator's
+load times), so every duration printed is in the workload's own time: a 12 s load
+takes 12 s / factor of wall time. The emulator says it is one, and so does this output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pandas as pd
+from aiohttp import web
+
+from prewarm.backends.ollama import OllamaBackend
+from prewarm.catalog import Catalog, load_catalog, sample_catalog_path
+from prewarm.config import Settings
+from prewarm.forecast.model import ForecastParams, HeatForecaster
+from prewarm.prewarmer import Prewarmer
+from prewarm.proxy.admin_prewarm import routes as admin_prewarm_routes
+from prewarm.proxy.app import make_proxy_app
+from prewarm.sim.engine import Span
+from prewarm.sim.report import to_table
+from prewarm.sim.run import ModelCosts, run_replays
+from prewarm.sim.trace import frame_to_trace
+from prewarm.store.writer import Store
+from prewarm.units import format_size
+from prewarm.workload import synth
+
+DAY_S = 86400.0
+GB = 10**9
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """The knobs of one demo run; `quick` trades realism for a shorter run."""
+
+    days: int = 7
+    users: int = 60
+    models: int = 10
+    seed: int = 7
+    compress: float = 720.0  # one day of traffic in 2 minutes
+    budget: int = 12 * GB
+    emulator_vram: int = 24 * GB
+    window_s: float = 300.0
+    horizon: int = 3
+
+    @classmethod
+    def for_args(cls, quick: bool) -> "DemoPlan":
+        return cls(days=5, users=40, compress=2880.0) if quick else cls()
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def demo_workload(plan: DemoPlan, catalog: Catalog) -> pd.DataFrame:
+    """The synthetic generator's traffic, its models renamed onto the sample catalog (most popular first)."""
+    events = synth(models=plan.models, users=plan.users, days=plan.days, seed=plan.seed)
+    by_popularity = events["model"].value_counts().index.tolist()
+    names = [e.model for e in sorted(catalog, key=lambda e: e.size_bytes)]
+    rng = np.random.default_rng(plan.seed)
+    rng.shuffle(names)
+    mapping = dict(zip(by_popularity, names))
+    events = events[events["model"].isin(mapping)].copy()
+    events["model"] = events["model"].map(mapping)
+    return events.reset_index(drop=True)
+
+
+def _fit(history: pd.DataFrame, end_ts: float, params: ForecastParams) -> HeatForecaster:
+    return HeatForecaster.fit(history, end_ts, params)
+
+
+async def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as s:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the emulator exited early (status {proc.returncode})")
+            with contextlib.suppress(aiohttp.ClientError):
+                async with s.get(url) as r:
+                    if r.status == 200:
+                        return
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"the emulator did not answer at {url} within {timeout_s:.0f} s")
+
+
+class CompressedClock:
+    """Workload time running `factor` times faster than the wall clock: the clock the prewarmer plans in."""
+
+    def __init__(self, t0: float, factor: float) -> None:
+        self.t0, self.factor = t0, factor
+        self.wall0 = time.monotonic()
+
+    def start(self) -> None:
+        self.wall0 = time.monotonic()
+
+    def now(self) -> float:
+        return self.t0 + (time.monotonic() - self.wall0) * self.factor
+
+    def wall_seconds_until(self, workload_ts: float) -> float:
+        return max(0.0, (workload_ts - self.now()) / self.factor)
+
+
+class LiveDay:
+    """Plays one day of traffic through the proxy in compressed time while the prewarmer plans every window."""
+
+    def __init__(self, plan: DemoPlan, events: pd.DataFrame, history: pd.DataFrame, forecaster: HeatForecaster,
+                 prewarmer: Prewarmer, proxy_url: str, clock: CompressedClock) -> None:
+        self.plan, self.events, self.history = plan, events, history
+        self.forecaster, self.prewarmer, self.proxy_url = forecaster, prewarmer, proxy_url
+        self.clock = clock
+        self.sent = 0
+        self.failed = 0
+        self.plans = 0
+
+    async def _request(self, session: aiohttp.ClientSession, model: str, user: str) -> None:
+        if "embed" in model:
+            path, body = "/api/embed", {"model": model, "input": "hello from the demo"}
+        else:
+            path = "/api/chat"
+            body = {"model": model, "messages": [{"role": "user", "content": "hello from the demo"}],
+                    "stream": True, "options": {"num_predict": 8}}
+        try:
+            async with session.post(self.proxy_url + path, json=body, headers={"X-Prewarm-User": user}) as r:
+                async for _ in r.content.iter_any():
+                    pass
+                if r.status != 200:
+                    self.failed += 1
+        except aiohttp.ClientError:
+            self.failed += 1
+
+    async def _traffic(self) -> None:
+        tasks: set[asyncio.Task[None]] = set()
+        async with aiohttp.ClientSession() as session:
+            for ts, model, user in self.events[["ts", "model", "user"]].itertuples(index=False):
+                await asyncio.sleep(self.clock.wall_seconds_until(float(ts)))
+                t = asyncio.create_task(self._request(session, str(model), str(user)))
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+                self.sent += 1
+            if tasks:
+                await asyncio.gather(*tasks)
+
+    async def _planning(self, stop: asyncio.Event) -> None:
+        """Every window: forecast from everything seen so far, then let the prewarmer act on it."""
+        w = self.plan.window_s
+        seen = self.history
+        while not stop.is_set():
+            now = self.clock.now()
+            upto = int(np.searchsorted(self.events["ts"].to_numpy(), now))
+            if upto:
+                seen = pd.concat([self.history, self.events.iloc[:upto]], ignore_index=True)
+            # Plan a little ahead of the window boundary, so loads finish before its requests.
+            forecasts = self.forecaster.predict(seen, now, self.plan.horizon)
+            await self.prewarmer.apply_plan(forecasts, made_at=now)
+            self.plans += 1
+            next_window = (np.floor(now / w) + 1) * w - 0.1 * w
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.clock.wall_seconds_until(next_window))
+
+    async def run(self) -> None:
+        self.clock.start()
+        stop = asyncio.Event()
+        planner = asyncio.create_task(self._planning(stop))
+        try:
+            await self._traffic()
+        finally:
+            stop.set()
+            await planner
+
+
+async def _serve_proxy(settings: Settings, store: Store, prewarmer: Prewarmer) -> tuple[web.AppRunner, str]:
+    app = make_proxy_app(settings, store, prewarmer, admin_prewarm_routes(prewarmer))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, f"http://127.0.0.1:{port}"
+
+
+def _print_sql(store: Store, title: str, sql: str) -> None:
+    df = store.read_df(sql)
+    _say(f"\n{title}\n  SQL: {' '.join(sql.split())}")
+    _say("  " + df.to_string(index=False).replace("\n", "\n  "))
+
+
+async def _demo(workdir: Path, plan: DemoPlan) -> int:
+    catalog = load_catalog(sample_catalog_path())
+    _say("prewarm demo — on the built-in Ollama EMULATOR (no GPU, no Ollama needed); "
+         f"time compressed {plan.compress:.0f}x, durations below are in workload time")
+    _say(f"workdir: {workdir}")
+
+    events = demo_workload(plan, catalog)
+    live_start = float(np.floor(events["ts"].iloc[-1] / DAY_S) * DAY_S)
+    history = events[events["ts"] < live_start].reset_index(drop=True)
+    live = events[events["ts"] >= live_start].reset_index(drop=True)
+    total = sum(e.size_bytes for e in catalog)
+    _say(f"\n1. workload: {len(events)} requests from {plan.users} users to {events['model'].nunique()} models "
+         f"over {plan.days} days (Zipf popularity, office hours, weekends, per-user favourites)")
+    _say(f"   the models need {format_size(total)} of VRAM together; the budget is {format_size(plan.budget)}")
+
+    _say(f"\n2. training the forecaster on the first {plan.days - 1} days (worker process) ...")
+    params = ForecastParams(window_s=plan.window_s, horizon=plan.horizon)
+    t = time.monotonic()
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        forecaster = await loop.run_in_executor(pool, _fit, history, live_start, params)
+    methods = pd.Series(forecaster.fit_report.get("methods", {})).value_counts().to_dict()
+    _say(f"   trained in {time.monotonic() - t:.1f} s" + (f"; per-model methods: {methods}" if methods else ""))
+
+    emu_port = _free_port()
+    emulator = subprocess.Popen(
+        [sys.executable, "-m", "prewarm", "emulate", "--listen", f"127.0.0.1:{emu_port}",
+         "--catalog", str(sample_catalog_path()), "--vram", str(plan.emulator_vram),
+         "--time-scale", repr(1.0 / plan.compress), "--tokens-per-second", "5000"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    upstream = f"http://127.0.0.1:{emu_port}"
+    db = workdir / "demo.duckdb"
+    settings = Settings(upstream=upstream, db=str(db), vram_budget=plan.budget, vram_reserve=0,
+                        ps_refresh=0.1, log_flush_interval=0.2)
+    store = Store(settings.db, settings)
+    runner: web.AppRunner | None = None
+    prewarmer: Prewarmer | None = None
+    try:
+        await _wait_http(upstream + "/api/version", emulator)
+        await asyncio.to_thread(store.open)
+        clock = CompressedClock(live_start, plan.compress)
+        prewarmer = Prewarmer(settings, OllamaBackend(upstream, catalog), store, catalog=catalog, clock=clock.now)
+        await prewarmer.start()
+        runner, proxy_url = await _serve_proxy(settings, store, prewarmer)
+        day = LiveDay(plan, live, history, forecaster, prewarmer, proxy_url, clock)
+        _say(f"\n3. playing day {plan.days} live: {len(live)} requests through the proxy ({proxy_url}) to "
+             f"`prewarm emulate` ({upstream}), planning every {plan.window_s / 60:.0f} min "
+             f"(~{len(live) and (live['ts'].iloc[-1] - live_start) / plan.compress:.0f} s of wall time) ...")
+        await day.run()
+        _say(f"   sent {day.sent} requests ({day.failed} failed), {day.plans} plans carried out")
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        if prewarmer is not None:
+            await prewarmer.stop()
+        await store.close()
+        emulator.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            emulator.wait(10)
+
+    _say("\n4. what the request log says (DuckDB, the same SQL works with `prewarm sql --db "
+         f"{db}`):")
+    ro = Store(str(db), settings)
+    await asyncio.to_thread(ro.open)
+    try:
+        f = plan.compress
+        _print_sql(ro, "requests and cold starts per model", f"""
+            SELECT model, count(*) AS requests, count(*) FILTER (WHERE cold) AS cold_starts,
+                   round(100.0 * count(*) FILTER (WHERE cold) / count(*), 1) AS cold_pct,
+                   round(median(load_ms) FILTER (WHERE cold) * {f} / 1000, 1) AS median_cold_load_s
+            FROM requests GROUP BY model ORDER BY requests DESC""")
+        _print_sql(ro, "what the prewarmer did", """
+            SELECT action, ok, count(*) AS n FROM prewarm_actions GROUP BY ALL ORDER BY action, ok""")
+        _print_sql(ro, "a prewarm at work: a model loaded from the forecast, then its next request warm", """
+            WITH loads AS (
+                SELECT ts, model, reason FROM prewarm_actions WHERE action = 'load' AND ok AND reason LIKE 'prewarm:%'
+            )
+            SELECT l.model, l.ts AS loaded_at, r.ts_start AS request_at, r.user_id, r.cold
+            FROM loads l
+            JOIN LATERAL (SELECT * FROM requests r WHERE r.model = l.model AND r.ts_start > l.ts
+                          ORDER BY r.ts_start LIMIT 1) r ON true
+            ORDER BY l.ts LIMIT 3""")
+        live_row = ro.read_df("SELECT count(*) AS n, count(*) FILTER (WHERE cold) AS cold FROM requests").iloc[0]
+    finally:
+        await ro.close()
+
+    _say(f"\n5. the same day replayed in the simulator (budget {format_size(plan.budget)}, scored: day {plan.days} only;"
+         " forecast trains on the days before it) ...")
+    trace = frame_to_trace(events, source="demo workload")
+    span = Span(live_start, float(events["ts"].iloc[-1]) + 1.0)
+    costs = ModelCosts.from_catalog(trace, catalog)
+    results = await asyncio.to_thread(
+        run_replays, trace, costs, [plan.budget], ["ollama", "lru", "topn", "histogram", "forecast", "oracle"], span
+    )
+    _say(to_table(results))
+    ollama = next(r for r in results if r.policy == "ollama")
+    n, cold = int(live_row["n"]), int(live_row["cold"])
+    _say(f"\nlive, with prewarm (emulator): {cold} cold starts in {n} requests ({100.0 * cold / max(n, 1):.1f} %)")
+    _say(f"same traffic under Ollama's own keep-alive (simulated): {ollama.cold_starts} cold starts in "
+         f"{ollama.requests} requests ({100.0 * ollama.cold_start_rate:.1f} %)")
+    _say("\nNext: `prewarm serve --upstream http://127.0.0.1:11434` in front of a real Ollama, "
+         "`prewarm replay --trace your-log.duckdb` on your own traffic.")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    plan = DemoPlan.for_args(args.quick)
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    if args.workdir:
+        workdir = Path(args.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        return asyncio.run(_demo(workdir, plan))
+    with tempfile.TemporaryDirectory(prefix="prewarm-demo-") as tmp:
+        return asyncio.run(_demo(Path(tmp), plan))
