@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="TOML config file")
     s.add_argument("--vram-budget", help="VRAM budget, e.g. 24GB or 22GiB")
     s.add_argument("--catalog", help="catalog CSV model,size_bytes,load_seconds")
-    s.add_argument("--no-schedule", action="store_true", help="proxy and log only: no training, forecasting or prewarming")
+    s.add_argument("--no-schedule", action="store_true", help="no scheduled training, forecasting or planned loads (the VRAM budget is still enforced)")
     s.set_defaults(func=_lazy("prewarm.serve", "run"))
 
     s = sub.add_parser("emulate", help="run the built-in Ollama emulator (no GPU needed)")

@@ -14,12 +14,16 @@ import os
 import signal
 import sys
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
 
+from prewarm.backends.factory import make_backend
+from prewarm.catalog import load_catalog
 from prewarm.config import Settings, load_settings
+from prewarm.prewarmer import Prewarmer
+from prewarm.proxy.admin_prewarm import routes as admin_prewarm_routes
 from prewarm.proxy.admin import check_admin_token, is_loopback
 from prewarm.proxy.app import make_proxy_app, make_upstream_session
 from prewarm.proxy.hooks import ProxyHooks
@@ -27,6 +31,11 @@ from prewarm.residency import FetchResident, ResidencyTracker, ollama_ps_fetcher
 from prewarm.cli import CommandError
 from prewarm.store.discovery import ServiceInfo, pid_alive, read_service_file, remove_service_file, write_service_file
 from prewarm.store.writer import Store
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from prewarm.scheduler import ForecastScheduler
 
 log = logging.getLogger("prewarm.serve")
 
@@ -42,6 +51,7 @@ class Wiring:
     extra_routes: list[web.RouteDef] = field(default_factory=list)
     startup: list[Callback] = field(default_factory=list)  # run after the store and tracker are up
     cleanup: list[Callback] = field(default_factory=list)  # run before the store is flushed, in reverse
+    background: list[asyncio.Task[Any]] = field(default_factory=list)  # cancelled at shutdown if still running
 
 
 def build_wiring(
@@ -51,12 +61,64 @@ def build_wiring(
     tracker: ResidencyTracker,
     schedule: bool,
 ) -> Wiring:
-    """Where the prewarmer (hooks, /prewarm/* routes, /metrics) and the scheduler plug in.
+    """The prewarmer (hooks, /prewarm/* routes, /metrics) and, unless `schedule` is off, the scheduler.
 
-    Without them the proxy logs and labels cold starts through the tracker alone,
-    which is also what `--no-schedule` asks for.
+    The prewarmer is always there, because it is what keeps client-triggered loads
+    inside the budget; `--no-schedule` only stops the forecasts and planned loads.
+    vLLM's residency comes from each model's own server (/is_sleeping), so there
+    the prewarmer polls through its backend instead of serve's tracker.
     """
-    return Wiring(hooks=tracker)
+    catalog = load_catalog(settings.catalog)
+    backend = make_backend(settings, catalog)
+    own_tracker = settings.upstream_kind == "vllm"
+    pw = Prewarmer(settings, backend, store, tracker=None if own_tracker else tracker, catalog=catalog)
+    wiring = Wiring(
+        hooks=pw,
+        extra_routes=list(admin_prewarm_routes(pw)),
+        startup=[lambda: pw.start(start_tracker=own_tracker)],
+        cleanup=[lambda: pw.stop(stop_tracker=own_tracker)],
+    )
+    if schedule:
+        from prewarm.scheduler import ForecastScheduler
+
+        async def plan_from(forecasts: "pd.DataFrame") -> None:
+            if forecasts.empty:
+                log.info("forecast: no model has a forecast yet; nothing to plan")
+                return
+            await pw.apply_plan(forecasts)
+
+        sched = ForecastScheduler(settings, store, on_forecast=plan_from)
+
+        async def start_schedule() -> None:
+            await asyncio.to_thread(sched.load_latest)
+            sched.start()
+            # A model from an earlier run can plan now rather than a window from now.
+            wiring.background.append(asyncio.create_task(sched.forecast_now()))
+
+        wiring.extra_routes.extend(schedule_routes(sched))
+        wiring.startup.append(start_schedule)
+        wiring.cleanup.append(sched.stop)
+    return wiring
+
+
+def schedule_routes(sched: "ForecastScheduler") -> list[web.RouteDef]:
+    """POST /prewarm/train and /prewarm/forecast: run a job now (what `prewarm train` asks a running service)."""
+
+    async def train(request: web.Request) -> web.Response:
+        result = await sched.train_now()
+        if result is None:
+            return web.json_response({"ok": False, "error": sched.last_error}, status=500)
+        return web.json_response({"ok": True, "run_id": result.run_id, "accepted": result.accepted,
+                                  "reason": result.reason, "n_models": result.n_models,
+                                  "artifact_path": result.artifact_path})
+
+    async def forecast(request: web.Request) -> web.Response:
+        frame = await sched.forecast_now()
+        if frame is None:
+            return web.json_response({"ok": False, "error": "no trained forecaster yet: train first"}, status=409)
+        return web.json_response({"ok": True, "rows": len(frame), "models": int(frame["model"].nunique())})
+
+    return [web.post("/prewarm/train", train), web.post("/prewarm/forecast", forecast)]
 
 
 def resident_fetcher(settings: Settings, session: aiohttp.ClientSession) -> FetchResident:
@@ -82,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         # Two services on one file: the second could only spill, and readers would find the wrong one.
         raise CommandError(f"{settings.db} is already served by pid {running.pid} at {running.url}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     asyncio.run(serve(settings, schedule=not args.no_schedule))
     return 0
 
@@ -125,6 +188,8 @@ async def serve(settings: Settings, schedule: bool = True) -> None:
         if runner is not None:
             await runner.cleanup()
         if wiring is not None:
+            for task in wiring.background:
+                task.cancel()
             for cb in reversed(wiring.cleanup):
                 try:
                     await cb()
