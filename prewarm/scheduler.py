@@ -32,18 +32,13 @@ from prewarm.config import Settings
 from prewarm.forecast.artifacts import latest_run
 from prewarm.forecast.commands import params_from_settings
 from prewarm.forecast.model import HeatForecaster
+from prewarm.forecast.seasonal import single_threaded_worker
 from prewarm.forecast.series import events_sql, normalise_events
 from prewarm.forecast.training import TrainResult, forecast_rows, train_run
 
 log = logging.getLogger(__name__)
 
 OnForecast = Callable[[pd.DataFrame], Awaitable[None]]
-
-
-def _worker_init() -> None:
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
 
 
 class ForecastScheduler:
@@ -59,7 +54,7 @@ class ForecastScheduler:
         self.last_result: TrainResult | None = None
         self.last_error: str | None = None
         self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_worker_init)
+                                         initializer=single_threaded_worker)
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         self._train_lock = asyncio.Lock()
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import pickle
 import platform
+import time
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -170,13 +171,24 @@ class HeatForecaster:
         combiner = ablation_model = None
         dispersion = float("inf")
         report: dict[str, Any] = {}
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            timings[name] = round(now - clock, 3)
+            clock = now
+
         if use_combiner:
             split = E - calib
             fit_a = fit_seasonal(C[:, :T - calib], models, first, w, params.seasonal, calib + params.horizon,
-                                 warm, executor, step("seasonal (combiner)"))
+                                 warm, executor, step("seasonal (combiner)"), optimise=False)
+            lap("seasonal_combiner_s")
             users_a = build_user_features(before(events, split * w), models, split * w, w,
                                           params.user_half_life_days)
             X, y = _training_rows(C, first, split, E, fit_a, users_a, events, params)
+            lap("features_s")
             if progress:
                 progress("combiner", 0, 1)
             with one_thread():
@@ -186,6 +198,7 @@ class HeatForecaster:
                     cols = [FEATURES.index(f) for f in ABLATION_FEATURES]
                     ablation_model = _hgb(params, ABLATION_FEATURES).fit(X[:, cols], y)
             dispersion = fit_dispersion(mu, y)
+            lap("combiner_s")
             if progress:
                 progress("combiner", 1, 1)
             warm = {**(warm or {}), **fit_a.arma_params}
@@ -193,7 +206,9 @@ class HeatForecaster:
         else:
             report["combiner"] = f"skipped: under {params.min_combiner_days + params.combiner_days:g} days of data"
         fit_b = fit_seasonal(C, models, first, w, params.seasonal, path_len, warm, executor, step("seasonal"))
+        lap("seasonal_s")
         users_b = build_user_features(events, models, E * w, w, params.user_half_life_days)
+        lap("users_s")
         methods = dict(zip(models, fit_b.methods))
         counts = pd.Series(fit_b.methods).value_counts().to_dict() if models else {}
         report.update({
@@ -206,6 +221,7 @@ class HeatForecaster:
             "data_end": float(E * w),
             "warm_started": warm is not None and bool(warm),
             "dispersion": dispersion if np.isfinite(dispersion) else "poisson",
+            "timings": timings,
         })
         return cls(params, fit_b, users_b, combiner, dispersion, report, ablation_model)
 

@@ -97,7 +97,9 @@ def _ewm_rate(y: np.ndarray, window_s: float, half_life_s: float) -> float:
     return float(np.dot(w, y) / w.sum()) if len(y) else 0.0
 
 
-def _single_threaded_blas() -> None:
+def single_threaded_worker() -> None:
+    """Pool initializer: load statsmodels (and with it scipy's own OpenBLAS) first, then limit every library."""
+    import statsmodels.tsa.arima.model  # noqa: F401
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
@@ -110,25 +112,40 @@ def make_pool(workers: int) -> ProcessPoolExecutor:
     threads fighting over two cores made each fit 15 times slower when measured.
     """
     return ProcessPoolExecutor(max(1, workers), mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_single_threaded_blas)
+                               initializer=single_threaded_worker)
 
 
-def fit_arma_task(task: tuple[np.ndarray, tuple[int, int], list[float] | None, int]
-                  ) -> tuple[list[float], np.ndarray] | None:
-    """One ARMA fit (top level so a process pool can run it); None when statsmodels cannot fit it."""
+def _quick_params(resid: np.ndarray, p: int, q: int) -> np.ndarray:
+    """Hannan-Rissanen ARMA estimates (two least-squares passes, no optimiser), pulled inside the stationary region."""
     from statsmodels.tsa.arima.model import ARIMA
 
-    resid, (p, q), start, horizon = task
+    hr = ARIMA(resid, order=(p, 0, q), trend="n", enforce_stationarity=False,
+               enforce_invertibility=False).fit(method="hannan_rissanen")
+    return np.clip(np.asarray(hr.params[: p + q], dtype=float), -0.98, 0.98)
+
+
+def fit_arma_task(task: tuple[np.ndarray, tuple[int, int], list[float] | None, int, bool]
+                  ) -> tuple[list[float], np.ndarray] | None:
+    """One ARMA fit (top level so a process pool can run it); None when statsmodels cannot fit it.
+
+    With ``optimise`` false the parameters are not re-estimated by maximum
+    likelihood: the previous ones (or quick Hannan-Rissanen ones) are run
+    through one Kalman filter pass, which is all an intermediate fit needs.
+    """
+    from statsmodels.tsa.arima.model import ARIMA
+
+    resid, (p, q), start, horizon, optimise = task
     if np.allclose(resid, resid[0]):
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             model = ARIMA(resid, order=(p, 0, q), trend="n", concentrate_scale=True)
-            kwargs = {}
-            if start is not None and len(start) == len(model.param_names):
-                kwargs["start_params"] = np.asarray(start, dtype=float)
-            res = model.fit(**kwargs)
+            warm = start is not None and len(start) == len(model.param_names)
+            if optimise:
+                res = model.fit(start_params=np.asarray(start, dtype=float)) if warm else model.fit()
+            else:
+                res = model.filter(np.asarray(start, dtype=float) if warm else _quick_params(resid, p, q))
             path = np.asarray(res.forecast(horizon), dtype=float)
         except (ValueError, np.linalg.LinAlgError):
             return None
@@ -140,7 +157,7 @@ def fit_arma_task(task: tuple[np.ndarray, tuple[int, int], list[float] | None, i
 def fit_seasonal(counts: np.ndarray, models: Sequence[str], first: int, window_s: float, cfg: SeasonalConfig,
                  path_len: int, previous: dict[str, list[float]] | None = None,
                  executor: Executor | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> SeasonalFit:
+                 progress: Callable[[int, int], None] | None = None, optimise: bool = True) -> SeasonalFit:
     """Fit every model's seasonal component on ``counts`` (M, T) whose first column is window ``first``.
 
     The path covers windows ``first+T .. first+T+path_len-1``: everything until the
@@ -181,7 +198,7 @@ def fit_seasonal(counts: np.ndarray, models: Sequence[str], first: int, window_s
         if methods[-1] == "arima":
             resid = active - X @ beta
             start_params = (previous or {}).get(models[i])
-            tasks.append((i, (resid[-arma_len:], cfg.arma_order, start_params, path_len)))
+            tasks.append((i, (resid[-arma_len:], cfg.arma_order, start_params, path_len, optimise)))
 
     arma_params: dict[str, list[float]] = {}
     total = len(tasks)
