@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from prewarm.sim.engine import run_requests
 from prewarm.sim.gpu import SimGPU
 from prewarm.sim.policies.base import Policy
 from prewarm.sim.trace import Trace, frame_to_trace
@@ -16,16 +17,14 @@ def make_trace(events: list[tuple[float, str]]) -> Trace:
 
 def drive(policy: Policy, trace: Trace, sizes: dict[str, int], loads: dict[str, float], budget: int,
           span: tuple[float, float] = (0.0, 1e12)) -> tuple[list[float], SimGPU]:
-    """Run the policy request by request; returns each request's result (-1 warm, else added seconds)."""
+    """Run the policy through the replay's event loop; returns each request's result (-1 warm, else added seconds)."""
     gpu = SimGPU([sizes[n] for n in trace.names], [loads[n] for n in trace.names], budget, span[0], span[1],
-                 record_timeline=True)
+                 len(trace), record_timeline=True)
     policy.bind(gpu, trace)
-    out = []
-    for i, (t, m) in enumerate(zip(trace.ts.tolist(), trace.mid.tolist())):
-        out.append(policy.request(i, m, t))
-        assert gpu.used <= budget
+    run_requests(policy, gpu, trace.ts.tolist(), trace.mid.tolist(), None)
+    assert gpu.used <= budget
     policy.finish(float(trace.ts[-1]))
-    return out, gpu
+    return list(gpu.wait), gpu
 
 
 def max_overlap(gpu: SimGPU) -> int:

@@ -26,11 +26,31 @@ def test_request_for_a_loading_model_is_cold_with_the_remaining_wait():
     assert out == [10.0, 6.0, -1.0]
 
 
-def test_gpu_refuses_a_load_past_the_budget():
-    gpu = SimGPU([3 * GB, 2 * GB], [1.0, 1.0], 4 * GB, 0, 100)
-    gpu.load(0, 0.0)
-    with pytest.raises(RuntimeError):
-        gpu.load(1, 0.0)
+def test_vram_is_taken_when_a_load_starts_and_queued_requests_wait_for_it():
+    # budget for two; a, b, c queue behind each other. c's room is made when c STARTS (t=20), by evicting
+    # the least recently used resident model then (b: a was asked for again at 3), not when c was queued.
+    tr = make_trace([(0, "a"), (1, "b"), (2, "c"), (3, "a")])
+    out, gpu = drive(LRUPolicy(), tr, {n: GB for n in "abc"}, {n: 10.0 for n in "abc"}, 2 * GB)
+    assert out == [10.0, 19.0, 28.0, 7.0]
+    stays = sorted((tr.names[iv.model], iv.start, iv.end) for iv in gpu.timeline)
+    assert ("b", 10.0, 20.0) in stays  # b left when c started, not when c was queued
+    assert gpu.evictions == 1 and max_overlap(gpu) <= 2 * GB
+
+
+class NeverEvict(LRUPolicy):
+    """A policy that refuses to evict anything: the GPU must count the load it cannot start."""
+
+    name = "never-evict"
+
+    def victim(self, m, t):
+        return None
+
+
+def test_a_load_that_cannot_fit_when_it_starts_is_counted_not_dropped():
+    tr = make_trace([(0, "a"), (1, "b"), (30, "b"), (40, "a")])
+    r = replay(tr, [GB, GB], [10.0, 10.0], GB, NeverEvict(), Span(0, 40))
+    assert r.extra["failed_loads"] == 2 and r.extra["unserved_requests"] == 2
+    assert r.requests == 2 and r.cold_starts == 1  # a at 0 (cold), a at 40 (warm); both b unserved
 
 
 @pytest.mark.parametrize("policy", [LRUPolicy, OllamaPolicy])

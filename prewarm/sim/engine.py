@@ -83,6 +83,24 @@ class ReplayResult:
         return d
 
 
+def run_requests(policy: Policy, gpu: SimGPU, ts: list[float], mids: list[int], skip: list[bool] | None) -> None:
+    """The event loop: before each request, the policy's timed actions and the GPU's load starts due by then,
+    in time order (a policy action first on a tie, so a keep-alive that ends as a load starts frees its room).
+    After the last request, queued loads still start so their waiting requests learn their wait."""
+    request = policy.request
+    for i, (t, m) in enumerate(zip(ts, mids)):
+        if skip is not None and skip[m]:
+            continue
+        while policy.next_event <= t or gpu.next_start <= t:
+            if policy.next_event <= gpu.next_start:
+                policy.advance(policy.next_event)
+            else:
+                gpu.start_next(gpu.next_start)
+        request(i, m, t)
+    while gpu.queue:
+        gpu.start_next(gpu.next_start)
+
+
 def replay(
     trace: Trace,
     sizes: list[int],
@@ -99,44 +117,33 @@ def replay(
     and the rest of the trace replays as if they were sent elsewhere.
     """
     started = time.perf_counter()
-    gpu = SimGPU(list(sizes), list(load_seconds), budget, span.scored_from, span.scored_to, record_timeline)
+    n = len(trace)
+    gpu = SimGPU(list(sizes), list(load_seconds), budget, span.scored_from, span.scored_to, n, record_timeline)
     policy.bind(gpu, trace)
     oversized = [s > budget for s in sizes]
-    ts_list = trace.ts.tolist()
-    mid_list = trace.mid.tolist()
-    waits = np.zeros(len(ts_list), dtype=np.float64)
-    cold = np.zeros(len(ts_list), dtype=np.bool_)
-    request = policy.request
-    if any(oversized):
-        for i, (t, m) in enumerate(zip(ts_list, mid_list)):
-            if oversized[m]:
-                continue
-            w = request(i, m, t)
-            if w >= 0.0:
-                cold[i] = True
-                waits[i] = w
-    else:
-        for i, (t, m) in enumerate(zip(ts_list, mid_list)):
-            w = request(i, m, t)
-            if w >= 0.0:
-                cold[i] = True
-                waits[i] = w
+    run_requests(policy, gpu, trace.ts.tolist(), trace.mid.tolist(), oversized if any(oversized) else None)
     policy.finish(span.scored_to)
 
+    waits = np.asarray(gpu.wait, dtype=np.float64)
+    unserved = np.isnan(waits)
     scored = (trace.ts >= span.scored_from) & (trace.ts <= span.scored_to)
     over_mask = np.asarray(oversized, dtype=np.bool_)[trace.mid]
-    served = scored & ~over_mask
-    w_scored = waits[served]
-    n = int(served.sum())
+    served = scored & ~over_mask & ~unserved
+    w_scored = np.maximum(waits[served], 0.0)
+    cold = waits[served] >= 0.0
+    n_served = int(served.sum())
     over_ids = sorted({int(m) for m in np.unique(trace.mid[scored & over_mask])})
+    extra = {"unserved_requests": int((scored & unserved).sum()), "failed_loads": gpu.failed_loads,
+             "cancelled_loads": gpu.cancelled}
+    extra.update(policy.report())
     return ReplayResult(
         policy=policy.name,
         budget=budget,
-        requests=n,
-        cold_starts=int(cold[served].sum()),
+        requests=n_served,
+        cold_starts=int(cold.sum()),
         added_latency_s_total=float(w_scored.sum()),
-        p99_added_latency_s=float(np.percentile(w_scored, 99)) if n else 0.0,
-        mean_added_latency_s=float(w_scored.mean()) if n else 0.0,
+        p99_added_latency_s=float(np.percentile(w_scored, 99)) if n_served else 0.0,
+        mean_added_latency_s=float(w_scored.mean()) if n_served else 0.0,
         vram_gb_hours=gpu.vram_gb_hours,
         loads=gpu.loads,
         evictions=gpu.evictions,
@@ -146,6 +153,6 @@ def replay(
         oversized_models=[trace.names[m] for m in over_ids],
         replay_seconds=time.perf_counter() - started,
         loader_utilization=gpu.loader_utilization,
-        extra=policy.report(),
+        extra=extra,
         timeline=gpu.timeline,
     )

@@ -1,93 +1,173 @@
-"""The simulated GPU of DESIGN.md (Replay): one loader, a VRAM budget, and the bookkeeping behind the metrics.
+"""The simulated GPU of DESIGN.md (Replay): one loader with a FIFO queue, a VRAM budget, and the books.
 
-Semantics, chosen so that every policy is judged by the same clock:
+It follows Ollama's scheduler (server/sched.go), which is also how a real GPU
+behaves: there is one loader; a load request joins a FIFO queue; VRAM is taken
+when the load *starts*, and the evictions that make room for it are decided at
+that moment, by the policy, among the models resident then. So, at every instant,
+resident models + the one loading model fit the budget, and a queued load holds
+no memory (reserving at queue time would let queued loads fill the budget while
+little is resident, and evicting a queued model would only queue it again).
 
-* Loads run one at a time from a single FIFO loader queue. A load asked for at
-  ``t`` starts at ``max(t, loader_free)`` and is ready ``load_seconds`` later, so
-  its ready time is known when it is queued and no completion event is needed.
-* A model's bytes are *committed* from the moment its load is queued; committed
-  bytes (resident + loading + queued) never exceed the budget, so resident +
-  loading never do either.
-* Requests take no service time (no in-flight pinning): a request is served the
-  instant its model is ready. A model that is still loading may be chosen for
-  eviction; it then leaves the moment its load completes, after the requests
-  waiting for it were served. Its memory is counted until then.
+* A model is ``ABSENT``, ``QUEUED`` or ``PRESENT`` (loading until ``ready_at``,
+  resident after). Only resident models can be evicted: a loading model is busy.
+* A request for a queued model waits for its load: it is cold, and its added
+  latency (known once the load starts) is ``ready - t``. A request for a loading
+  model waits ``ready - t`` as well. Requests take no service time, so a resident
+  model is always idle and every resident model is evictable when a load starts.
+* A queued load with nobody waiting is a *prefetch*: the policy that queued it
+  may cancel it, and is asked once more when it reaches the head whether it still
+  wants it.
+* A load that cannot fit even after the policy evicted what it would is not
+  dropped in silence: it is counted (``failed_loads``) and its waiting requests
+  are counted as ``unserved`` (their wait is NaN).
 * VRAM-GB-hours count a model's bytes from the start of its load (memory is
   filled while loading) until it is evicted, clipped to the scored span.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prewarm.sim.policies.base import Policy
+
+ABSENT, QUEUED, PRESENT = 0, 1, 2
+INF = float("inf")
 
 
 @dataclass
 class Interval:
-    """One stay of a model in VRAM, for the residency timeline plot."""
+    """One stay of a model in VRAM (load start to eviction), for the residency timeline plot and the budget test."""
 
     model: int
     start: float
     end: float
 
 
-@dataclass
 class SimGPU:
-    sizes: list[int]
-    load_seconds: list[float]
-    budget: int
-    scored_from: float
-    scored_to: float
-    record_timeline: bool = False
-    committed: list[bool] = field(init=False)
-    ready_at: list[float] = field(init=False)
-    load_start: list[float] = field(init=False)
-    used: int = 0
-    loader_free: float = float("-inf")
-    loads: int = 0
-    evictions: int = 0
-    byte_seconds: float = 0.0
-    load_busy_s: float = 0.0
-    timeline: list[Interval] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        n = len(self.sizes)
-        self.committed = [False] * n
+    def __init__(self, sizes: list[int], load_seconds: list[float], budget: int, scored_from: float,
+                 scored_to: float, n_requests: int, record_timeline: bool = False) -> None:
+        n = len(sizes)
+        self.sizes = list(sizes)
+        self.load_seconds = list(load_seconds)
+        self.budget = budget
+        self.scored_from = scored_from
+        self.scored_to = scored_to
+        self.record_timeline = record_timeline
+        self.status = [ABSENT] * n
         self.ready_at = [0.0] * n
         self.load_start = [0.0] * n
+        self.queued_at = [0.0] * n
+        self.waiters: list[list[tuple[int, float]]] = [[] for _ in range(n)]
+        self.queue: deque[int] = deque()
+        self.wait = [-1.0] * n_requests  # per request: -1 warm, else added seconds (NaN: unserved)
+        self.next_start = INF  # when the head of the queue starts loading (INF: queue empty)
+        self.loader_free = -INF  # when the current (last started) load is done
+        self.used = 0  # bytes of resident models + the loading one
+        self.loads = self.evictions = self.failed_loads = self.unserved = self.cancelled = 0
+        self.byte_seconds = 0.0
+        self.load_busy_s = 0.0
+        self.timeline: list[Interval] = []
+        self.policy: Policy | None = None
+
+    # -- queries ------------------------------------------------------------
 
     def fits(self, m: int) -> bool:
         return self.used + self.sizes[m] <= self.budget
 
-    def load(self, m: int, t: float) -> float:
-        """Queue a load of ``m`` at ``t``; the caller made room. Returns the ready time."""
-        if self.committed[m]:
-            raise RuntimeError(f"model {m} is already loaded or loading")
-        if self.used + self.sizes[m] > self.budget:
-            raise RuntimeError(f"load of model {m} at t={t} would exceed the budget")
-        start = t if t > self.loader_free else self.loader_free
-        ready = start + self.load_seconds[m]
-        self.loader_free = ready
-        self.committed[m] = True
+    def is_resident(self, m: int, t: float) -> bool:
+        return self.status[m] == PRESENT and self.ready_at[m] <= t
+
+    def loader_idle(self, t: float) -> bool:
+        return not self.queue and self.loader_free <= t
+
+    # -- the queue ------------------------------------------------------------
+
+    def enqueue(self, m: int, t: float, request: int = -1) -> None:
+        """Queue a load of ``m`` at ``t`` (for request ``request``, or a prefetch if -1); starts now if the loader is idle."""
+        if self.status[m] != ABSENT:
+            raise RuntimeError(f"model {m} is already queued, loading or resident")
+        self.status[m] = QUEUED
+        self.queued_at[m] = t
+        if request >= 0:
+            self.waiters[m].append((request, t))
+        self.queue.append(m)
+        if len(self.queue) == 1:
+            if self.loader_free <= t:
+                self.start_next(t)
+            else:
+                self.next_start = self.loader_free
+
+    def add_waiter(self, m: int, request: int, t: float) -> None:
+        """Request ``request`` at ``t`` waits for the queued load of ``m``."""
+        self.waiters[m].append((request, t))
+
+    def cancel(self, m: int) -> bool:
+        """Withdraw a queued prefetch (nobody waiting for it); False if it is not one."""
+        if self.status[m] != QUEUED or self.waiters[m]:
+            return False
+        self.queue.remove(m)
+        self.status[m] = ABSENT
+        self.cancelled += 1
+        self._schedule_head()
+        return True
+
+    def _schedule_head(self) -> None:
+        if self.queue:
+            q = self.queued_at[self.queue[0]]
+            self.next_start = q if q > self.loader_free else self.loader_free
+        else:
+            self.next_start = INF
+
+    def start_next(self, s: float) -> None:
+        """The head of the queue starts loading at ``s``; the policy makes room for it now."""
+        if self.loader_free < s:
+            self.loader_free = s  # idle until now: whatever is decided now happens at s, never earlier
+        m = self.queue.popleft()
+        waiting = self.waiters[m]
+        self.waiters[m] = []
+        policy = self.policy
+        if not waiting and not policy.wanted(m, s):
+            self.status[m] = ABSENT
+            self.cancelled += 1
+            self._schedule_head()
+            return
+        if not policy.make_room(m, s) or self.used + self.sizes[m] > self.budget:
+            self.status[m] = ABSENT
+            self.failed_loads += 1
+            for i, _ in waiting:
+                self.wait[i] = float("nan")
+            self.unserved += len(waiting)
+            self._schedule_head()
+            return
         self.used += self.sizes[m]
-        self.load_start[m] = start
+        self.status[m] = PRESENT
+        ready = s + self.load_seconds[m]
+        self.load_start[m] = s
         self.ready_at[m] = ready
-        if self.scored_from <= start <= self.scored_to:
+        self.loader_free = ready
+        if self.scored_from <= s <= self.scored_to:
             self.loads += 1
             self.load_busy_s += self.load_seconds[m]
-        return ready
+        wait = self.wait
+        for i, t in waiting:
+            wait[i] = ready - t
+        self._schedule_head()
+        policy.on_load(m, s, ready, bool(waiting))
 
-    def evict(self, m: int, t: float) -> float:
-        """Evict ``m`` at ``t`` (or when its load completes, if later). Returns the time it left."""
-        if not self.committed[m]:
-            raise RuntimeError(f"model {m} is not loaded")
-        ready = self.ready_at[m]
-        gone = t if t > ready else ready
-        self._account(m, gone)
-        self.committed[m] = False
+    # -- evictions and the books ---------------------------------------------
+
+    def evict(self, m: int, t: float) -> None:
+        """Evict resident ``m`` at ``t``."""
+        if self.status[m] != PRESENT or self.ready_at[m] > t:
+            raise RuntimeError(f"model {m} is not resident at t={t}; only resident models can be evicted")
+        self._account(m, t)
+        self.status[m] = ABSENT
         self.used -= self.sizes[m]
-        if self.scored_from <= gone <= self.scored_to:
+        if self.scored_from <= t <= self.scored_to:
             self.evictions += 1
-        return gone
 
     def _account(self, m: int, gone: float) -> None:
         start = self.load_start[m]
@@ -99,9 +179,9 @@ class SimGPU:
             self.timeline.append(Interval(m, start, gone))
 
     def finish(self, t_end: float) -> None:
-        """Close the books: models still committed stay counted up to ``t_end``."""
-        for m, c in enumerate(self.committed):
-            if c:
+        """Close the books: models still present stay counted up to ``t_end``."""
+        for m, st in enumerate(self.status):
+            if st == PRESENT:
                 self._account(m, max(t_end, self.load_start[m]))
 
     @property

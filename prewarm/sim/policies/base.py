@@ -2,23 +2,27 @@
 
 A policy sees requests one at a time, in trace order, and nothing after the one
 it is handling (the oracle excepted, by definition). Timed work between requests
-(a keep-alive running out, a pre-warm, a periodic re-plan) is done lazily: before
-a request at ``t`` is served, ``advance(t)`` carries out everything due up to ``t``
-at the time it was due, so no per-second loop is needed.
+(a keep-alive running out, a pre-warm, a periodic re-plan) is done by ``advance``:
+the replay loop calls it at ``next_event``, interleaved in time order with the
+GPU's load starts, so no per-second loop is needed.
+
+The GPU calls back into the policy at the moment a queued load starts:
+``wanted`` (is a prefetch still wanted), ``make_room`` (which resident models to
+evict, through ``victim``) and ``on_load``.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from prewarm.sim.gpu import SimGPU
+from prewarm.sim.gpu import ABSENT, INF, PRESENT, QUEUED, SimGPU
 from prewarm.sim.trace import Trace
 
-INF = float("inf")
+__all__ = ["ABSENT", "INF", "PRESENT", "QUEUED", "Policy"]
 
 
 class Policy:
-    """Base request path: hit if committed (waiting for the load if still loading), else load on demand."""
+    """Base request path: warm if resident; wait for a loading or queued load; else queue a load on demand."""
 
     name: ClassVar[str] = "base"
     gpu: SimGPU
@@ -29,38 +33,44 @@ class Policy:
         self.gpu = gpu
         self.trace = trace
         self.next_event = INF
+        gpu.policy = self
 
-    def advance(self, t: float) -> None:
-        """Carry out timed actions due at or before ``t`` (only called when ``next_event <= t``)."""
+    def advance(self, x: float) -> None:
+        """Carry out the timed actions due at ``x`` (called with ``x == next_event``); set the next one."""
         self.next_event = INF
 
-    def touch(self, i: int, m: int, t: float, end: float, hit: bool) -> None:
-        """Bookkeeping after request ``i`` for model ``m`` at ``t`` was served at ``end``."""
+    def touch(self, i: int, m: int, t: float, hit: bool) -> None:
+        """Bookkeeping when request ``i`` for model ``m`` arrives at ``t`` (``hit``: it was resident)."""
+
+    def served(self, m: int, end: float) -> None:
+        """Model ``m`` finished serving its latest request(s) at ``end`` (keep-alive timers start here)."""
 
     def on_evict(self, m: int) -> None:
         """Forget per-model residency state when ``m`` leaves."""
 
-    def on_load(self, m: int) -> None:
-        """Residency state when ``m`` is queued for loading."""
+    def on_load(self, m: int, start: float, ready: float, demand: bool) -> None:
+        """``m`` started loading at ``start`` (ready at ``ready``); ``demand``: requests were waiting for it."""
+        if demand:
+            self.served(m, ready)
+
+    def wanted(self, m: int, s: float) -> bool:
+        """Whether a prefetch of ``m`` queued earlier is still wanted when it reaches the loader at ``s``."""
+        return True
 
     def victim(self, m: int, t: float) -> int | None:
-        """The model to evict to make room for ``m`` at ``t``; None if there is none."""
+        """The resident model to evict to make room for ``m`` at ``t``; None if there is none."""
         raise NotImplementedError
 
     def is_live(self, m: int, t: float) -> bool:
-        """Whether a committed model still counts as resident at ``t`` (keep-alive policies expire lazily)."""
+        """Whether a present model still counts as present at ``t`` (keep-alive policies expire lazily)."""
         return True
 
     def evict(self, m: int, t: float) -> None:
         self.gpu.evict(m, t)
         self.on_evict(m)
 
-    def load(self, m: int, t: float) -> float:
-        ready = self.gpu.load(m, t)
-        self.on_load(m)
-        return ready
-
     def make_room(self, m: int, t: float) -> bool:
+        """Evict resident models (``victim`` order) until ``m`` fits; called by the GPU when ``m``'s load starts."""
         gpu = self.gpu
         while gpu.used + gpu.sizes[m] > gpu.budget:
             v = self.victim(m, t)
@@ -69,23 +79,25 @@ class Policy:
             self.evict(v, t)
         return True
 
-    def request(self, i: int, m: int, t: float) -> float:
-        """Serve request ``i``; returns -1.0 for a warm start, else the added latency (cold)."""
-        if self.next_event <= t:
-            self.advance(t)
+    def request(self, i: int, m: int, t: float) -> None:
+        """Serve request ``i``; a cold one gets its added latency in ``gpu.wait[i]`` (now, or when its load starts)."""
         gpu = self.gpu
-        if gpu.committed[m] and self.is_live(m, t):
+        st = gpu.status[m]
+        if st == PRESENT and self.is_live(m, t):
             ready = gpu.ready_at[m]
             if ready <= t:
-                self.touch(i, m, t, t, True)
-                return -1.0
-            self.touch(i, m, t, ready, False)
-            return ready - t
-        if not self.make_room(m, t):
-            raise RuntimeError(f"{self.name}: no room for model {self.trace.names[m]} at t={t}")
-        ready = self.load(m, t)
-        self.touch(i, m, t, ready, False)
-        return ready - t
+                self.touch(i, m, t, True)
+                self.served(m, t)
+                return
+            gpu.wait[i] = ready - t
+            self.touch(i, m, t, False)
+            self.served(m, ready)
+            return
+        self.touch(i, m, t, False)
+        if st == QUEUED:
+            gpu.add_waiter(m, i, t)
+        else:
+            gpu.enqueue(m, t, i)
 
     def report(self) -> dict:
         """Policy-specific figures for the output (e.g. training time); none by default."""

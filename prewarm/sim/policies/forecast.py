@@ -32,7 +32,7 @@ from prewarm.forecast.model import ForecastParams, HeatForecaster
 from prewarm.planner import ModelView, make_room, plan
 from prewarm.prewarmer import horizon_views
 from prewarm.sim.gpu import SimGPU
-from prewarm.sim.policies.base import INF, Policy
+from prewarm.sim.policies.base import ABSENT, INF, QUEUED, Policy
 from prewarm.sim.trace import Trace
 
 
@@ -106,6 +106,7 @@ class ForecastPolicy(Policy):
         self.k = 0
         self.current: dict[int, tuple[float, float | None]] = {}
         self.plans = 0
+        self.want: set[int] = set()
         self.index = {name: k for k, name in enumerate(trace.names)}
         self.next_event = self.windows[0].at if self.windows else INF
 
@@ -114,34 +115,44 @@ class ForecastPolicy(Policy):
         gpu = self.gpu
         return ModelView(self.trace.names[m], gpu.sizes[m], gpu.load_seconds[m], p, demand, resident=resident)
 
-    def advance(self, t: float) -> None:
+    def advance(self, x: float) -> None:
         windows = self.windows
-        while self.k < len(windows) and windows[self.k].at <= t:
-            wf = windows[self.k]
-            self.k += 1
-            self.current = wf.views
-            self._plan(wf.at)
+        wf = windows[self.k]
+        self.k += 1
+        self.current = wf.views
+        self._plan(wf.at)
         self.next_event = windows[self.k].at if self.k < len(windows) else INF
 
     def _plan(self, x: float) -> None:
+        """Run the planner on everything present (queued and loading count as resident: they are on their way)."""
         gpu = self.gpu
-        ids = set(self.current) | {m for m, c in enumerate(gpu.committed) if c}
-        views = [self._view(m, gpu.committed[m]) for m in sorted(ids)]
+        status = gpu.status
+        ids = set(self.current) | {m for m, st in enumerate(status) if st != ABSENT}
+        views = [self._view(m, status[m] != ABSENT) for m in sorted(ids)]
         index = self.index
         self.plans += 1
+        want: set[int] = set()
         for action in plan(views, gpu.budget):
             m = index[action.model]
-            if action.action == "unload" and gpu.committed[m]:
-                self.evict(m, x)
-            elif action.action == "load" and not gpu.committed[m]:
-                if gpu.fits(m):
-                    self.load(m, x)
+            if action.action == "unload":
+                if gpu.is_resident(m, x):
+                    self.evict(m, x)
+                elif status[m] == QUEUED:
+                    gpu.cancel(m)  # a prefetch it queued earlier; a requested load stays
+            else:
+                want.add(m)
+                if action.action == "load" and status[m] == ABSENT:
+                    gpu.enqueue(m, x)
+        self.want = want
+
+    def wanted(self, m: int, s: float) -> bool:
+        return m in self.want
 
     def make_room(self, m: int, t: float) -> bool:
         gpu = self.gpu
         if gpu.fits(m):
             return True
-        views = [self._view(v, True) for v, c in enumerate(gpu.committed) if c]
+        views = [self._view(v, True) for v in range(len(gpu.status)) if gpu.is_resident(v, t)]
         views.append(self._view(m, False))
         actions = make_room(views, self.trace.names[m], gpu.budget)
         if actions is None:

@@ -25,8 +25,10 @@ last ``arima_history`` ITs (statsmodels ARIMA(1,0,0) with a constant; fewer than
 ITs: their mean) to bound its cost on long traces.
 
 Adaptation: the paper's platform has no memory limit. Under a VRAM budget, when a
-load (on demand or a pre-warm) does not fit, models whose keep-alive ran out are
-unloaded first, then the least recently used, as in the LRU policy.
+load (on demand or a pre-warm) does not fit when it starts, models whose
+keep-alive ran out are unloaded first, then the least recently used, as in the
+LRU policy. A pre-warm joins the GPU's load queue like any load; if it reaches
+the loader after its keep-alive window has passed, it is dropped.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from collections import OrderedDict
 import numpy as np
 
 from prewarm.sim.gpu import SimGPU
-from prewarm.sim.policies.base import INF, Policy
+from prewarm.sim.policies.base import ABSENT, INF, PRESENT, Policy
 from prewarm.sim.trace import Trace
 
 RANGE_S = 4 * 3600.0
@@ -170,39 +172,50 @@ class HistogramPolicy(Policy):
             return False
         return True
 
-    def touch(self, i: int, m: int, t: float, end: float, hit: bool) -> None:
-        self.order.move_to_end(m)
+    def touch(self, i: int, m: int, t: float, hit: bool) -> None:
+        order = self.order
+        order.pop(m, None)
+        order[m] = None
         last = self.last_end[m]
         if last > -INF:
             self.hist[m].add(max(0.0, t - last), self.arima_history)
+
+    def served(self, m: int, end: float) -> None:
         self.last_end[m] = end
         pre, keep = self.windows(m)
         self.token[m] += 1
         if pre <= 0.0:
             self.expire[m] = end + keep
             return
-        self.evict(m, end)
+        self.expire[m] = end  # unloaded as soon as it has served, loaded again at end + pre
         self.keep_until[m] = end + pre + keep
         heapq.heappush(self.heap, (end + pre, self.token[m], m))
         if self.heap[0][0] < self.next_event:
             self.next_event = self.heap[0][0]
 
-    def on_load(self, m: int) -> None:
-        self.order[m] = None
+    def on_load(self, m: int, start: float, ready: float, demand: bool) -> None:
+        self.order.setdefault(m, None)
+        if demand:
+            self.served(m, ready)
+        else:
+            self.expire[m] = self.keep_until[m]
+
+    def wanted(self, m: int, s: float) -> bool:
+        return self.keep_until[m] > s
 
     def on_evict(self, m: int) -> None:
         del self.order[m]
         self.expire[m] = INF
 
-    def advance(self, t: float) -> None:
+    def advance(self, x: float) -> None:
         heap, gpu = self.heap, self.gpu
-        while heap and heap[0][0] <= t:
-            x, tok, m = heapq.heappop(heap)
-            if tok != self.token[m] or gpu.committed[m] or self.keep_until[m] <= x:
+        while heap and heap[0][0] <= x:
+            w, tok, m = heapq.heappop(heap)
+            if tok != self.token[m] or self.keep_until[m] <= w:
                 continue
-            if self.make_room(m, x):
-                self.load(m, x)
-                self.expire[m] = self.keep_until[m]
+            st = gpu.status[m]
+            if st == ABSENT or (st == PRESENT and not self.is_live(m, w)):
+                gpu.enqueue(m, w)
         self.next_event = heap[0][0] if heap else INF
 
     def _expire_due(self, t: float) -> None:
@@ -216,8 +229,9 @@ class HistogramPolicy(Policy):
         return super().make_room(m, t)
 
     def victim(self, m: int, t: float) -> int | None:
+        is_resident = self.gpu.is_resident
         for v in self.order:
-            if v != m:
+            if v != m and is_resident(v, t):
                 return v
         return None
 

@@ -8,7 +8,8 @@
   only if none is idle does it pick the first and wait for it. With one keep_alive
   for every model that order is the model blob's path, ``sha256-<digest>``: a fixed
   order that has nothing to do with recency. We reproduce it with a fixed rank per
-  model from the SHA-256 of its name. Models still loading count as busy.
+  model from the SHA-256 of its name. Room is made when a load starts, when the
+  only model that could be busy (the previous load) has finished.
 * One load at a time (the scheduler's pending queue), as on the simulated GPU.
 
 ``OLLAMA_MAX_LOADED_MODELS`` (default 3 per GPU) is not modelled: the replay asks
@@ -54,11 +55,12 @@ class OllamaPolicy(Policy):
             return False
         return True
 
-    def touch(self, i: int, m: int, t: float, end: float, hit: bool) -> None:
+    def served(self, m: int, end: float) -> None:
         self.expire[m] = end + self.keep_alive_s
 
-    def on_load(self, m: int) -> None:
+    def on_load(self, m: int, start: float, ready: float, demand: bool) -> None:
         self.loaded.add(m)
+        super().on_load(m, start, ready, demand)
 
     def on_evict(self, m: int) -> None:
         self.loaded.discard(m)
@@ -75,14 +77,12 @@ class OllamaPolicy(Policy):
         return super().make_room(m, t)
 
     def victim(self, m: int, t: float) -> int | None:
-        ready_at, rank = self.gpu.ready_at, self.rank
-        best, best_key = None, None
+        # every loaded runner is idle when a load starts (one load at a time, no service time): blob order
+        rank = self.rank
+        best, best_rank = None, len(rank)
         for v in self.loaded:
-            if v == m:
-                continue
-            key = (ready_at[v] > t, rank[v])  # idle first, then blob order
-            if best_key is None or key < best_key:
-                best, best_key = v, key
+            if v != m and rank[v] < best_rank:
+                best, best_rank = v, rank[v]
         return best
 
     def finish(self, t_end: float) -> None:

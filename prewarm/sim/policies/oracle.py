@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from prewarm.sim.gpu import SimGPU
-from prewarm.sim.policies.base import INF, Policy
+from prewarm.sim.policies.base import ABSENT, INF, Policy
 from prewarm.sim.trace import Trace
 
 
@@ -45,70 +45,81 @@ class OraclePolicy(Policy):
         self.prefetches = 0
         self.next_event = float(trace.ts[0])
         self.blocked_at = INF  # next_use of the last refused prefetch candidate
+        # every request as one sorted key (model id * key_range + time), to count a model's requests in a span
+        self.t0 = float(trace.ts[0])
+        self.key_range = float(trace.ts[-1]) - self.t0 + (2 * n + 2) * max(gpu.load_seconds, default=0.0) + 1.0
+        order = np.lexsort((trace.ts, trace.mid))
+        self.keys = trace.mid[order] * self.key_range + (trace.ts[order] - self.t0)
+        self.load_np = np.asarray(gpu.load_seconds, dtype=np.float64)
 
-    def on_load(self, m: int) -> None:
+    def on_load(self, m: int, start: float, ready: float, demand: bool) -> None:
         self.resident[m] = True
+        if ready < self.next_event:
+            self.next_event = ready  # the loader is free again then: time to consider a prefetch
 
     def on_evict(self, m: int) -> None:
         self.resident[m] = False
 
-    def touch(self, i: int, m: int, t: float, end: float, hit: bool) -> None:
+    def touch(self, i: int, m: int, t: float, hit: bool) -> None:
         nu = self.nxt[i]
         self.next_use[m] = nu
-        gpu = self.gpu
         if not hit or nu > self.blocked_at:
             self.blocked_at = INF
+            gpu = self.gpu
             wake = gpu.loader_free if gpu.loader_free > t else t
             if wake < self.next_event:
                 self.next_event = wake
 
     def victim(self, m: int, t: float) -> int | None:
+        """The resident model whose eviction costs the fewest cold requests; ties: Belady (needed farthest).
+
+        Evicted at ``t``, model ``v`` cannot be back before the loads queued now
+        (``m``'s and those behind it) and its own load are done, so every request for
+        it until then would be cold: that count is the cost of evicting it.
+        """
         cand = self.resident.copy()
         cand[m] = False
-        if not cand.any():
+        idx = np.flatnonzero(cand)
+        if idx.size == 0:
             return None
-        ready = np.asarray(self.gpu.ready_at)
-        idle = cand & (ready <= t)
-        pool = idle if idle.any() else cand
-        score = np.where(pool, self.next_use, -1.0)
-        return int(np.argmax(score))
-
-    def advance(self, t: float) -> None:
         gpu = self.gpu
-        x = self.next_event
+        ls = self.load_np
+        backlog = ls[m] + (float(ls[list(gpu.queue)].sum()) if gpu.queue else 0.0)
+        base = idx * self.key_range - self.t0
+        lo = np.searchsorted(self.keys, base + t, side="left")
+        hi = np.searchsorted(self.keys, base + (t + backlog) + ls[idx], side="right")
+        cost = hi - lo
+        cheapest = idx[cost == cost.min()]
+        return int(cheapest[np.argmax(self.next_use[cheapest])])
+
+    def advance(self, x: float) -> None:
         self.next_event = INF
-        while x <= t:
-            if gpu.loader_free > x:
-                x = gpu.loader_free
-                continue
-            if not self._prefetch(x):
-                return
-            x = gpu.loader_free
-        self.next_event = x
+        if self.gpu.loader_idle(x):
+            self._prefetch(x)
 
-    def _prefetch(self, x: float) -> bool:
-        """Start one prefetch at ``x`` if Belady allows; False when nothing is worth loading now."""
+    def _prefetch(self, x: float) -> None:
+        """Queue one prefetch at ``x`` (the loader is idle, so it starts now) if Belady allows."""
         gpu = self.gpu
-        waiting = np.where(self.resident | self.never, np.inf, self.next_use)
+        present = np.asarray(gpu.status, dtype=np.int8) != ABSENT
+        waiting = np.where(present | self.never, np.inf, self.next_use)
         c = int(np.argmin(waiting))
         need_at = waiting[c]
         if not np.isfinite(need_at):
             self.blocked_at = INF
-            return False
+            return
         short = gpu.used + gpu.sizes[c] - gpu.budget
         if short > 0:
             later = np.flatnonzero(self.resident & (self.next_use > need_at))
             if later.size == 0 or self.sizes_np[later].sum() < short:
                 self.blocked_at = need_at
-                return False
+                return
             later = later[np.argsort(-self.next_use[later], kind="stable")]
             for v in later.tolist():
                 if gpu.used + gpu.sizes[c] <= gpu.budget:
                     break
                 self.evict(v, x)
-        self.load(c, x)
         self.prefetches += 1
-        return True
+        gpu.enqueue(c, x)
 
     def report(self) -> dict:
         return {"prefetches": self.prefetches}

@@ -2,8 +2,9 @@
 
 Every ``interval_s`` (5 min) the models are ranked by their number of requests in
 the last ``lookback_s`` (15 min); N is as many of them as fit the budget taken in
-that order (the first that does not fit ends the list), and those N are loaded if
-they are not resident. Between re-evaluations a miss is loaded on demand as in
+that order (the first that does not fit ends the list), and those N are queued for
+loading if they are not present; queued prefetches that fell out of the top N are
+withdrawn. Between re-evaluations a miss is loaded on demand as in
 LRU; room is made by evicting models outside the top N first (least recently
 used first), and only then top-N models (least recently used first).
 
@@ -18,7 +19,7 @@ from collections import OrderedDict, deque
 import numpy as np
 
 from prewarm.sim.gpu import SimGPU
-from prewarm.sim.policies.base import Policy
+from prewarm.sim.policies.base import ABSENT, Policy
 from prewarm.sim.trace import Trace
 
 
@@ -41,20 +42,26 @@ class TopNPolicy(Policy):
         self.t0 = float(trace.ts[0])
         self.next_event = self.t0 + self.interval_s
 
-    def touch(self, i: int, m: int, t: float, end: float, hit: bool) -> None:
-        self.order.move_to_end(m)
+    def touch(self, i: int, m: int, t: float, hit: bool) -> None:
+        order = self.order
+        order.pop(m, None)
+        order[m] = None
         self.counts[m] += 1
 
-    def on_load(self, m: int) -> None:
-        self.order[m] = None
+    def on_load(self, m: int, start: float, ready: float, demand: bool) -> None:
+        self.order.setdefault(m, None)
+
+    def wanted(self, m: int, s: float) -> bool:
+        return m in self.target
 
     def on_evict(self, m: int) -> None:
         del self.order[m]
 
     def victim(self, m: int, t: float) -> int | None:
         fallback = None
+        is_resident = self.gpu.is_resident
         for v in self.order:
-            if v == m:
+            if v == m or not is_resident(v, t):
                 continue
             if v not in self.target:
                 return v
@@ -62,13 +69,11 @@ class TopNPolicy(Policy):
                 fallback = v
         return fallback
 
-    def advance(self, t: float) -> None:
-        while self.next_event <= t:
-            x = self.next_event
-            self.history.append(np.asarray(self.counts, dtype=np.int64))
-            self.counts = [0] * len(self.counts)
-            self._reevaluate(x)
-            self.next_event = x + self.interval_s
+    def advance(self, x: float) -> None:
+        self.history.append(np.asarray(self.counts, dtype=np.int64))
+        self.counts = [0] * len(self.counts)
+        self._reevaluate(x)
+        self.next_event = x + self.interval_s
 
     def _reevaluate(self, x: float) -> None:
         total = np.sum(self.history, axis=0)
@@ -83,7 +88,8 @@ class TopNPolicy(Policy):
             chosen.append(k)
             used += gpu.sizes[k]
         self.target = set(chosen)
+        for k in [k for k in gpu.queue if k not in self.target]:
+            gpu.cancel(k)  # its own prefetches that fell out of the top N (requested ones stay)
         for k in chosen:
-            if not gpu.committed[k]:
-                self.make_room(k, x)
-                self.load(k, x)
+            if gpu.status[k] == ABSENT:
+                gpu.enqueue(k, x)
