@@ -29,7 +29,6 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 from sklearn.ensemble import HistGradientBoostingRegressor
 
 from prewarm.forecast.seasonal import DAY_S, SeasonalConfig, SeasonalFit, fit_seasonal
@@ -42,7 +41,26 @@ FEATURES = ("seasonal", "naive_day", "lag1", "lag3", "lag12", "user_recent", "us
 ABLATION_FEATURES = ("seasonal", "user_recent", "user_expected")
 # more demand in any input never lowers the forecast: keeps small or unusual inputs (a burst
 # bigger than any seen in training) from landing in an arbitrary leaf
-INCREASING = {"seasonal", "naive_day", "lag1", "lag3", "lag12", "user_recent", "user_expected", "base_rate"}
+INCREASING = {"seasonal", "naive_day", "lag1", "lag3", "lag12", "user_recent", "user_expected"}
+DEMAND = ("seasonal", "naive_day", "lag1", "lag3", "lag12", "user_recent", "user_expected")
+
+
+def to_rate_space(X: np.ndarray, features: tuple[str, ...] = FEATURES) -> tuple[np.ndarray, np.ndarray]:
+    """Demand inputs divided by each model's scale (its base rate, at least 1), base rate as log1p.
+
+    Why: the regressor's Poisson Newton steps are unstable when counts span 0.01
+    to 800 per window (a leaf stepped to exp(21) on a real trace). As a rate
+    relative to the model's own level, with the scale as exposure (sample
+    weight), busy and quiet models share one well-conditioned problem.
+    """
+    scale = np.maximum(X[:, FEATURES.index("base_rate")], 1.0)
+    out = X.copy()
+    for i, f in enumerate(FEATURES):
+        if f in DEMAND:
+            out[:, i] = X[:, i] / scale
+    out[:, FEATURES.index("base_rate")] = np.log1p(X[:, FEATURES.index("base_rate")])
+    cols = [FEATURES.index(f) for f in features]
+    return out[:, cols], scale
 LAGS = 12  # windows of recent history the lag and recent-user features look at
 DISPERSION_GRID = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 100.0, np.inf)
 ARTIFACT_FILE = "forecaster.pkl"
@@ -60,8 +78,8 @@ class ForecastParams:
     min_combiner_days: float = 2.0  # with less history before them, the combiner is skipped
     path_days: float = 2.0  # ARMA path precomputed this far past the fit (beyond it: seasonal terms only)
     user_half_life_days: float = 7.0
-    hgb_max_iter: int = 200
-    hgb_learning_rate: float = 0.08
+    hgb_max_iter: int = 120
+    hgb_learning_rate: float = 0.1
     hgb_max_leaf_nodes: int = 31
     backtest_days: float = 1.0
     seed: int = 0
@@ -94,12 +112,16 @@ def nb_p_any(mu: np.ndarray, k: float) -> np.ndarray:
     return 1.0 - np.power(1.0 + mu / k, -k)
 
 
-def nb_interval(mu: np.ndarray, k: float, lo: float = 0.05, hi: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    mu = np.maximum(np.asarray(mu, dtype=float), 1e-9)
-    if not np.isfinite(k):
-        return stats.poisson.ppf(lo, mu), stats.poisson.ppf(hi, mu)
-    p = k / (k + mu)
-    return stats.nbinom.ppf(lo, k, p), stats.nbinom.ppf(hi, k, p)
+def nb_interval(mu: np.ndarray, k: float, z: float = 1.645) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate 5 % / 95 % quantiles: mean -/+ z standard deviations of the negative binomial, in whole requests.
+
+    A normal approximation, because exact quantiles (scipy's nbinom.ppf) cost
+    more than the rest of predict() together.
+    """
+    mu = np.maximum(np.asarray(mu, dtype=float), 0.0)
+    var = mu + (mu * mu / k if np.isfinite(k) else 0.0)
+    sd = np.sqrt(var)
+    return np.maximum(np.floor(mu - z * sd), 0.0), np.ceil(mu + z * sd)
 
 
 def fit_dispersion(mu: np.ndarray, y: np.ndarray) -> float:
@@ -192,11 +214,12 @@ class HeatForecaster:
             if progress:
                 progress("combiner", 0, 1)
             with one_thread():
-                combiner = _hgb(params).fit(X, y)
-                mu = combiner.predict(X)
+                Xr, scale = to_rate_space(X)
+                combiner = _hgb(params).fit(Xr, y / scale, sample_weight=scale)
+                mu = combiner.predict(Xr) * scale
                 if ablation:
-                    cols = [FEATURES.index(f) for f in ABLATION_FEATURES]
-                    ablation_model = _hgb(params, ABLATION_FEATURES).fit(X[:, cols], y)
+                    Xa, _ = to_rate_space(X, ABLATION_FEATURES)
+                    ablation_model = _hgb(params, ABLATION_FEATURES).fit(Xa, y / scale, sample_weight=scale)
             dispersion = fit_dispersion(mu, y)
             lap("combiner_s")
             if progress:
@@ -281,8 +304,9 @@ class HeatForecaster:
     def _mean(self, X: np.ndarray) -> np.ndarray:
         if self.combiner is None:
             return np.maximum(X[:, FEATURES.index("seasonal")], 0.0)
+        Xr, scale = to_rate_space(X)
         with one_thread():
-            return self.combiner.predict(X)
+            return self.combiner.predict(Xr) * scale
 
     def predict(self, events: pd.DataFrame, now_ts: float, horizon: int) -> pd.DataFrame:
         """One row per model per window, starting with the window containing now_ts; only events before now_ts count."""
@@ -303,8 +327,9 @@ class HeatForecaster:
             "moving_average": X[:, f("lag12")],
         }
         if self.ablation is not None:
+            Xa, scale = to_rate_space(X, ABLATION_FEATURES)
             with one_thread():
-                out["arima_user"] = self.ablation.predict(X[:, [f(c) for c in ABLATION_FEATURES]])
+                out["arima_user"] = self.ablation.predict(Xa) * scale
         windows = np.arange(d.first_window, d.first_window + d.horizon)
         return d.models, windows, out
 
@@ -380,7 +405,8 @@ def _hgb(params: ForecastParams, features: tuple[str, ...] = FEATURES) -> HistGr
     return HistGradientBoostingRegressor(
         monotonic_cst=[1 if f in INCREASING else 0 for f in features],
         loss="poisson", max_iter=params.hgb_max_iter, learning_rate=params.hgb_learning_rate,
-        max_leaf_nodes=params.hgb_max_leaf_nodes, early_stopping=True, validation_fraction=0.15,
+        max_leaf_nodes=params.hgb_max_leaf_nodes, l2_regularization=1.0, early_stopping=True,
+        validation_fraction=0.15,
         n_iter_no_change=15, random_state=params.seed)
 
 
