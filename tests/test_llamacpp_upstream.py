@@ -123,7 +123,7 @@ def prewarm_serve(upstream: str, db: Path) -> Iterator[tuple[subprocess.Popen[st
     port = free_port()
     proc = subprocess.Popen(
         PREWARM + ["serve", "--upstream-kind", "openai", "--upstream", upstream, "--listen", f"127.0.0.1:{port}",
-                   "--db", str(db), "--vram-budget", "1GB", "--no-schedule"],
+                   "--db", str(db), "--vram-budget", "1GB"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
     )
     try:
