@@ -58,3 +58,41 @@ def test_no_policy_beats_the_oracle_on_random_traces(seed):
         for policy in (OllamaPolicy(), LRUPolicy(), TopNPolicy(), HistogramPolicy()):
             other = replay(tr, sizes, loads, budget, policy, span)
             assert oracle.cold_starts <= other.cold_starts, (policy.name, budget)
+
+
+def test_saturated_loader_hand_worked():
+    # budget for two 1 GB models, 10 s loads. a is asked for every 5 s. The loader is idle at 10: the oracle
+    # prefetches b (needed at 11: 9 s left). c at 12 queues behind b and starts at 20 (waits 18 s); room is
+    # made then: b (next needed at 52) goes, a stays. The loader is idle again from 30: the oracle prefetches
+    # b, evicting c (never needed again), so b at 52 is warm. LRU loads b at 11 and c at 21 (evicting b,
+    # the least recently used) and b again on demand at 52.
+    ev = [(5.0 * k, "a") for k in range(13)] + [(11.0, "b"), (12.0, "c"), (52.0, "b")]
+    tr = make_trace(sorted(ev))
+    sizes = {n: GB for n in "abc"}
+    loads = {n: 10.0 for n in "abc"}
+    out, gpu = drive(OraclePolicy(), tr, sizes, loads, 2 * GB)
+    got = {(t, tr.names[m]): w for t, m, w in zip(tr.ts.tolist(), tr.mid.tolist(), out)}
+    assert got[(0.0, "a")] == 10.0 and got[(5.0, "a")] == 5.0
+    assert got[(11.0, "b")] == 9.0 and got[(12.0, "c")] == 18.0
+    assert got[(52.0, "b")] == -1.0
+    assert all(got[(5.0 * k, "a")] == -1.0 for k in range(2, 13))
+    assert max_overlap(gpu) <= 2 * GB
+    lru, _ = drive(LRUPolicy(), tr, sizes, loads, 2 * GB)
+    assert sum(w >= 0 for w in out) == 4 and sum(w >= 0 for w in lru) == 5
+    lru_got = {(t, tr.names[m]): w for t, m, w in zip(tr.ts.tolist(), tr.mid.tolist(), lru)}
+    assert lru_got[(12.0, "c")] == 19.0 and lru_got[(52.0, "b")] == 10.0
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_no_policy_beats_the_oracle_when_the_loader_saturates(seed):
+    # 20 models, ~3000 requests in half an hour, loads of 3-45 s: the loader is busy all the time
+    tr = random_trace(seed, n=3000, models=20, days=0.02)
+    sizes = [(1 + (k * 7) % 5) * GB for k in range(tr.n_models)]
+    loads = [6.0 * s / GB * (0.5 + (k % 3)) for k, s in enumerate(sizes)]
+    span = Span.from_warmup(tr, 0.3)
+    for budget in (6 * GB, 12 * GB):
+        oracle = replay(tr, sizes, loads, budget, OraclePolicy(), span)
+        assert oracle.loader_utilization > 0.9
+        for policy in (OllamaPolicy(), LRUPolicy(), TopNPolicy(), HistogramPolicy()):
+            other = replay(tr, sizes, loads, budget, policy, span)
+            assert oracle.cold_starts <= other.cold_starts, (policy.name, budget)
