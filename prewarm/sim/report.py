@@ -16,6 +16,8 @@ CSV_FIELDS = [
     "scored_to", "oversized_requests", "oversized_models", "loader_utilization", "replay_seconds",
 ]
 
+QUIET_WHEN_ZERO = ("unserved_requests", "failed_loads", "cancelled_loads")
+
 
 def _when(ts: float) -> str:
     """Epoch-scale times (a serve database) read better as dates; trace seconds stay seconds."""
@@ -65,8 +67,9 @@ def to_table(results: Sequence[ReplayResult], notes: Sequence[str] = ()) -> str:
                          f"{len(r.oversized_models)} model(s) larger than the budget, not served: "
                          + ", ".join(r.oversized_models[:10]) + (" ..." if len(r.oversized_models) > 10 else ""))
             break
-    extras = [f"{r.policy} @ {r.budget / 1e9:g} GB: " + ", ".join(f"{k}={_fmt(v)}" for k, v in r.extra.items())
-              for r in results if r.extra]
+    shown = [(r, {k: v for k, v in r.extra.items() if not (k in QUIET_WHEN_ZERO and v == 0)}) for r in results]
+    extras = [f"{r.policy} @ {r.budget / 1e9:g} GB: " + ", ".join(f"{k}={_fmt(v)}" for k, v in e.items())
+              for r, e in shown if e]
     lines.extend(extras)
     return "\n".join(lines) + "\n"
 
