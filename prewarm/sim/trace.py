@@ -9,8 +9,12 @@ takes the INTERFACES.md frame.
 
 from __future__ import annotations
 
+import os
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -60,12 +64,27 @@ def frame_to_trace(df: pd.DataFrame, source: str = "frame") -> Trace:
     return Trace(ts=ts, mid=codes.astype(np.int32), names=names, events=events, source=source)
 
 
+@contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """DuckDB draws its progress bar on file descriptor 1 for reads over ~2 s; `--format json|csv` owns stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def read_trace(path: str | Path) -> Trace:
     """Read CSV, Parquet or a `prewarm serve` DuckDB file into a Trace (through the forecaster's reader)."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"trace not found: {p}")
-    trace = frame_to_trace(load_trace(p), str(p))
+    with _stdout_to_stderr():
+        frame = load_trace(p)
+    trace = frame_to_trace(frame, str(p))
     if len(trace) == 0:
         raise TraceError(f"{p}: the trace has no requests with a model")
     return trace
