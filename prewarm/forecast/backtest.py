@@ -74,7 +74,8 @@ def backtest(events: pd.DataFrame, params: ForecastParams, previous: HeatForecas
     split = last - hold
     if split - first < params.per_day:
         return {"skipped": f"under {params.backtest_days + 1:g} days of data"}, None
-    f = HeatForecaster.fit(events, split * w, params, previous, executor=executor, progress=progress,
+    labelled = (lambda stage, done, total: progress(f"backtest: {stage}", done, total)) if progress else None
+    f = HeatForecaster.fit(events, split * w, params, previous, executor=executor, progress=labelled,
                            ablation=True)
     ys: list[np.ndarray] = []
     mus: dict[str, list[np.ndarray]] = {}

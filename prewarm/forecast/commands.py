@@ -39,7 +39,7 @@ class ProgressLine:
         if not self.enabled:
             return
         pct = f"{done}/{total}" if total else ""
-        line = f"\rtrain {time.monotonic() - self.start:6.1f}s  {stage:<22} {pct:<10}"
+        line = f"\rtrain {time.monotonic() - self.start:6.1f}s  {stage:<32} {pct:<10}"
         if line != self._last:
             self.stream.write(line)
             self.stream.flush()
