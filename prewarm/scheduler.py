@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import multiprocessing
 import time
+from datetime import datetime, timezone
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -66,10 +68,16 @@ class ForecastScheduler:
             except (OSError, ValueError, EOFError, AttributeError, ImportError) as exc:
                 log.warning("forecaster: cannot load %s (%s); waiting for the next training run", run, exc)
 
-    def start(self) -> None:
-        self._scheduler.add_job(self.train_now, CronTrigger.from_crontab(self.settings.train_cron, timezone="UTC"),
-                                id="train", max_instances=1, coalesce=True, misfire_grace_time=300)
-        self._scheduler.add_job(self.forecast_now, IntervalTrigger(seconds=float(self.settings.window)),
+    def start(self, train_at_start: bool = False) -> None:
+        """Add the jobs; forecasts fire at window boundaries, so each covers whole windows from its start."""
+        window = float(self.settings.window)
+        first_boundary = datetime.fromtimestamp(math.ceil(time.time() / window) * window, tz=timezone.utc)
+        train = CronTrigger.from_crontab(self.settings.train_cron, timezone="UTC")
+        self._scheduler.add_job(self.train_now, train, id="train", max_instances=1, coalesce=True,
+                                misfire_grace_time=300)
+        if train_at_start:
+            self._scheduler.add_job(self.train_now, id="train-at-start")
+        self._scheduler.add_job(self.forecast_now, IntervalTrigger(seconds=window, start_date=first_boundary),
                                 id="forecast", max_instances=1, coalesce=True)
         self._scheduler.start()
 
@@ -127,9 +135,15 @@ class ForecastScheduler:
         await asyncio.to_thread(self._pool.shutdown, True, cancel_futures=True)
 
 
-def start_scheduler(settings: Settings, store: Any, on_forecast: OnForecast | None = None) -> ForecastScheduler:
-    """Load the latest good model and start the train and forecast jobs on the running event loop."""
+def start_scheduler(settings: Settings, store: Any, on_forecast: OnForecast | None = None, *,
+                    train_if_untrained: bool = True) -> ForecastScheduler:
+    """Load the latest good model and start the jobs on the running event loop.
+
+    With no trained model yet, one training run starts right away (when
+    ``train_if_untrained``) instead of leaving the service without forecasts
+    until the next cron tick.
+    """
     sched = ForecastScheduler(settings, store, on_forecast)
     sched.load_latest()
-    sched.start()
+    sched.start(train_at_start=train_if_untrained and sched.forecaster is None)
     return sched

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from datetime import datetime, timezone
@@ -84,14 +85,28 @@ async def test_a_failed_run_keeps_the_previous_model_serving(service, tmp_path) 
 
 async def test_start_scheduler_uses_the_configured_cron_and_window(service) -> None:
     settings, store = service
-    sched = start_scheduler(settings, store)
+    sched = start_scheduler(settings, store, train_if_untrained=False)
     try:
         jobs = {j.id: j for j in sched._scheduler.get_jobs()}
         assert set(jobs) == {"train", "forecast"}
+        assert jobs["forecast"].next_run_time.timestamp() % settings.window == 0
         fields = {f.name: str(f) for f in jobs["train"].trigger.fields}
         assert fields["minute"] == "17" and fields["hour"] == "3"
         assert jobs["forecast"].trigger.interval.total_seconds() == settings.window
         assert sched.forecaster is None  # nothing trained yet: forecasting waits for the first run
         assert await sched.forecast_now() is None
+    finally:
+        await sched.stop()
+
+
+async def test_an_untrained_service_trains_at_start(service) -> None:
+    settings, store = service
+    sched = start_scheduler(settings, store)
+    try:
+        for _ in range(600):
+            if sched.last_result is not None or sched.last_error is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert sched.last_result is not None and sched.forecaster is not None, sched.last_error
     finally:
         await sched.stop()
