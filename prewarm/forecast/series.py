@@ -19,16 +19,9 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-EVENT_COLUMNS = ("ts", "model", "user")
-
 
 class TraceError(ValueError):
     """A trace file is missing, unreadable or lacks a required column; the message says which."""
-
-
-def empty_events() -> pd.DataFrame:
-    return pd.DataFrame({"ts": np.array([], dtype=float), "model": pd.Series([], dtype=object),
-                         "user": pd.Series([], dtype=object)})
 
 
 def _is_duckdb_file(path: Path) -> bool:
@@ -156,9 +149,6 @@ class CountMatrix:
     @property
     def n_windows(self) -> int:
         return self.counts.shape[1]
-
-    def window_start(self, i: int) -> float:
-        return (self.first + i) * self.window_s
 
 
 def window_index(ts: np.ndarray | float, window_s: float) -> np.ndarray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -50,9 +50,6 @@ class TrainResult:
                                   default=float),
             "artifact_path": self.artifact_path,
         }
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _utc(ts: float) -> datetime:
