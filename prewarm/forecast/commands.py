@@ -70,10 +70,11 @@ def open_db(path: str) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(path)
     except duckdb.IOException as exc:
         info = read_service_file(path)
-        who = f"`prewarm serve` (pid {info.pid}, {info.url})" if info else "another process"
-        raise CommandError(f"{path} is in use by {who}: the service trains and forecasts on its own "
-                           f"schedule (train_cron); stop it to run this by hand ({str(exc).splitlines()[0]})"
-                           ) from None
+        if info is None:
+            raise CommandError(f"{path} is locked by another process ({str(exc).splitlines()[0]})") from None
+        raise CommandError(f"{path} is in use by `prewarm serve` (pid {info.pid}): the service trains and "
+                           f"forecasts on its own schedule (train_cron); to run one now, "
+                           f"POST {info.url}/prewarm/train or {info.url}/prewarm/forecast") from None
     migrate(con)
     return con
 
