@@ -93,7 +93,7 @@ class Prewarmer:
         self.settings = settings
         self.backend = backend
         self.store = store
-        self.tracker = tracker or ResidencyTracker(self._fetch_resident, settings.ps_refresh)
+        self.tracker = tracker or ResidencyTracker(backend.list_resident, settings.ps_refresh)
         self.gpu = gpu or GpuMonitor(settings)
         self.catalog = catalog or load_catalog(settings.catalog)
         self.metrics = metrics or PrewarmMetrics()
@@ -116,13 +116,6 @@ class Prewarmer:
         self.metrics.bind(self)
 
     # ------------------------------------------------------------------ lifecycle
-
-    async def _fetch_resident(self) -> dict[str, int]:
-        """The tracker's poll; it tolerates OSError-like failures, so backend errors are passed on as such."""
-        try:
-            return await self.backend.list_resident()
-        except BackendError as exc:
-            raise OSError(str(exc)) from exc
 
     async def start(self, start_tracker: bool = True) -> None:
         if start_tracker:
@@ -425,6 +418,9 @@ class Prewarmer:
                 await self.refresh_budget()
             evictions = make_room(self.views([m]), m, self._budget_bytes())
             if evictions is None:
+                if self.size_of(m) > self._budget_bytes():
+                    raise PrewarmError(f"{m} needs {self.size_of(m)} bytes, more than the whole "
+                                       f"{self._budget_bytes()}-byte budget")
                 raise PrewarmError(f"no room for {m}: models in flight or pinned hold the budget")
             for a in evictions:
                 await self._do_unload(a.model, a.reason)

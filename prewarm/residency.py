@@ -16,6 +16,7 @@ from typing import Any, Awaitable, Callable
 
 import aiohttp
 
+from prewarm.backends.base import BackendError
 from prewarm.proxy.protocol import NON_LOADING_ENDPOINTS
 from prewarm.records import RequestEvent
 
@@ -53,7 +54,7 @@ class ResidencyTracker:
         started = time.monotonic()
         try:
             fresh = await self._fetch()
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError, BackendError) as exc:
             if self.last_error is None:
                 log.warning("residency: cannot read the resident set: %s", exc)
             self.last_error = str(exc) or type(exc).__name__
@@ -107,36 +108,3 @@ class ResidencyTracker:
             self.in_flight.pop(model, None)
         if event.status == 200 and event.endpoint not in NON_LOADING_ENDPOINTS:
             self.mark_resident(model)
-
-
-def ollama_ps_fetcher(session: aiohttp.ClientSession, base_url: str, timeout_s: float = 5.0) -> FetchResident:
-    """Resident models from Ollama's GET /api/ps: name -> bytes in VRAM (size when not split)."""
-    url = base_url.rstrip("/") + "/api/ps"
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
-
-    async def fetch() -> dict[str, int]:
-        async with session.get(url, timeout=timeout) as resp:
-            resp.raise_for_status()
-            data = await resp.json(content_type=None)
-        out: dict[str, int] = {}
-        for m in data.get("models") or []:
-            name = m.get("name") or m.get("model")
-            if isinstance(name, str):
-                out[name] = int(m.get("size_vram") or m.get("size") or 0)
-        return out
-
-    return fetch
-
-
-def openai_models_fetcher(session: aiohttp.ClientSession, base_url: str, timeout_s: float = 5.0) -> FetchResident:
-    """Served models from an OpenAI-compatible GET /v1/models (sizes unknown: 0)."""
-    url = base_url.rstrip("/") + "/v1/models"
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
-
-    async def fetch() -> dict[str, int]:
-        async with session.get(url, timeout=timeout) as resp:
-            resp.raise_for_status()
-            data = await resp.json(content_type=None)
-        return {m["id"]: 0 for m in data.get("data") or [] if isinstance(m.get("id"), str)}
-
-    return fetch

@@ -27,7 +27,6 @@ from prewarm.proxy.admin_prewarm import routes as admin_prewarm_routes
 from prewarm.proxy.admin import check_admin_token, is_loopback
 from prewarm.proxy.app import make_proxy_app, make_upstream_session
 from prewarm.proxy.hooks import ProxyHooks
-from prewarm.residency import FetchResident, ResidencyTracker, ollama_ps_fetcher, openai_models_fetcher
 from prewarm.cli import CommandError
 from prewarm.store.discovery import ServiceInfo, pid_alive, read_service_file, remove_service_file, write_service_file
 from prewarm.store.writer import Store
@@ -57,26 +56,23 @@ class Wiring:
 def build_wiring(
     settings: Settings,
     store: Store,
-    session: aiohttp.ClientSession,
-    tracker: ResidencyTracker,
     schedule: bool,
 ) -> Wiring:
     """The prewarmer (hooks, /prewarm/* routes, /metrics) and, unless `schedule` is off, the scheduler.
 
     The prewarmer is always there, because it is what keeps client-triggered loads
     inside the budget; `--no-schedule` only stops the forecasts and planned loads.
-    vLLM's residency comes from each model's own server (/is_sleeping), so there
-    the prewarmer polls through its backend instead of serve's tracker.
+    Its residency tracker polls through the backend, which knows how each kind of
+    upstream tells what is resident: /api/ps, vLLM's /is_sleeping per server, or
+    nothing at all for a plain OpenAI-compatible server (cold is then unknown).
     """
     catalog = load_catalog(settings.catalog)
-    backend = make_backend(settings, catalog)
-    own_tracker = settings.upstream_kind == "vllm"
-    pw = Prewarmer(settings, backend, store, tracker=None if own_tracker else tracker, catalog=catalog)
+    pw = Prewarmer(settings, make_backend(settings, catalog), store, catalog=catalog)
     wiring = Wiring(
         hooks=pw,
         extra_routes=list(admin_prewarm_routes(pw)),
-        startup=[lambda: pw.start(start_tracker=own_tracker)],
-        cleanup=[lambda: pw.stop(stop_tracker=own_tracker)],
+        startup=[pw.start],
+        cleanup=[pw.stop],
     )
     if schedule:
         from prewarm.scheduler import ForecastScheduler
@@ -121,13 +117,6 @@ def schedule_routes(sched: "ForecastScheduler") -> list[web.RouteDef]:
     return [web.post("/prewarm/train", train), web.post("/prewarm/forecast", forecast)]
 
 
-def resident_fetcher(settings: Settings, session: aiohttp.ClientSession) -> FetchResident:
-    """Ollama tells which models sit in VRAM (/api/ps); OpenAI-style servers only which they serve."""
-    if settings.upstream_kind == "ollama":
-        return ollama_ps_fetcher(session, settings.upstream)
-    return openai_models_fetcher(session, settings.upstream)
-
-
 def run(args: argparse.Namespace) -> int:
     overrides = {
         "upstream": args.upstream,
@@ -159,12 +148,10 @@ async def serve(settings: Settings, schedule: bool = True) -> None:
     store = Store(settings.db, settings)
     await asyncio.to_thread(store.open)
     session = make_upstream_session(settings)
-    tracker = ResidencyTracker(resident_fetcher(settings, session), settings.ps_refresh)
     runner: web.AppRunner | None = None
     wiring: Wiring | None = None
     try:
-        await tracker.start()
-        wiring = build_wiring(settings, store, session, tracker, schedule)
+        wiring = build_wiring(settings, store, schedule)
         app = make_proxy_app(settings, store, wiring.hooks, wiring.extra_routes, session=session)
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
         await runner.setup()
@@ -195,7 +182,6 @@ async def serve(settings: Settings, schedule: bool = True) -> None:
                     await cb()
                 except Exception:
                     log.exception("cleanup step failed")
-        await tracker.stop()
         await session.close()
         await store.close()
         remove_service_file(settings.db, os.getpid())

@@ -121,9 +121,12 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServ
 def prewarm_serve(upstream: str, db: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """`prewarm serve --upstream-kind openai` in front of `upstream` on a free port: (process, its base URL)."""
     port = free_port()
+    # An OpenAI-compatible server reports no sizes: a catalog gives them, as a user would.
+    catalog = db.parent / "catalog.csv"
+    catalog.write_text("model,size_bytes,load_seconds\n" + "".join(f"{m},300MB,0.1\n" for m in MODELS))
     proc = subprocess.Popen(
         PREWARM + ["serve", "--upstream-kind", "openai", "--upstream", upstream, "--listen", f"127.0.0.1:{port}",
-                   "--db", str(db), "--vram-budget", "1GB"],
+                   "--db", str(db), "--vram-budget", "1GB", "--catalog", str(catalog)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
     )
     try:
@@ -247,11 +250,6 @@ async def test_openai_backend_against_llama_cpp_server(llama_server: LlamaServer
         await backend.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="llama-cpp-python answers an unknown model with its default model (LlamaProxy.__call__), so a "
-    "load of a misspelt name swaps the default model in; OpenAICompatBackend.load does not check /v1/models first",
-)
 async def test_openai_backend_refuses_a_model_the_server_does_not_offer(llama_server: LlamaServer) -> None:
     backend = OpenAICompatBackend(llama_server.url, Catalog({}))
     try:
@@ -261,11 +259,6 @@ async def test_openai_backend_refuses_a_model_the_server_does_not_offer(llama_se
         await backend.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="serve's openai resident set (residency.openai_models_fetcher) lists every model the server offers, so "
-    "Prewarmer.load_now answers 'already resident' and never sends the load",
-)
 def test_admin_load_swaps_the_model_in(llama_server: LlamaServer, tmp_path: Path) -> None:
     with prewarm_serve(llama_server.url, tmp_path / "prewarm.duckdb") as (_, base):
         for model in (MODELS[1], MODELS[0]):

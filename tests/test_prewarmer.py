@@ -17,7 +17,7 @@ from prewarm.emulator.server import make_app
 from prewarm.prewarmer import PrewarmError, Prewarmer, horizon_views, run_plan_command
 from prewarm.proxy.admin_prewarm import routes
 from prewarm.proxy.app import make_proxy_app
-from prewarm.residency import ResidencyTracker, ollama_ps_fetcher
+from prewarm.residency import ResidencyTracker
 from prewarm.store.writer import Store
 
 GB = 10**9
@@ -59,10 +59,8 @@ async def build(aiohttp_client, tmp_path, listen="127.0.0.1:0", admin_token=None
         await pw.start()
         hooks, extra = pw, routes(pw)
     else:
-        import aiohttp
-
-        session = aiohttp.ClientSession()
-        hooks = ResidencyTracker(ollama_ps_fetcher(session, upstream), 0.05)
+        session = OllamaBackend(upstream, catalog)
+        hooks = ResidencyTracker(session.list_resident, 0.05)
         await hooks.start()
         pw, extra = None, []
     proxy = await aiohttp_client(make_proxy_app(settings, store, hooks, extra))

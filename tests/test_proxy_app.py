@@ -22,7 +22,8 @@ from prewarm.emulator.server import make_app
 from prewarm.proxy.admin import check_admin_token
 from prewarm.proxy.app import make_proxy_app
 from prewarm.records import RequestEvent
-from prewarm.residency import ResidencyTracker, ollama_ps_fetcher
+from prewarm.backends.ollama import OllamaBackend
+from prewarm.residency import ResidencyTracker
 from prewarm.store.writer import Store
 
 
@@ -52,14 +53,14 @@ async def start_stack(aiohttp_server, upstream_url: str, tmp_path: Path, hooks=N
     settings = Settings(upstream=upstream_url, db=str(tmp_path / "log.duckdb"), log_flush_interval=0.05, **settings_kw)
     store = Store(settings.db, settings)
     store.open()
-    session = aiohttp.ClientSession()
-    tracker = ResidencyTracker(ollama_ps_fetcher(session, upstream_url), refresh_s=60)
+    backend = OllamaBackend(upstream_url)
+    tracker = ResidencyTracker(backend.list_resident, refresh_s=60)
     await tracker.start()
     app = make_proxy_app(settings, store, hooks or tracker)
 
     async def stop(_: web.Application) -> None:
         await tracker.stop()
-        await session.close()
+        await backend.close()
         await store.close()
 
     app.on_cleanup.append(stop)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prewarm.backends.base import HttpClient, Unsupported
+from prewarm.backends.base import BackendError, HttpClient, Unsupported
 from prewarm.catalog import Catalog
 
 
@@ -41,6 +41,11 @@ class OpenAICompatBackend:
         return {}
 
     async def load(self, model: str, keep_alive: str | None = None, options: dict[str, Any] | None = None) -> None:
+        """A one-token completion. The name is checked first: llama-cpp-python answers an unknown model with its
+        default one (HTTP 200), so a misspelt load would silently swap the wrong model in."""
+        offered = await self.models()
+        if model not in offered:
+            raise BackendError(f"load {model}: the server does not offer it (it offers {', '.join(offered) or 'nothing'})")
         await self.http.json(
             "POST", f"{self.base_url}/v1/completions", f"load {model}",
             json={"model": model, "prompt": " ", "max_tokens": 1, "temperature": 0},
