@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import math
 import time
 from collections import Counter, deque
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from prewarm.backends.base import Backend, BackendError
@@ -58,23 +58,32 @@ def horizon_views(forecasts: pd.DataFrame, now: float) -> dict[str, tuple[float,
     """model -> (P(any request over the plan horizon), seconds until its likely first request).
 
     Windows are treated as independent: P(any) = 1 - prod(1 - p_any) over the
-    PLAN_WINDOWS windows that have not ended yet.
+    PLAN_WINDOWS windows that have not ended yet. Vectorised (one sort, no
+    per-model pandas work): the replay calls it every window for hundreds of models.
     """
     if forecasts is None or forecasts.empty:
         return {}
-    df = forecasts[["model", "window_start", "window_end", "p_any"]].copy()
+    bounds = {}
     for col in ("window_start", "window_end"):
-        if not pd.api.types.is_numeric_dtype(df[col]):
-            df[col] = pd.to_datetime(df[col], utc=True).map(lambda t: t.timestamp())
-    df = df[df["window_end"] > now].sort_values(["model", "window_start"])
-    out: dict[str, tuple[float, float | None]] = {}
-    for model, g in df.groupby("model", sort=False):
-        probs = g["p_any"].clip(0, 1).fillna(0).to_numpy()
-        starts = g["window_start"].to_numpy()
-        p = 1.0 - float(math.prod(1.0 - float(x) for x in probs[:PLAN_WINDOWS]))
-        demand = next((max(0.0, float(s) - now) for s, x in zip(starts, probs) if x >= DEMAND_P), None)
-        out[str(model)] = (min(1.0, max(0.0, p)), demand)
-    return out
+        s = forecasts[col]
+        if not pd.api.types.is_numeric_dtype(s):
+            s = pd.to_datetime(s, utc=True).map(lambda t: t.timestamp())
+        bounds[col] = s.to_numpy(dtype=float)
+    live = bounds["window_end"] > now
+    codes, names = pd.factorize(forecasts["model"].to_numpy(dtype=object)[live])
+    if len(names) == 0:
+        return {}
+    starts = bounds["window_start"][live]
+    probs = np.clip(np.nan_to_num(forecasts["p_any"].to_numpy(dtype=float)[live], nan=0.0), 0.0, 1.0)
+    order = np.lexsort((starts, codes))
+    codes, starts, probs = codes[order], starts[order], probs[order]
+    rank = np.arange(len(codes)) - np.searchsorted(codes, codes, side="left")  # window's place within its model
+    log_q = np.where(rank < PLAN_WINDOWS, np.log1p(-np.minimum(probs, 1.0 - 1e-15)), 0.0)
+    p_any = np.clip(-np.expm1(np.bincount(codes, weights=log_q, minlength=len(names))), 0.0, 1.0)
+    hit = np.flatnonzero(probs >= DEMAND_P)
+    hit_models, first = np.unique(codes[hit], return_index=True)  # rows are sorted: the first hit is the earliest
+    demand = dict(zip(hit_models.tolist(), np.maximum(starts[hit[first]] - now, 0.0).tolist()))
+    return {str(name): (float(p_any[k]), demand.get(k)) for k, name in enumerate(names)}
 
 
 class Prewarmer:
@@ -111,6 +120,7 @@ class Prewarmer:
         self.last_actions: deque[dict[str, Any]] = deque(maxlen=50)
         self._options: dict[str, Counter[tuple]] = {}
         self._reserved: dict[str, int] = {}  # model -> bytes made room for, until its request finishes
+        self._too_large: set[str] = set()  # models already reported as larger than the budget
         self._op_lock = asyncio.Lock()  # one load or unload at a time, as the upstream does them
         self._request_done = asyncio.Event()  # set (and replaced) whenever a request finishes: room may be free
         self.metrics.bind(self)
@@ -301,6 +311,13 @@ class Prewarmer:
                     return
                 if self.budget is None:
                     await self.refresh_budget()
+                if self.size_of(model) > self._budget_bytes():
+                    # No eviction can ever make room: waiting room_wait would only delay the upstream's own answer.
+                    if model not in self._too_large:
+                        self._too_large.add(model)
+                        log.warning("%s needs %d bytes, more than the whole %d-byte budget: forwarded without "
+                                    "making room", model, self.size_of(model), self._budget_bytes())
+                    return
                 actions = make_room(self.views([model]), model, self._budget_bytes())
                 if actions is not None:
                     for a in actions:
