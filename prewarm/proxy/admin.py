@@ -19,6 +19,7 @@ from aiohttp import web
 
 from prewarm import __version__
 from prewarm.config import ConfigError, Settings
+from prewarm.proxy.lag import LoopLag
 from prewarm.store.readonly import ReadOnlyError, jsonable
 from prewarm.store.writer import Store, StoreUnavailable
 
@@ -74,8 +75,8 @@ def guard_routes(routes: Iterable[web.RouteDef], settings: Settings) -> list[web
     return [web.RouteDef(r.method, r.path, guard(r.handler), dict(r.kwargs)) for r in routes]
 
 
-def admin_routes(settings: Settings, store: Store) -> list[web.RouteDef]:
-    """GET /prewarm/health and POST /prewarm/sql (read-only), behind the guard."""
+def admin_routes(settings: Settings, store: Store, lag: LoopLag | None = None) -> list[web.RouteDef]:
+    """GET /prewarm/health (with the event loop's lag when `lag` is given) and POST /prewarm/sql, behind the guard."""
 
     async def health(request: web.Request) -> web.Response:
         return web.json_response(
@@ -87,6 +88,7 @@ def admin_routes(settings: Settings, store: Store) -> list[web.RouteDef]:
                 "db": store.path,
                 "db_available": store.available,
                 "store": store.counters,
+                "loop_lag": lag.summary() if lag is not None else None,
             }
         )
 

@@ -25,6 +25,7 @@ from yarl import URL
 from prewarm.config import Settings
 from prewarm.proxy.admin import admin_routes, fallback_route, guard_routes
 from prewarm.proxy.hooks import ProxyHooks
+from prewarm.proxy.lag import LoopLag
 from prewarm.proxy.protocol import (
     HOP_BY_HOP,
     MODEL_ENDPOINTS,
@@ -44,6 +45,7 @@ from prewarm.store.writer import Store
 log = logging.getLogger(__name__)
 
 SESSION_KEY = web.AppKey("prewarm_upstream_session", aiohttp.ClientSession)
+LAG_KEY = web.AppKey("prewarm_loop_lag", LoopLag)
 STATUS_CLIENT_GONE = 499
 _STREAMED_BODY_DROP = HOP_BY_HOP | {"host"}
 _UTC = timezone.utc
@@ -75,16 +77,19 @@ def make_proxy_app(
 ) -> web.Application:
     """The proxy app. `session` lets serve share its pooled session; else the app owns one."""
     app = web.Application(client_max_size=settings.max_body_bytes)
+    lag = app[LAG_KEY] = LoopLag()
 
     async def upstream_session(app: web.Application) -> Any:
         own = session is None
         app[SESSION_KEY] = make_upstream_session(settings) if own else session
+        lag.start()
         yield
+        await lag.stop()
         if own:
             await app[SESSION_KEY].close()
 
     app.cleanup_ctx.append(upstream_session)
-    app.add_routes(admin_routes(settings, store))
+    app.add_routes(admin_routes(settings, store, lag))
     app.add_routes(guard_routes(extra_routes, settings))
     app.add_routes(fallback_route(settings))
     app.router.add_route("*", "/{tail:.*}", _Forwarder(settings, store, hooks).handle)
