@@ -8,9 +8,12 @@ DuckDB takes at ~200k rows/s where row-by-row inserts manage ~1k rows/s.
 
 When the database cannot be written (another process holds its lock, the disk is
 full) the batch goes to `<db>.spill.jsonl` beside it and the thread keeps trying
-to reconnect; spilled rows are loaded back the next time the file opens. Nothing
-accepted by `put` is lost by `close()`; only a full queue drops rows, and every
-row is counted as written, spilled or dropped.
+to reconnect; spilled rows are loaded back the next time the file opens. When the
+spill file cannot be written either (the disk is full), the batch goes back to the
+head of the in-memory queue and waits for the next flush. Nothing accepted by
+`put` is lost by `close()` while the file or the spill can be written; only a full
+queue drops rows (or a shutdown with neither writable), and every row is counted
+as written, spilled or dropped.
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ class Store:
         self.spilled = 0
         self.dropped = 0
         self.loaded_from_spill = 0
+        self._spill_error: str | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -177,11 +181,21 @@ class Store:
             self._wake.wait(timeout=interval)
             self._wake.clear()
             stopping = self._stopping
-            self._drain()
+            progressed = self._drain()
+            if stopping and self._queue and not progressed:
+                # Shutting down with neither the file nor the spill writable: nothing can keep these rows.
+                n = sum(1 for item in self._queue if not isinstance(item, _Barrier))
+                log.error("request log: %d rows could be neither written nor spilled at shutdown; dropped", n)
+                self.dropped += n
+                for item in self._queue:
+                    if isinstance(item, _Barrier):
+                        item.done.set()
+                self._queue.clear()
             if stopping and not self._queue:
                 return
 
-    def _drain(self) -> None:
+    def _drain(self) -> bool:
+        """Write what is queued; False when a batch could be neither written nor spilled (it stays queued)."""
         if self._con is None:
             try:
                 self._connect()
@@ -202,12 +216,29 @@ class Store:
                     barriers.append(item)
                     break
                 batch.append(item)
-            if batch:
-                self._write(batch)
+            if batch and not self._write(batch):
+                self._requeue(batch)
+                for b in barriers:
+                    b.done.set()
+                return False
             for b in barriers:
                 b.done.set()
+        return True
 
-    def _write(self, batch: list[Any]) -> None:
+    def _requeue(self, batch: list[Any]) -> None:
+        """Put an unwritable batch back at the head of the queue (disk full: the spill file failed too).
+
+        The rows wait in memory for the next flush, so space freed while the service
+        runs loses nothing; only what does not fit under log_queue_max is dropped
+        (the oldest rows, counted).
+        """
+        room = max(0, self.settings.log_queue_max - len(self._queue))
+        keep = batch[len(batch) - room:] if room < len(batch) else batch
+        self.dropped += len(batch) - len(keep)
+        self._queue.extendleft(reversed(keep))
+
+    def _write(self, batch: list[Any]) -> bool:
+        """Insert one batch, else spill it; False when neither worked."""
         events = [item for item in batch if isinstance(item, RequestEvent)]
         other: dict[str, list[dict[str, Any]]] = {}
         for item in batch:
@@ -224,10 +255,11 @@ class Store:
                     raise StoreUnavailable(self._unavailable_reason or "database not open")
                 _insert_atomically(self._con, frames)
             self.written += len(batch)
+            return True
         except Exception as exc:
             log.warning("request log: writing %d rows failed (%s); spilling", len(batch), _one_line(exc))
             self._disconnect_after_failure()
-            self._spill(events, other)
+            return self._spill(events, other)
 
     def _disconnect_after_failure(self) -> None:
         """A failed write may leave DuckDB invalidated (disk full): reopen on the next flush."""
@@ -239,19 +271,30 @@ class Store:
                     pass
                 self._con = None
 
-    def _spill(self, events: list[RequestEvent], other: dict[str, list[dict[str, Any]]]) -> None:
+    def _spill(self, events: list[RequestEvent], other: dict[str, list[dict[str, Any]]]) -> bool:
         lines = [_spill_line("requests", dict(zip(REQUEST_COLUMNS, _event_tuple(e)))) for e in events]
         for table, rows in other.items():
             lines.extend(_spill_line(table, row) for row in rows)
+        path = spill_path(self.path)
         try:
-            with open(spill_path(self.path), "a", encoding="utf-8") as fh:
+            size = path.stat().st_size if path.exists() else 0
+        except OSError:
+            size = 0
+        try:
+            with open(path, "a", encoding="utf-8") as fh:
                 fh.write("".join(lines))
                 fh.flush()
                 os.fsync(fh.fileno())
             self.spilled += len(lines)
+            self._spill_error = None
+            return True
         except OSError as exc:
-            log.error("request log: cannot spill %d rows to %s (%s); dropped", len(lines), spill_path(self.path), exc)
-            self.dropped += len(lines)
+            if self._spill_error != str(exc):
+                log.error("request log: cannot spill %d rows to %s (%s); they stay queued in memory",
+                          len(lines), path, exc)
+            self._spill_error = str(exc)
+            _truncate(path, size)  # a half-written batch would be loaded back twice once it is retried
+            return False
 
     def _load_spill(self, con: duckdb.DuckDBPyConnection) -> None:
         """Insert rows spilled by an earlier run, in one transaction, then remove the file."""
@@ -335,6 +378,14 @@ def _insert_frames(con: duckdb.DuckDBPyConnection, frames: list[tuple[str, pd.Da
             con.execute(f"{verb} {table} BY NAME SELECT * FROM _prewarm_batch")
         finally:
             con.unregister("_prewarm_batch")
+
+
+def _truncate(path: Path, size: int) -> None:
+    try:
+        with open(path, "r+b") as fh:
+            fh.truncate(size)
+    except OSError:
+        pass
 
 
 def _spill_line(table: str, row: dict[str, Any]) -> str:
