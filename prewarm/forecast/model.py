@@ -256,21 +256,25 @@ class HeatForecaster:
         H = int(horizon)
         recent = between(events, (n0 - LAGS) * w, min(n0 * w, now_ts))
         yday = between(events, (n0 - per_day) * w, min((n0 - per_day + H) * w, now_ts))
-        seen = pd.Index(pd.unique(np.concatenate([recent["model"].to_numpy(dtype=object),
-                                                  yday["model"].to_numpy(dtype=object)])), dtype=object)
+        # factorize each slice once (C speed on the Arrow strings), then look up only its few distinct names
+        r_codes, r_names = pd.factorize(recent["model"])
+        y_codes, y_names = pd.factorize(yday["model"])
+        seen = pd.Index(pd.unique(np.concatenate([np.asarray(r_names, dtype=object),
+                                                  np.asarray(y_names, dtype=object)])), dtype=object)
         new = [m for m in seen.difference(self._model_index, sort=False) if m is not None]
         models = self.models + [str(m) for m in new]
         index = self._model_index.append(pd.Index(new, dtype=object)) if new else self._model_index
         M, K = len(models), len(self.models)
 
-        def counts(part: pd.DataFrame, start: int, n: int) -> np.ndarray:
-            codes = index.get_indexer(part["model"].to_numpy(dtype=object))
+        def counts(part: pd.DataFrame, codes: np.ndarray, names: Any, start: int, n: int) -> np.ndarray:
+            lookup = np.append(index.get_indexer(pd.Index(names, dtype=object)), -1)  # code -1 (missing) -> -1
+            rows = lookup[codes]
             rel = np.floor(part["ts"].to_numpy(dtype=float) / w).astype(np.int64) - start
-            ok = (codes >= 0) & (rel >= 0) & (rel < n)
-            return np.bincount(codes[ok] * n + rel[ok], minlength=M * n).astype(float).reshape(M, n)
+            ok = (rows >= 0) & (rel >= 0) & (rel < n)
+            return np.bincount(rows[ok] * n + rel[ok], minlength=M * n).astype(float).reshape(M, n)
 
-        lag = counts(recent, n0 - LAGS, LAGS)
-        naive = counts(yday, n0 - per_day, H)
+        lag = counts(recent, r_codes, r_names, n0 - LAGS, LAGS)
+        naive = counts(yday, y_codes, y_names, n0 - per_day, H)
         naive[:, max(0, min(H, per_day)):] = np.nan  # windows whose "yesterday" is still in the future
         targets = np.arange(n0, n0 + H)
         seasonal = np.empty((M, H))
@@ -278,7 +282,7 @@ class HeatForecaster:
         lag12 = lag.mean(axis=1)
         seasonal[K:] = lag12[K:, None]
         user_recent = np.zeros(M)
-        user_recent[:K] = self.users.weighted_counts(recent["user"].to_numpy(dtype=object))
+        user_recent[:K] = self.users.weighted_counts(recent["user"])
         user_expected = np.zeros((M, H))
         user_expected[:K] = self.users.expected_at(targets, w)
         base = np.empty(M)

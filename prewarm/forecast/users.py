@@ -38,12 +38,15 @@ class UserFeatures:
         table = self.expected if rows is None else self.expected[rows]
         return table[:, how]
 
-    def weighted_counts(self, user_values: np.ndarray) -> np.ndarray:
+    def weighted_counts(self, user_values: pd.Series | np.ndarray) -> np.ndarray:
         """(M,) sum over these requests of their user's preference vector (unknown users: the global share)."""
-        codes = self.users.get_indexer(pd.Index(user_values, dtype=object))
-        known = codes[codes >= 0]
-        per_user = np.bincount(known, minlength=len(self.users)).astype(float)
-        return np.asarray(self.prefs.T @ per_user).ravel() + (len(codes) - len(known)) * self.global_share
+        codes, names = pd.factorize(user_values)  # per distinct user, not per request: predict() runs every window
+        per_name = np.bincount(codes[codes >= 0], minlength=len(names)).astype(float)
+        rows = self.users.get_indexer(pd.Index(names, dtype=object))
+        known = rows >= 0
+        per_user = np.bincount(rows[known], weights=per_name[known], minlength=len(self.users))
+        unknown = len(codes) - float(per_name[known].sum())
+        return np.asarray(self.prefs.T @ per_user).ravel() + unknown * self.global_share
 
     def weighted_series(self, events: pd.DataFrame, first: int, n: int, window_s: float) -> np.ndarray:
         """(M, n) preference-weighted request counts per window for windows first..first+n-1."""
