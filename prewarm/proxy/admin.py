@@ -98,11 +98,12 @@ def admin_routes(settings: Settings, store: Store, lag: LoopLag | None = None) -
             return _err(413, "SQL text too long")
         try:
             body: Any = json.loads(raw or b"null")
-        except ValueError:
+        except (ValueError, RecursionError):
             return _err(400, 'body must be JSON {"sql": "..."}')
         if not isinstance(body, dict) or not isinstance(body.get("sql"), str):
             return _err(400, 'body must be JSON {"sql": "..."}')
         try:
+            await store.flush()  # read your writes: rows accepted before this query are in its answer
             columns, rows = await store.query(body["sql"])
         except ReadOnlyError as exc:
             return _err(400, str(exc))
