@@ -123,7 +123,7 @@ def fallback_route(settings: Settings) -> list[web.RouteDef]:
     async def not_found(request: web.Request) -> web.Response:
         return _err(404, f"no admin route {request.method} {request.path}")
 
-    return guard_routes([web.route("*", "/prewarm/{tail:.*}", not_found)], settings)
+    return guard_routes([web.route("*", r"/prewarm/{tail:[\s\S]*}", not_found)], settings)
 
 
 def _err(status: int, message: str) -> web.Response:

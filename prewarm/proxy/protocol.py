@@ -83,6 +83,8 @@ def parse_request(endpoint: str, raw: bytes) -> RequestInfo:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         return RequestInfo(None, default_stream, None, None, f"malformed JSON: {exc}"[:200])
+    except RecursionError:  # json.loads recurses per nesting level: a body of 100k '[' must not become a 500
+        return RequestInfo(None, default_stream, None, None, "malformed JSON: nested too deeply")
     if not isinstance(body, dict):
         return RequestInfo(None, default_stream, None, None, "JSON body is not an object")
     model = body.get("model")
