@@ -92,7 +92,8 @@ def make_proxy_app(
     app.add_routes(admin_routes(settings, store, lag))
     app.add_routes(guard_routes(extra_routes, settings))
     app.add_routes(fallback_route(settings))
-    app.router.add_route("*", "/{tail:.*}", _Forwarder(settings, store, hooks).handle)
+    # [\s\S], not ".": a path with an encoded newline (%0a) must be proxied and logged like any other.
+    app.router.add_route("*", r"/{tail:[\s\S]*}", _Forwarder(settings, store, hooks).handle)
     return app
 
 
@@ -127,10 +128,12 @@ class _Forwarder:
             if known:
                 limit = self.settings.max_body_bytes
                 if request.content_length is not None and request.content_length > limit:
+                    event.user_id = user_of(request.headers, None, self.settings)  # the body's user is unread
                     return self._error(event, endpoint, 413, f"request body over the {limit}-byte limit")
                 try:
                     data = await request.read()
                 except web.HTTPRequestEntityTooLarge:
+                    event.user_id = user_of(request.headers, None, self.settings)
                     return self._error(event, endpoint, 413, f"request body over the {limit}-byte limit")
                 info = parse_request(endpoint, data)
                 model = event.model = info.model
@@ -266,7 +269,7 @@ def _upstream_error(tail: bytes) -> str:
     text = tail.decode("utf-8", "replace").strip()
     try:
         body = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text[:500]
     err = body.get("error") if isinstance(body, dict) else None
     if isinstance(err, dict):
