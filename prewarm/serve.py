@@ -155,14 +155,15 @@ async def serve(settings: Settings, schedule: bool = True) -> None:
         app = make_proxy_app(settings, store, wiring.hooks, wiring.extra_routes, session=session)
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
         await runner.setup()
+        # Everything is up before the port opens: a client that sees the port sees the whole service.
+        for cb in wiring.startup:
+            await cb()
         site = web.TCPSite(runner, settings.listen_host, settings.listen_port)
         await site.start()
         port = runner.addresses[0][1]
         host = settings.listen_host if is_loopback(settings.listen_host) else "127.0.0.1"
         url = f"http://{host}:{port}"
         write_service_file(settings.db, ServiceInfo(url, os.getpid(), bool(settings.admin_token)))
-        for cb in wiring.startup:
-            await cb()
         print(
             f"prewarm serve: proxy on {settings.listen_host}:{port} -> {settings.upstream} "
             f"({settings.upstream_kind}); request log {settings.db}",
