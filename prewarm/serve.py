@@ -24,7 +24,7 @@ from prewarm.catalog import load_catalog
 from prewarm.config import Settings, load_settings
 from prewarm.prewarmer import Prewarmer
 from prewarm.proxy.admin_prewarm import routes as admin_prewarm_routes
-from prewarm.proxy.admin import check_admin_token, is_loopback
+from prewarm.proxy.admin import check_admin_token
 from prewarm.proxy.app import make_proxy_app, make_upstream_session
 from prewarm.proxy.hooks import ProxyHooks
 from prewarm.cli import CommandError
@@ -117,6 +117,16 @@ def schedule_routes(sched: "ForecastScheduler") -> list[web.RouteDef]:
     return [web.post("/prewarm/train", train), web.post("/prewarm/forecast", forecast)]
 
 
+def service_host(listen_host: str) -> str:
+    """Where a reader on this machine reaches the service: loopback behind a wildcard bind, else the address
+    bound (a service on one interface only does not answer on 127.0.0.1)."""
+    if listen_host in ("0.0.0.0", "", "*"):
+        return "127.0.0.1"
+    if listen_host == "::":
+        return "[::1]"
+    return f"[{listen_host}]" if ":" in listen_host else listen_host
+
+
 def run(args: argparse.Namespace) -> int:
     overrides = {
         "upstream": args.upstream,
@@ -161,8 +171,7 @@ async def serve(settings: Settings, schedule: bool = True) -> None:
         site = web.TCPSite(runner, settings.listen_host, settings.listen_port)
         await site.start()
         port = runner.addresses[0][1]
-        host = settings.listen_host if is_loopback(settings.listen_host) else "127.0.0.1"
-        url = f"http://{host}:{port}"
+        url = f"http://{service_host(settings.listen_host)}:{port}"
         write_service_file(settings.db, ServiceInfo(url, os.getpid(), bool(settings.admin_token)))
         print(
             f"prewarm serve: proxy on {settings.listen_host}:{port} -> {settings.upstream} "
