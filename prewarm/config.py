@@ -56,7 +56,7 @@ class Settings:
     vram_budget: int | None = None  # bytes; None = what NVML or the upstream says
     vram_reserve: int = 512 * 10**6  # bytes kept free for CUDA contexts and fragmentation
     gpu_index: int | None = None  # None = all devices summed
-    admin_token: str | None = None
+    admin_token: str | None = field(default=None, repr=False)  # a logged Settings must not show it
     api_keys: dict[str, str] = field(default_factory=dict)  # sha256:<hex> -> user
     pins: list[str] = field(default_factory=list)
     max_body_bytes: int = 32 * 2**20
