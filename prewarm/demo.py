@@ -1,8 +1,8 @@
 """`prewarm demo`: the whole story in a few minutes, on the built-in emulator, with no GPU.
 
-1. A synthetic week of multi-user traffic for the sample catalog's models.
-2. The forecaster is trained (in a worker process) on the first six days.
-3. The seventh day is played, compressed, over real HTTP through the real proxy to
+1. Nine days of synthetic multi-user traffic for the sample catalog's models.
+2. The forecaster is trained (in a worker process) on the days before the last.
+3. The last day is played, compressed, over real HTTP through the real proxy to
    `prewarm emulate` (a separate process), while the prewarmer loads and evicts
    from the forecasts every window, under a VRAM budget smaller than the models.
 4. What the request log shows, read with SQL: requests, cold starts, a prewarm.
@@ -57,7 +57,7 @@ GB = 10**9
 class DemoPlan:
     """The knobs of one demo run; `quick` trades realism for a shorter run."""
 
-    days: int = 7
+    days: int = 9  # the workload starts on a Monday: day 9, played live, is a Tuesday
     users: int = 60
     models: int = 10
     seed: int = 7
@@ -69,7 +69,7 @@ class DemoPlan:
 
     @classmethod
     def for_args(cls, quick: bool) -> "DemoPlan":
-        return cls(days=5, users=40, compress=2880.0) if quick else cls()
+        return cls(days=5, users=40, compress=2880.0) if quick else cls()  # live: a Friday
 
 
 def _say(text: str = "") -> None:
@@ -183,7 +183,7 @@ class LiveDay:
             forecasts = self.forecaster.predict(seen, now, self.plan.horizon)
             await self.prewarmer.apply_plan(forecasts, made_at=now)
             self.plans += 1
-            next_window = (np.floor(now / w) + 1) * w - 0.1 * w
+            next_window = (np.floor((now + 0.1 * w) / w) + 1) * w - 0.1 * w
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.clock.wall_seconds_until(next_window))
 
@@ -288,15 +288,18 @@ async def _demo(workdir: Path, plan: DemoPlan) -> int:
             FROM requests GROUP BY model ORDER BY requests DESC""")
         _print_sql(ro, "what the prewarmer did", """
             SELECT action, ok, count(*) AS n FROM prewarm_actions GROUP BY ALL ORDER BY action, ok""")
-        _print_sql(ro, "a prewarm at work: a model loaded from the forecast, then its next request warm", """
+        planned_next = """
             WITH loads AS (
-                SELECT ts, model, reason FROM prewarm_actions WHERE action = 'load' AND ok AND reason LIKE 'prewarm:%'
+                SELECT ts, model FROM prewarm_actions WHERE action = 'load' AND ok AND reason LIKE 'prewarm:%'
             )
-            SELECT l.model, l.ts AS loaded_at, r.ts_start AS request_at, r.user_id, r.cold
+            SELECT l.model, l.ts AS loaded_at, r.ts_start AS next_request_at, r.user_id, r.cold
             FROM loads l
             JOIN LATERAL (SELECT * FROM requests r WHERE r.model = l.model AND r.ts_start > l.ts
-                          ORDER BY r.ts_start LIMIT 1) r ON true
-            ORDER BY l.ts LIMIT 3""")
+                          ORDER BY r.ts_start LIMIT 1) r ON true"""
+        _print_sql(ro, "prewarms at work: loads the forecast asked for, and whether the model's next request was warm",
+                   f"""SELECT count(*) AS planned_loads, count(*) FILTER (WHERE NOT cold) AS next_request_warm
+                       FROM ({planned_next})""")
+        _print_sql(ro, "three of them", f"SELECT * FROM ({planned_next}) WHERE NOT cold ORDER BY loaded_at LIMIT 3")
         live_row = ro.read_df("SELECT count(*) AS n, count(*) FILTER (WHERE cold) AS cold FROM requests").iloc[0]
     finally:
         await ro.close()
