@@ -44,6 +44,8 @@ class ModelView:
     resident: bool = False
     in_flight: int = 0
     pinned: bool = False
+    idle_s: float | None = None  # seconds since its last request; None = never asked for or unknown
+
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -56,6 +58,8 @@ class ModelView:
             raise ValueError(f"{self.model}: p_any must be in [0, 1], got {self.p_any}")
         if self.in_flight < 0:
             raise ValueError(f"{self.model}: in_flight must be >= 0, got {self.in_flight}")
+        if self.idle_s is not None and not self.idle_s >= 0:
+            raise ValueError(f"{self.model}: idle_s must be >= 0 or None, got {self.idle_s}")
 
     @property
     def value(self) -> float:
@@ -74,6 +78,7 @@ class PlanAction:
     action: str  # "load" | "unload" | "keep"
     reason: str
     resident_bytes_after: int  # bytes resident once this action is done
+    displaced: bool = False  # an unload only to make room for the plan's loads (the model is still expected)
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,32 @@ def _gb(n: int) -> str:
 
 def _describe(m: ModelView) -> str:
     return f"p_any={m.p_any:.2f} x load {m.load_seconds:.1f}s = {m.value:.2f}s expected cold-start cost, {_gb(m.size_bytes)}"
+
+
+def blend_recency(p_forecast: float, recent_rate_per_s: float, horizon_s: float) -> float:
+    """P(any request over the horizon) from the window forecast and the model's recent request rate.
+
+    The forecaster sees whole windows and the plan runs once per window; inside a
+    burst the best signal is recency. The two are combined as independent
+    sources of demand: 1 - (1 - p_forecast) x P(no request at the recent rate).
+    """
+    if recent_rate_per_s < 0 or horizon_s < 0:
+        raise ValueError(f"recent_rate_per_s and horizon_s must be >= 0, got {recent_rate_per_s}, {horizon_s}")
+    return 1.0 - (1.0 - p_forecast) * math.exp(-recent_rate_per_s * horizon_s)
+
+
+def _eviction_order(m: ModelView) -> tuple[float, float, int, str]:
+    """Least likely to be asked for first; on a tie (e.g. p_any 0 for every model the forecast has no opinion
+    on) the least recently used first.
+
+    Probability, not value density: evicting a model costs a cold start if it is
+    asked for before it could be back, whatever its size, and the load that brings
+    it back holds the single loader for everyone. Ranking by value per byte
+    evicted the big models first and kept them cycling through the loader: on the
+    Azure Functions replay (docs/replay.md) that tripled the cold-start rate.
+    """
+    idle = m.idle_s if m.idle_s is not None else math.inf
+    return (m.p_any, -idle, -m.size_bytes, m.model)
 
 
 def _forced(m: ModelView) -> bool:
@@ -159,17 +190,15 @@ def plan(models: Sequence[ModelView], budget_bytes: int, config: PlanConfig = Pl
         reason = why if why in ("requests in flight", "pinned") else f"worth its place: {why}"
         actions.append(PlanAction(m.model, "keep", reason, resident_now))
 
-    evict = sorted(
-        (m for m in models if m.resident and m.model not in chosen),
-        key=lambda m: (m.density, -m.size_bytes, m.model),
-    )
+    evict = sorted((m for m in models if m.resident and m.model not in chosen), key=_eviction_order)
     for m in evict:
         resident_now -= m.size_bytes
-        if m.p_any < resident_min_p:
-            reason = f"not expected within the horizon (p_any={m.p_any:.3f} < {resident_min_p:.3f})"
-        else:
+        displaced = m.p_any >= resident_min_p
+        if displaced:
             reason = f"displaced by models of higher value density ({_describe(m)})"
-        actions.append(PlanAction(m.model, "unload", reason, resident_now))
+        else:
+            reason = f"not expected within the horizon (p_any={m.p_any:.3f} < {resident_min_p:.3f})"
+        actions.append(PlanAction(m.model, "unload", reason, resident_now, displaced))
 
     loads = sorted(
         (m for m in models if not m.resident and m.model in chosen),
@@ -189,8 +218,8 @@ def make_room(models: Sequence[ModelView], incoming: str, budget_bytes: int) -> 
     """Evictions that let ``incoming`` load without the upstream exceeding the budget.
 
     Used before forwarding a request for a model that is not resident, so the
-    upstream's own eviction never has to act. Evicts lowest value density first,
-    never a model with requests in flight or a pinned one, then puts back any
+    upstream's own eviction never has to act. Evicts the least likely to be asked
+    for first (least recently used among equals), never a model with requests in flight or a pinned one, then puts back any
     eviction that turned out not to be needed (the greedy pass can overshoot).
     Returns [] when no eviction is needed and None when no choice of evictions
     makes room (the caller then forwards anyway or refuses, its choice).
@@ -208,7 +237,7 @@ def make_room(models: Sequence[ModelView], incoming: str, budget_bytes: int) -> 
         return []
     evictable = sorted(
         (m for m in models if m.resident and m.in_flight == 0 and not m.pinned and m.model != incoming),
-        key=lambda m: (m.density, -m.size_bytes, m.model),
+        key=_eviction_order,
     )
     chosen: list[ModelView] = []
     freed = 0
@@ -219,7 +248,8 @@ def make_room(models: Sequence[ModelView], incoming: str, budget_bytes: int) -> 
         freed += m.size_bytes
     if freed < need:
         return None
-    for m in sorted(chosen, key=lambda m: (-m.density, m.size_bytes, m.model)):
+    for m in sorted(chosen, key=lambda m: (-m.p_any, m.idle_s if m.idle_s is not None else math.inf,
+                                         m.size_bytes, m.model)):
         if freed - m.size_bytes >= need:
             chosen.remove(m)
             freed -= m.size_bytes

@@ -23,14 +23,15 @@ prefix of the events frame before the instant it forecasts for.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from prewarm.forecast.model import ForecastParams, HeatForecaster
-from prewarm.planner import ModelView, make_room, plan
-from prewarm.prewarmer import horizon_views
+from prewarm.planner import ModelView, blend_recency, make_room, plan
+from prewarm.prewarmer import PLAN_WINDOWS, horizon_views
 from prewarm.sim.gpu import SimGPU
 from prewarm.sim.policies.base import ABSENT, INF, QUEUED, Policy
 from prewarm.sim.trace import Trace
@@ -94,6 +95,11 @@ class ForecastSchedule:
         return self.windows
 
 
+# Planned loads wait while more than this many on-demand loads are queued: a prefetch
+# queued behind a backlog only delays requests that are already waiting.
+DEMAND_BACKLOG = 1
+
+
 class ForecastPolicy(Policy):
     name = "forecast"
 
@@ -109,11 +115,29 @@ class ForecastPolicy(Policy):
         self.want: set[int] = set()
         self.index = {name: k for k, name in enumerate(trace.names)}
         self.next_event = self.windows[0].at if self.windows else INF
+        # recency: an exponentially decayed request count per model, half-life = the plan horizon
+        self.horizon_s = PLAN_WINDOWS * self.schedule.window_s
+        self.decayed = [0.0] * trace.n_models
+        self.last_used = [-INF] * trace.n_models
 
-    def _view(self, m: int, resident: bool) -> ModelView:
+    def touch(self, i: int, m: int, t: float, hit: bool) -> None:
+        h = self.horizon_s
+        self.decayed[m] = self.decayed[m] * 0.5 ** ((t - self.last_used[m]) / h) + 1.0
+        self.last_used[m] = t
+
+    def _rate(self, m: int, x: float) -> float:
+        """Requests per second from the decayed count (its mean age is h / ln 2)."""
+        h = self.horizon_s
+        return self.decayed[m] * 0.5 ** ((x - self.last_used[m]) / h) * math.log(2) / h
+
+    def _view(self, m: int, resident: bool, x: float) -> ModelView:
         p, demand = self.current.get(m, (0.0, None))
+        last = self.last_used[m]
+        if last > -INF:
+            p = blend_recency(p, self._rate(m, x), self.horizon_s)
         gpu = self.gpu
-        return ModelView(self.trace.names[m], gpu.sizes[m], gpu.load_seconds[m], p, demand, resident=resident)
+        return ModelView(self.trace.names[m], gpu.sizes[m], gpu.load_seconds[m], p, demand, resident=resident,
+                         idle_s=x - last if last > -INF else None)
 
     def advance(self, x: float) -> None:
         windows = self.windows
@@ -124,25 +148,41 @@ class ForecastPolicy(Policy):
         self.next_event = windows[self.k].at if self.k < len(windows) else INF
 
     def _plan(self, x: float) -> None:
-        """Run the planner on everything present (queued and loading count as resident: they are on their way)."""
+        """Run the planner on everything present (queued and loading count as resident: they are on their way).
+
+        Unloads happen now. Planned loads join the loader queue only while at most
+        DEMAND_BACKLOG on-demand loads wait there, and only as many as the loader
+        can do before the next plan (their load seconds within one window).
+        """
         gpu = self.gpu
         status = gpu.status
+        recent = x - 8 * self.horizon_s
         ids = set(self.current) | {m for m, st in enumerate(status) if st != ABSENT}
-        views = [self._view(m, status[m] != ABSENT) for m in sorted(ids)]
+        ids |= {m for m, last in enumerate(self.last_used) if last >= recent}
+        views = [self._view(m, status[m] != ABSENT, x) for m in sorted(ids)]
         index = self.index
         self.plans += 1
         want: set[int] = set()
+        queue = gpu.queue
+        demand_backlog = sum(1 for q in queue if gpu.waiters[q])
+        prefetch_s = sum(gpu.load_seconds[q] for q in queue if not gpu.waiters[q])
         for action in plan(views, gpu.budget):
             m = index[action.model]
             if action.action == "unload":
+                if action.displaced:
+                    continue  # room for a planned load is made when that load starts (make_room), not before
                 if gpu.is_resident(m, x):
                     self.evict(m, x)
                 elif status[m] == QUEUED:
                     gpu.cancel(m)  # a prefetch it queued earlier; a requested load stays
             else:
-                want.add(m)
                 if action.action == "load" and status[m] == ABSENT:
+                    cost = gpu.load_seconds[m]
+                    if demand_backlog > DEMAND_BACKLOG or prefetch_s + cost > self.schedule.window_s:
+                        continue
+                    prefetch_s += cost
                     gpu.enqueue(m, x)
+                want.add(m)
         self.want = want
 
     def wanted(self, m: int, s: float) -> bool:
@@ -152,8 +192,8 @@ class ForecastPolicy(Policy):
         gpu = self.gpu
         if gpu.fits(m):
             return True
-        views = [self._view(v, True) for v in range(len(gpu.status)) if gpu.is_resident(v, t)]
-        views.append(self._view(m, False))
+        views = [self._view(v, True, t) for v in range(len(gpu.status)) if gpu.is_resident(v, t)]
+        views.append(self._view(m, False, t))
         actions = make_room(views, self.trace.names[m], gpu.budget)
         if actions is None:
             return False
