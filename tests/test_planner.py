@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prewarm.planner import ModelView, PlanAction, PlanConfig, make_room, plan
+from prewarm.planner import ModelView, PlanAction, PlanConfig, blend_recency, make_room, plan
 
 GB = 10**9
 
@@ -115,7 +116,7 @@ def test_bad_input_is_refused_with_a_clear_error():
         make_room([mv("x", 1, 1, 0.5)], "y", GB)
 
 
-def test_make_room_evicts_lowest_density_and_puts_back_unneeded():
+def test_make_room_evicts_least_likely_and_puts_back_unneeded():
     models = [
         mv("small_cold", 1, 1, 0.1, resident=True),  # density 0.1
         mv("big_cold", 8, 4, 0.5, resident=True),  # density 0.25
@@ -265,3 +266,25 @@ def test_prop_make_room_fits_or_is_impossible(models, budget, data):
         assert a.resident_bytes_after == total
     if not target.resident:
         assert total + target.size_bytes <= budget
+
+
+def test_make_room_breaks_ties_by_least_recently_used():
+    # the forecast has no opinion on any of them (p_any 0): the one idle longest goes, then the never-used one
+    models = [
+        dataclasses.replace(mv("recent", 4, 10, 0.0, resident=True), idle_s=30.0),
+        dataclasses.replace(mv("stale", 4, 10, 0.0, resident=True), idle_s=3000.0),
+        mv("unknown", 4, 10, 0.0, resident=True),
+        mv("incoming", 4, 10, 1.0),
+    ]
+    acts = make_room(models, "incoming", 12 * GB)
+    assert [a.model for a in acts] == ["unknown"]
+    acts = make_room(models[:2] + models[3:], "incoming", 8 * GB)
+    assert [a.model for a in acts] == ["stale"]
+
+
+def test_blend_recency_adds_recent_demand_as_an_independent_source():
+    assert blend_recency(0.0, 0.0, 600) == 0.0
+    assert blend_recency(0.5, 0.0, 600) == pytest.approx(0.5)
+    assert blend_recency(0.5, 1 / 600, 600) == pytest.approx(1 - 0.5 * math.exp(-1))
+    with pytest.raises(ValueError):
+        blend_recency(0.5, -1.0, 600)
