@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--policy", help="comma-separated: ollama,lru,topn,histogram,forecast,oracle (default all)")
     s.add_argument("--warmup", type=float, default=0.3, help="fraction of the trace's span not scored (default 0.3)")
     s.add_argument("--train-fraction", type=float, default=None, help="forecast policy: initial training part (default = --warmup)")
-    s.add_argument("--retrain-every", default="1d", help="forecast policy: refit interval in trace time (default 1d)")
+    s.add_argument("--retrain-every", default=None,
+                   help="forecast policy: refit interval in trace time (default: 1d or a tenth of the trace, the shorter)")
     s.add_argument("--window", default="5m", help="forecast/plan window (default 5m)")
     s.add_argument("--format", choices=["table", "json", "csv"], default="table")
     s.add_argument("--plot", help="write a PNG comparing the policies")

@@ -31,8 +31,8 @@ def run_replay(args: argparse.Namespace) -> int:
         budgets = parse_budgets(args.vram_budget)
         policies = parse_policies(args.policy)
         window_s = parse_duration(args.window)
-        retrain_s = parse_duration(args.retrain_every)
-        if window_s <= 0 or retrain_s <= 0:
+        retrain_s = None if args.retrain_every is None else parse_duration(args.retrain_every)
+        if window_s <= 0 or (retrain_s is not None and retrain_s <= 0):
             raise ValueError("--window and --retrain-every must be positive")
         if args.train_fraction is not None and not 0.0 < args.train_fraction < 1.0:
             raise ValueError(f"--train-fraction must be in (0, 1), got {args.train_fraction}")

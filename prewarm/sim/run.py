@@ -27,7 +27,7 @@ class ForecastOptions:
     """How the forecast policy trains and plans (see prewarm.sim.policies.forecast)."""
 
     window_s: float = 300.0
-    retrain_every_s: float = 86400.0
+    retrain_every_s: float | None = None  # None: one day or a tenth of the trace's span, whichever is shorter
     train_fraction: float | None = None  # None: the warm-up fraction
 
 
@@ -79,7 +79,10 @@ def _factories(trace: Trace, span: Span, fopts: ForecastOptions) -> dict[str, Ca
         if "schedule" not in shared:
             t0, t1 = float(trace.ts[0]), float(trace.ts[-1])
             train_end = span.scored_from if fopts.train_fraction is None else t0 + fopts.train_fraction * (t1 - t0)
-            shared["schedule"] = ForecastSchedule(trace, train_end, fopts.window_s, fopts.retrain_every_s)
+            # a day of refits is one fit on a short trace (8 h: the first 2.4 h only); a tenth of the span
+            # keeps refitting on what was seen so far, and a day bounds the fitting cost of long traces
+            retrain = fopts.retrain_every_s if fopts.retrain_every_s is not None else min(86400.0, 0.1 * (t1 - t0))
+            shared["schedule"] = ForecastSchedule(trace, train_end, fopts.window_s, max(retrain, fopts.window_s))
         return ForecastPolicy(shared["schedule"])  # type: ignore[arg-type]
 
     factories["forecast"] = forecast
