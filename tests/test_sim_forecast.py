@@ -59,3 +59,27 @@ def test_forecast_policy_is_trained_on_the_warm_up_and_refit_daily():
     assert res.extra["train_end"] == 1.5 * DAY
     assert res.extra["fits"] == 1 + 1  # at 1.5 d, then once a day of trace time later
     assert res.extra["train_seconds"] > 0 and res.requests > 0
+
+
+def _planned_prefetch_replay(requests: list[tuple[float, str]]):
+    """Four 1 GB models loading in 100 s; one plan at t=10 forecasts d (first asked for at t=5000) at p=0.9."""
+    from prewarm.sim.engine import replay
+    from prewarm.sim.policies.forecast import ForecastPolicy, ForecastSchedule, WindowForecast
+
+    df = pd.DataFrame({"ts": [t for t, _ in requests], "model": [m for _, m in requests], "user": "u"})
+    tr = frame_to_trace(df)
+    d = tr.names.index("d")
+    schedule = ForecastSchedule(tr, train_end=0.0, window_s=300.0, retrain_every_s=DAY)
+    schedule.windows = [WindowForecast(10.0, {d: (0.9, 0.0)})]
+    schedule._done = True
+    n = tr.n_models
+    return replay(tr, [10**9] * n, [100.0] * n, 10 * 10**9, ForecastPolicy(schedule), Span(0.0, float(tr.ts[-1])))
+
+
+def test_forecast_plan_does_not_queue_prefetches_behind_an_on_demand_backlog():
+    # at the plan (t=10) a is loading and b waits: one on-demand load queued, the prefetch of d may join
+    one = _planned_prefetch_replay([(0.0, "a"), (1.0, "b"), (5000.0, "d")])
+    # a loading, b and c waiting: the prefetch would only delay them, so d is left to load on demand
+    two = _planned_prefetch_replay([(0.0, "a"), (1.0, "b"), (2.0, "c"), (5000.0, "d")])
+    assert one.cold_starts == 2  # a and b; d was prefetched
+    assert two.cold_starts == 4  # a, b, c and d
