@@ -29,7 +29,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,27 +39,10 @@ from pathlib import Path
 
 import aiohttp
 
+from prewarm.localproc import free_port, wait_http
+
 MODELS = ("qwen2.5:0.5b", "llama3.2:1b", "llama3.2:3b")
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{proc.args} exited with status {proc.returncode}")
-        try:
-            with OPENER.open(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not come up in {timeout:.0f} s")
 
 
 # ---------------------------------------------------------------- client process

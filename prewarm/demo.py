@@ -20,9 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -38,6 +36,7 @@ from prewarm.backends.ollama import OllamaBackend
 from prewarm.catalog import Catalog, load_catalog, sample_catalog_path
 from prewarm.config import Settings
 from prewarm.forecast.model import ForecastParams, HeatForecaster
+from prewarm.localproc import PREWARM_CMD, free_port, wait_http
 from prewarm.prewarmer import Prewarmer
 from prewarm.proxy.admin_prewarm import routes as admin_prewarm_routes
 from prewarm.proxy.app import make_proxy_app
@@ -76,12 +75,6 @@ def _say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def demo_workload(plan: DemoPlan, catalog: Catalog) -> pd.DataFrame:
     """The synthetic generator's traffic, its models renamed onto the sample catalog (most popular first)."""
     events = synth(models=plan.models, users=plan.users, days=plan.days, seed=plan.seed)
@@ -97,20 +90,6 @@ def demo_workload(plan: DemoPlan, catalog: Catalog) -> pd.DataFrame:
 
 def _fit(history: pd.DataFrame, end_ts: float, params: ForecastParams) -> HeatForecaster:
     return HeatForecaster.fit(history, end_ts, params)
-
-
-async def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with aiohttp.ClientSession() as s:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the emulator exited early (status {proc.returncode})")
-            with contextlib.suppress(aiohttp.ClientError):
-                async with s.get(url) as r:
-                    if r.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"the emulator did not answer at {url} within {timeout_s:.0f} s")
 
 
 class CompressedClock:
@@ -238,9 +217,9 @@ async def _demo(workdir: Path, plan: DemoPlan) -> int:
     methods = pd.Series(forecaster.fit_report.get("methods", {})).value_counts().to_dict()
     _say(f"   trained in {time.monotonic() - t:.1f} s" + (f"; per-model methods: {methods}" if methods else ""))
 
-    emu_port = _free_port()
+    emu_port = free_port()
     emulator = subprocess.Popen(
-        [sys.executable, "-m", "prewarm", "emulate", "--listen", f"127.0.0.1:{emu_port}",
+        [*PREWARM_CMD, "emulate", "--listen", f"127.0.0.1:{emu_port}",
          "--catalog", str(sample_catalog_path()), "--vram", str(plan.emulator_vram),
          "--time-scale", repr(1.0 / plan.compress), "--tokens-per-second", "5000"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -253,7 +232,7 @@ async def _demo(workdir: Path, plan: DemoPlan) -> int:
     runner: web.AppRunner | None = None
     prewarmer: Prewarmer | None = None
     try:
-        await _wait_http(upstream + "/api/version", emulator)
+        await asyncio.to_thread(wait_http, upstream + "/api/version", emulator, 30.0)
         await asyncio.to_thread(store.open)
         clock = CompressedClock(live_start, plan.compress)
         prewarmer = Prewarmer(settings, OllamaBackend(upstream, catalog), store, catalog=catalog, clock=clock.now)

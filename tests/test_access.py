@@ -17,7 +17,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -26,6 +25,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from prewarm.localproc import PREWARM_CMD
 from prewarm.cli import main
 from prewarm.config import Settings, hash_api_key, load_settings
 from prewarm.proxy import admin
@@ -34,7 +34,7 @@ from prewarm.residency import ResidencyTracker
 from prewarm.store.readonly import ReadOnlyError, check_read_only
 from prewarm.store.writer import Store
 
-PREWARM = [sys.executable, "-m", "prewarm"]
+PREWARM = PREWARM_CMD
 TOKEN = "tok-3f9a7c1e5b2d4e6f8a0b"
 API_KEY = "sk-test-9d8c7b6a5f4e3d2c1b0a"
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))

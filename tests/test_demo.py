@@ -8,7 +8,7 @@ from pathlib import Path
 
 import duckdb
 
-from test_proxy_serve import clean_env
+from prewarm.localproc import clean_env
 
 
 def test_quick_demo_runs_to_the_end(tmp_path: Path) -> None:

@@ -11,12 +11,9 @@ llama-cpp-python is built (the `llamacpp` extra; CI installs it).
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,36 +33,11 @@ from llamacpp_model import write_tiny_llama  # noqa: E402
 from prewarm.backends.base import BackendError, Unsupported  # noqa: E402
 from prewarm.backends.openai_compat import OpenAICompatBackend  # noqa: E402
 from prewarm.catalog import Catalog  # noqa: E402
+from prewarm.localproc import PREWARM_CMD, clean_env, free_port, wait_http  # noqa: E402
 
 MODELS = ("tiny-a", "tiny-b")
-PREWARM = [sys.executable, "-m", "prewarm"]
+PREWARM = PREWARM_CMD
 LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREWARM_")}
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    return env
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read() if proc.stderr else ""
-            raise AssertionError(f"{proc.args[:4]} exited with {proc.returncode}: {err[-2000:]}")
-        try:
-            with LOOPBACK.open(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"{url} did not come up")
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,8 @@ import pytest
 
 from prewarm.catalog import default_entry
 from prewarm.workload import synth
-from test_proxy_serve import PREWARM, clean_env, free_port, prewarm_sql, wait_http
-
-LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+from prewarm.localproc import LOOPBACK, PREWARM_CMD as PREWARM, clean_env, free_port, wait_http
+from test_proxy_serve import prewarm_sql
 
 
 def post(url: str, body: dict | None = None) -> dict:
