@@ -403,3 +403,50 @@ async def test_admin_guard_off_loopback(aiohttp_client, tmp_path: Path) -> None:
     assert (await client.get("/metrics", headers={"Authorization": "Bearer s3cret"})).status == 200
     await client.close()
     await store.close()
+
+
+@pytest.mark.parametrize("marker", [b"data: [DONE]\n\n", b'{"done":true,"eval_count":2,"eval_duration":7}\n'])
+@pytest.mark.parametrize("handler_cancellation", [True, False])
+async def test_client_that_hangs_up_after_the_end_marker_was_served(
+    aiohttp_server, tmp_path: Path, handler_cancellation: bool, marker: bytes
+) -> None:
+    """The openai client closes after `data: [DONE]`, before the upstream ends the stream: a 200, not a 499."""
+    finished = asyncio.Event()
+
+    async def slow_end(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        await resp.write(b"data: {\"x\": 1}\n\n" if marker.startswith(b"data") else b'{"done":false}\n')
+        await resp.write(marker)
+        try:
+            await asyncio.sleep(5)  # the closing chunk comes late, as from sse-starlette
+        finally:
+            finished.set()
+        return resp
+
+    up = web.Application()
+    up.router.add_post("/{tail:.*}", slow_end)
+    server = await aiohttp_server(up)
+    stack = await start_stack(aiohttp_server, str(server.make_url("")).rstrip("/"), tmp_path,
+                              cancel=handler_cancellation)
+    endpoint = "/v1/chat/completions" if marker.startswith(b"data") else "/api/chat"
+    async with aiohttp.ClientSession() as s:
+        r = await s.post(stack.url + endpoint, json={"model": "m", "stream": True, "messages": []})
+        seen = b""
+        while marker not in seen:
+            seen += await r.content.readany()
+        r.close()  # gone before the terminating zero-length chunk
+    (row,) = await stack.wait_rows(f"endpoint = '{endpoint}'")
+    assert (row["status"], row["error"], row["stream"]) == (200, None, True)
+
+
+async def test_client_gone_before_the_end_marker_is_still_499(aiohttp_server, echo, tmp_path: Path) -> None:
+    """The other side of the rule above: an answer cut short stays a 499."""
+    e, url = echo
+    stack = await start_stack(aiohttp_server, url, tmp_path)
+    async with aiohttp.ClientSession() as s:
+        r = await s.post(stack.url + "/api/generate", json={"model": "m", "prompt": "p"})
+        await r.content.readline()
+        r.close()
+    (row,) = await stack.wait_rows("status = 499")
+    assert row["error"] == "client disconnected"

@@ -36,6 +36,7 @@ from prewarm.proxy.protocol import (
     api_of,
     error_body,
     parse_request,
+    stream_finished,
     usage_from_tail,
     user_of,
 )
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 SESSION_KEY = web.AppKey("prewarm_upstream_session", aiohttp.ClientSession)
 LAG_KEY = web.AppKey("prewarm_loop_lag", LoopLag)
 STATUS_CLIENT_GONE = 499
+_DELIVERED = web.RequestKey("prewarm_delivered", bool)  # the upstream's whole answer went to the client
 _STREAMED_BODY_DROP = HOP_BY_HOP | {"host"}
 _UTC = timezone.utc
 
@@ -164,8 +166,9 @@ class _Forwarder:
 
             return await self._forward(request, event, base, headers, data, known, t0)
         except asyncio.CancelledError:
-            event.status = STATUS_CLIENT_GONE
-            event.error = "client disconnected"
+            if not request.get(_DELIVERED):
+                event.status = STATUS_CLIENT_GONE
+                event.error = "client disconnected"
             raise
         finally:
             now = time.perf_counter()
@@ -226,11 +229,20 @@ class _Forwarder:
                     if len(tail) > 2 * TAIL_KEEP:
                         del tail[:-TAIL_KEEP]
                 chunk = await read()
+            request[_DELIVERED] = True
             await resp.write_eof()
         except (ConnectionResetError, asyncio.CancelledError) as exc:
             up.close()
-            event.status = STATUS_CLIENT_GONE
-            event.error = "client disconnected"
+            # A client that hangs up once it has the end marker (the openai client does, after
+            # data: [DONE], before the closing chunk) was served in full.
+            if tail and stream_finished(bytes(tail)):
+                request[_DELIVERED] = True
+            if request.get(_DELIVERED):
+                if tail:
+                    self._fill_from_tail(event, bytes(tail))
+            else:
+                event.status = STATUS_CLIENT_GONE
+                event.error = "client disconnected"
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return resp

@@ -184,6 +184,20 @@ def usage_from_tail(tail: bytes) -> Usage:
     return out
 
 
+# Ollama's final line says done:true near its start and ends with the durations (a long
+# `context` array may sit between them, beyond the tail the proxy keeps).
+_STREAM_END = re.compile(rb'data: \[DONE\]\s*$|("done"\s*:\s*true|"eval_duration"\s*:\s*\d+)[^\n]*\n?\s*$')
+
+
+def stream_finished(tail: bytes) -> bool:
+    """Whether a stream's last bytes are its end marker: SSE's `data: [DONE]` or Ollama's done:true line.
+
+    A client may hang up as soon as it has read the marker, before the closing
+    chunk arrives: it has had the whole answer, so the request is not a 499.
+    """
+    return bool(_STREAM_END.search(tail))
+
+
 def error_body(endpoint: str, status: int, message: str) -> bytes:
     """An error in the API's own shape: Ollama's {"error": "..."} or OpenAI's error object."""
     if endpoint.startswith("/v1/"):
