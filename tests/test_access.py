@@ -1,5 +1,5 @@
-"""Access: admin routes and /metrics need the token off loopback (a real `prewarm serve` bound to this
-machine's own non-loopback address), the token is compared with hmac.compare_digest, `prewarm sql` stays
+"""Access: admin routes and /metrics need the token off loopback (a real `prewarm serve` listening on
+0.0.0.0, reached over 127.0.0.1 so no traffic leaves loopback), the token is compared with hmac.compare_digest, `prewarm sql` stays
 read-only on both paths, API keys are only kept hashed, and neither the logs nor the database hold a
 secret after a run.
 
@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import hmac
 import json
-import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -25,7 +23,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from prewarm.localproc import PREWARM_CMD
+from prewarm.localproc import PREWARM_CMD, clean_env, free_port
 from prewarm.cli import main
 from prewarm.config import Settings, hash_api_key, load_settings
 from prewarm.proxy import admin
@@ -47,23 +45,6 @@ WRITES = [
     "CREATE MACRO m(a) AS a", "EXPORT DATABASE '/tmp/prewarm-export'", "IMPORT DATABASE '/tmp/prewarm-export'",
     "USE memory", "BEGIN", "EXPLAIN ANALYZE DELETE FROM requests", "PREPARE p AS SELECT 1", "EXECUTE p",
 ]
-
-
-def own_address() -> str | None:
-    """This machine's own non-loopback IPv4 address; traffic to it never leaves the machine."""
-    try:
-        out = subprocess.run(["hostname", "-I"], capture_output=True, text=True, timeout=10).stdout.split()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    for addr in out:
-        if "." in addr and not addr.startswith("127."):
-            try:
-                with socket.socket() as s:
-                    s.bind((addr, 0))
-                return addr
-            except OSError:
-                continue
-    return None
 
 
 def call(url: str, method: str = "GET", token: str | None = None, body: dict | None = None) -> tuple[int, bytes]:
@@ -95,17 +76,10 @@ def wait_up(url: str, proc: subprocess.Popen) -> None:
 
 @pytest.mark.slow
 def test_off_loopback_admin_needs_token_and_no_secret_reaches_logs_or_db(tmp_path: Path) -> None:
-    addr = own_address()
-    if addr is None:
-        pytest.skip("this machine has no non-loopback IPv4 address to bind")
-    with socket.socket() as s:
-        s.bind((addr, 0))
-        port = s.getsockname()[1]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        emu_port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREWARM_")}
-    env["NO_PROXY"] = env["no_proxy"] = f"127.0.0.1,localhost,{addr}"
+    # Listening on every interface is off loopback (the token is required); the test still talks to it
+    # over 127.0.0.1 only, so no traffic leaves loopback.
+    port, emu_port = free_port(), free_port()
+    env = clean_env()
     config = tmp_path / "prewarm.toml"
     config.write_text(f'admin_token = "{TOKEN}"\n[api_keys]\n"{API_KEY}" = "alice"\n')
     db = tmp_path / "a.duckdb"
@@ -114,9 +88,9 @@ def test_off_loopback_admin_needs_token_and_no_secret_reaches_logs_or_db(tmp_pat
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     serve = subprocess.Popen(
         PREWARM + ["serve", "--config", str(config), "--upstream", f"http://127.0.0.1:{emu_port}",
-                   "--listen", f"{addr}:{port}", "--db", str(db), "--no-schedule"],
+                   "--listen", f"0.0.0.0:{port}", "--db", str(db), "--no-schedule"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    base = f"http://{addr}:{port}"
+    base = f"http://127.0.0.1:{port}"
     try:
         wait_up(f"http://127.0.0.1:{emu_port}/api/version", emu)
         wait_up(base + "/prewarm/health", serve)
