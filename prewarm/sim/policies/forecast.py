@@ -23,6 +23,7 @@ prefix of the events frame before the instant it forecasts for.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from prewarm.forecast.model import ForecastParams, HeatForecaster
-from prewarm.planner import ModelView, blend_recency, make_room, plan
+from prewarm.planner import ModelView, PlanConfig, blend_recency, make_room, plan
 from prewarm.prewarmer import PLAN_WINDOWS, horizon_views
 from prewarm.sim.gpu import SimGPU
 from prewarm.sim.policies.base import ABSENT, INF, QUEUED, Policy
@@ -186,7 +187,22 @@ class ForecastPolicy(Policy):
         self.want = want
 
     def wanted(self, m: int, s: float) -> bool:
-        return m in self.want
+        """A prefetch still in the plan, and room for it without evicting a model at least as likely to be asked for.
+
+        make_room alone would evict the least likely resident models whatever
+        their p_any; for a speculative load that could unload a model more
+        likely to be needed than the one coming in.
+        """
+        if m not in self.want:
+            return False
+        gpu = self.gpu
+        if gpu.fits(m):
+            return True
+        incoming = self._view(m, False, s)
+        margin = 1.0 + PlanConfig().hysteresis
+        views = [dataclasses.replace(v, pinned=v.p_any * margin >= incoming.p_any)
+                 for v in (self._view(r, True, s) for r in range(len(gpu.status)) if gpu.is_resident(r, s))]
+        return make_room(views + [incoming], incoming.model, gpu.budget) is not None
 
     def make_room(self, m: int, t: float) -> bool:
         gpu = self.gpu
