@@ -20,6 +20,9 @@ Rules, in order of precedence:
   (each swap costs a full load);
 * a model whose ``p_any`` is below ``min_p_any`` is not loaded ahead of demand, and a
   resident one is let go once its ``p_any`` falls below ``min_p_any / (1 + hysteresis)``;
+* what goes (in a plan or to make room for a request) goes least likely first,
+  least recently used among equals: an eviction costs a cold start whatever the
+  model's size, so per-byte value decides what to load, not what to drop;
 * evictions come before loads, loads go one at a time with the soonest expected
   demand first, and no step ever leaves more than the budget resident unless the
   set was already over budget before the plan (and then only evictions happen).
