@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +124,47 @@ def blend_recency(p_forecast: float, recent_rate_per_s: float, horizon_s: float)
     if recent_rate_per_s < 0 or horizon_s < 0:
         raise ValueError(f"recent_rate_per_s and horizon_s must be >= 0, got {recent_rate_per_s}, {horizon_s}")
     return 1.0 - (1.0 - p_forecast) * math.exp(-recent_rate_per_s * horizon_s)
+
+
+class RecentDemand:
+    """Each model's recent request rate and idle time, for blend_recency and the planner's LRU tie-break.
+
+    The rate is an exponentially decayed request count (half-life = the plan
+    horizon), so a burst fades within a few horizons. Kept here, beside the rules
+    that read it, so the live prewarmer and the replay's forecast policy see
+    recency the same way. Keys are whatever the caller names models by.
+    """
+
+    def __init__(self, half_life_s: float) -> None:
+        if not half_life_s > 0:
+            raise ValueError(f"half_life_s must be > 0, got {half_life_s}")
+        self.half_life_s = float(half_life_s)
+        self.last: dict[Any, float] = {}
+        self._decayed: dict[Any, float] = {}
+
+    def observe(self, key: Any, t: float) -> None:
+        last = self.last.get(key)
+        before = 0.0 if last is None else self._decayed[key] * 0.5 ** ((t - last) / self.half_life_s)
+        self._decayed[key] = before + 1.0
+        self.last[key] = t
+
+    def rate(self, key: Any, t: float) -> float:
+        """Requests per second (the decayed count over its mean age, half-life / ln 2)."""
+        last = self.last.get(key)
+        if last is None:
+            return 0.0
+        h = self.half_life_s
+        return self._decayed[key] * 0.5 ** (max(0.0, t - last) / h) * math.log(2) / h
+
+    def idle_s(self, key: Any, t: float) -> float | None:
+        last = self.last.get(key)
+        return None if last is None else max(0.0, t - last)
+
+    def blend(self, key: Any, p_forecast: float, t: float) -> float:
+        """blend_recency over the half-life (the plan horizon) for this model."""
+        if key not in self.last:
+            return p_forecast
+        return blend_recency(p_forecast, self.rate(key, t), self.half_life_s)
 
 
 def _eviction_order(m: ModelView) -> tuple[float, float, int, str]:

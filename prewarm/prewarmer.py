@@ -35,7 +35,7 @@ from prewarm.catalog import Catalog, load_catalog
 from prewarm.config import Settings
 from prewarm.gpu import Budget, GpuMonitor
 from prewarm.metrics import PrewarmMetrics
-from prewarm.planner import ModelView, PlanAction, PlanConfig, make_room, plan
+from prewarm.planner import ModelView, PlanAction, PlanConfig, RecentDemand, make_room, plan
 from prewarm.records import RequestEvent
 from prewarm.residency import ResidencyTracker
 
@@ -115,6 +115,8 @@ class Prewarmer:
         self.planned_resident: set[str] = set()
         self.forecast: dict[str, tuple[float, float | None]] = {}
         self.forecast_at: float | None = None
+        # Recency, as the replay's forecast policy sees it: blended into p_any and the LRU tie-break.
+        self.recent = RecentDemand(PLAN_WINDOWS * settings.window)
         self.last_plan: list[PlanAction] = []
         self.last_plan_at: float | None = None
         self.last_actions: deque[dict[str, Any]] = deque(maxlen=50)
@@ -209,6 +211,7 @@ class Prewarmer:
         resident = self._resident()
         in_flight = self._in_flight()
         names = set(self.sizes) | set(self.forecast) | set(resident) | self.pins | set(extra)
+        now = self.clock()
         out = []
         for m in sorted(names):
             p, demand = self.forecast.get(m, (0.0, None))
@@ -217,11 +220,12 @@ class Prewarmer:
                     model=m,
                     size_bytes=resident.get(m) or self.size_of(m),
                     load_seconds=self.load_seconds_of(m),
-                    p_any=p,
+                    p_any=self.recent.blend(m, p, now),
                     next_demand_s=demand,
                     resident=m in resident,
                     in_flight=in_flight.get(m, 0),
                     pinned=m in self.pins,
+                    idle_s=self.recent.idle_s(m, now),
                 )
             )
         return out
@@ -274,6 +278,7 @@ class Prewarmer:
 
     def request_started(self, model: str) -> None:
         self.tracker.request_started(model)
+        self.recent.observe(self.canonical(model), self.clock())
 
     def request_finished(self, model: str, event: RequestEvent) -> None:
         self.tracker.request_finished(model, event)

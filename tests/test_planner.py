@@ -288,3 +288,17 @@ def test_blend_recency_adds_recent_demand_as_an_independent_source():
     assert blend_recency(0.5, 1 / 600, 600) == pytest.approx(1 - 0.5 * math.exp(-1))
     with pytest.raises(ValueError):
         blend_recency(0.5, -1.0, 600)
+
+
+def test_recent_demand_decays_by_half_life_and_blends_into_p_any():
+    from prewarm.planner import RecentDemand
+
+    rd = RecentDemand(half_life_s=600.0)
+    assert rd.rate("m", 0.0) == 0.0 and rd.idle_s("m", 0.0) is None and rd.blend("m", 0.2, 0.0) == 0.2
+    for t in (0.0, 10.0, 20.0):
+        rd.observe("m", t)
+    now = rd.rate("m", 20.0)
+    assert rd.rate("m", 620.0) == pytest.approx(now / 2)
+    assert rd.idle_s("m", 50.0) == 30.0
+    assert 0.2 < rd.blend("m", 0.2, 20.0) < 1.0
+    assert rd.blend("m", 0.2, 20.0) > rd.blend("m", 0.2, 6000.0) > 0.2

@@ -24,14 +24,13 @@ prefix of the events frame before the instant it forecasts for.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from prewarm.forecast.model import ForecastParams, HeatForecaster
-from prewarm.planner import ModelView, PlanConfig, blend_recency, make_room, plan
+from prewarm.planner import ModelView, PlanConfig, RecentDemand, make_room, plan
 from prewarm.prewarmer import PLAN_WINDOWS, horizon_views
 from prewarm.sim.gpu import SimGPU
 from prewarm.sim.policies.base import ABSENT, INF, QUEUED, Policy
@@ -117,28 +116,16 @@ class ForecastPolicy(Policy):
         self.index = {name: k for k, name in enumerate(trace.names)}
         self.next_event = self.windows[0].at if self.windows else INF
         # recency: an exponentially decayed request count per model, half-life = the plan horizon
-        self.horizon_s = PLAN_WINDOWS * self.schedule.window_s
-        self.decayed = [0.0] * trace.n_models
-        self.last_used = [-INF] * trace.n_models
+        self.recent = RecentDemand(PLAN_WINDOWS * self.schedule.window_s)
 
     def touch(self, i: int, m: int, t: float, hit: bool) -> None:
-        h = self.horizon_s
-        self.decayed[m] = self.decayed[m] * 0.5 ** ((t - self.last_used[m]) / h) + 1.0
-        self.last_used[m] = t
-
-    def _rate(self, m: int, x: float) -> float:
-        """Requests per second from the decayed count (its mean age is h / ln 2)."""
-        h = self.horizon_s
-        return self.decayed[m] * 0.5 ** ((x - self.last_used[m]) / h) * math.log(2) / h
+        self.recent.observe(m, t)
 
     def _view(self, m: int, resident: bool, x: float) -> ModelView:
         p, demand = self.current.get(m, (0.0, None))
-        last = self.last_used[m]
-        if last > -INF:
-            p = blend_recency(p, self._rate(m, x), self.horizon_s)
         gpu = self.gpu
-        return ModelView(self.trace.names[m], gpu.sizes[m], gpu.load_seconds[m], p, demand, resident=resident,
-                         idle_s=x - last if last > -INF else None)
+        return ModelView(self.trace.names[m], gpu.sizes[m], gpu.load_seconds[m], self.recent.blend(m, p, x), demand,
+                         resident=resident, idle_s=self.recent.idle_s(m, x))
 
     def advance(self, x: float) -> None:
         windows = self.windows
@@ -157,9 +144,9 @@ class ForecastPolicy(Policy):
         """
         gpu = self.gpu
         status = gpu.status
-        recent = x - 8 * self.horizon_s
+        recent = x - 8 * self.recent.half_life_s
         ids = set(self.current) | {m for m, st in enumerate(status) if st != ABSENT}
-        ids |= {m for m, last in enumerate(self.last_used) if last >= recent}
+        ids |= {m for m, last in self.recent.last.items() if last >= recent}
         views = [self._view(m, status[m] != ABSENT, x) for m in sorted(ids)]
         index = self.index
         self.plans += 1
