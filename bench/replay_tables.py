@@ -1,6 +1,6 @@
 """The README's comparison tables, from one command: every policy on the synthetic workload and the public traces.
 
-    .venv/bin/python bench/replay_tables.py [--traces /work/shared/traces] [--only synth,azure,servegen] > tables.md
+    .venv/bin/python bench/replay_tables.py [--traces ../shared/traces] [--only synth,azure,servegen] > tables.md
 
 Budgets are fixed by rules stated here, chosen before any result was seen and
 never tuned to them:
@@ -69,7 +69,8 @@ def one(trace: Trace, catalog: str, budgets: list[int], title: str, command: str
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--traces", default="/work/shared/traces", help="folder with the public trace files")
+    ap.add_argument("--traces", default=str(ROOT.parent / "shared" / "traces"),
+                    help="folder with the public trace files (default: shared/traces beside the checkout)")
     ap.add_argument("--only", default="synth,azure,servegen")
     args = ap.parse_args()
     only = {s.strip() for s in args.only.split(",")}
