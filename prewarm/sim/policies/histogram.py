@@ -36,12 +36,12 @@ from __future__ import annotations
 import heapq
 import math
 import warnings
-from collections import OrderedDict
 
 import numpy as np
 
 from prewarm.sim.gpu import SimGPU
-from prewarm.sim.policies.base import ABSENT, INF, PRESENT, Policy
+from prewarm.sim.policies.base import ABSENT, INF, PRESENT
+from prewarm.sim.policies.lru import LRUPolicy
 from prewarm.sim.trace import Trace
 
 RANGE_S = 4 * 3600.0
@@ -132,7 +132,9 @@ class IdleHistogram:
         return self.oob / total if total else 0.0
 
 
-class HistogramPolicy(Policy):
+class HistogramPolicy(LRUPolicy):
+    """Under a budget a load that does not fit unloads expired models, then evicts as LRU (inherited)."""
+
     name = "histogram"
 
     def __init__(self, min_samples: int = 10, arima_history: int = 100) -> None:
@@ -148,7 +150,6 @@ class HistogramPolicy(Policy):
         self.expire = [INF] * n
         self.keep_until = [INF] * n
         self.token = [0] * n
-        self.order: OrderedDict[int, None] = OrderedDict()
         self.heap: list[tuple[float, int, int]] = []
         self.arima_fits = 0
 
@@ -173,9 +174,7 @@ class HistogramPolicy(Policy):
         return True
 
     def touch(self, i: int, m: int, t: float, hit: bool) -> None:
-        order = self.order
-        order.pop(m, None)
-        order[m] = None
+        super().touch(i, m, t, hit)
         last = self.last_end[m]
         if last > -INF:
             self.hist[m].add(max(0.0, t - last), self.arima_history)
@@ -194,7 +193,7 @@ class HistogramPolicy(Policy):
             self.next_event = self.heap[0][0]
 
     def on_load(self, m: int, start: float, ready: float, demand: bool) -> None:
-        self.order.setdefault(m, None)
+        super().on_load(m, start, ready, demand)
         if demand:
             self.served(m, ready)
         else:
@@ -204,7 +203,7 @@ class HistogramPolicy(Policy):
         return self.keep_until[m] > s
 
     def on_evict(self, m: int) -> None:
-        del self.order[m]
+        super().on_evict(m)
         self.expire[m] = INF
 
     def advance(self, x: float) -> None:
@@ -227,13 +226,6 @@ class HistogramPolicy(Policy):
         if not self.gpu.fits(m):
             self._expire_due(t)
         return super().make_room(m, t)
-
-    def victim(self, m: int, t: float) -> int | None:
-        is_resident = self.gpu.is_resident
-        for v in self.order:
-            if v != m and is_resident(v, t):
-                return v
-        return None
 
     def report(self) -> dict:
         return {"arima_fits": self.arima_fits}
