@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import web
 
@@ -62,39 +62,55 @@ async def _load_or_unload(engine: Engine, spec: ModelSpec, body: dict[str, Any],
     return json_response(out)
 
 
+async def _tokens(request: web.Request, gen: Any, stream: bool, model: str, field: str,
+                  content: Callable[[str], Any], extra: Callable[[], dict[str, Any]]
+                  ) -> tuple[web.StreamResponse | None, dict[str, Any]]:
+    """Generate's and chat's shared answer, up to the done:true chunk (sent by _finish, once the runner is free).
+
+    `field` is where the text goes ("response" or "message"), `content` wraps a
+    piece of text for it, `extra` gives the fields only the final chunk carries.
+    """
+    resp: web.StreamResponse | None = None
+    if stream:
+        resp = await start_stream(request, "application/x-ndjson")
+        async for tok in gen.tokens():
+            await ndjson_line(resp, {"model": model, "created_at": iso_now(), field: content(tok), "done": False})
+    else:
+        async for _ in gen.tokens():
+            pass
+    final = {
+        "model": model,
+        "created_at": iso_now(),
+        field: content("" if stream else gen.text),
+        "done": True,
+        "done_reason": gen.done_reason,
+        **extra(),
+        **gen.metrics(),
+    }
+    return resp, final
+
+
+async def _finish(resp: web.StreamResponse | None, final: dict[str, Any]) -> web.StreamResponse:
+    if resp is None:
+        return json_response(final)
+    await ndjson_line(resp, final)
+    await resp.write_eof()
+    return resp
+
+
 async def generate(request: web.Request) -> web.StreamResponse:
     engine = _engine(request)
     body = await read_json(request)
     spec = engine.spec(body.get("model"))
     prompt = _string(body, "prompt")
-    stream = flag(body, "stream", True)
     if not prompt and not body.get("images"):
         return await _load_or_unload(engine, spec, body, chat=False)
     require_completion(spec, "generate")
     full_prompt = " ".join(p for p in (_string(body, "system"), prompt) if p)
     async with engine.generate(spec, full_prompt, body.get("options"), body.get("keep_alive")) as gen:
-        model = body["model"]
-        if stream:
-            resp = await start_stream(request, "application/x-ndjson")
-            async for tok in gen.tokens():
-                await ndjson_line(resp, {"model": model, "created_at": iso_now(), "response": tok, "done": False})
-        else:
-            async for _ in gen.tokens():
-                pass
-        final = {
-            "model": model,
-            "created_at": iso_now(),
-            "response": "" if stream else gen.text,
-            "done": True,
-            "done_reason": gen.done_reason,
-            "context": text.token_ids(full_prompt + " " + gen.text),
-            **gen.metrics(),
-        }
-    if stream:
-        await ndjson_line(resp, final)
-        await resp.write_eof()
-        return resp
-    return json_response(final)
+        resp, final = await _tokens(request, gen, flag(body, "stream", True), body["model"], "response",
+                                    lambda t: t, lambda: {"context": text.token_ids(full_prompt + " " + gen.text)})
+    return await _finish(resp, final)
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
@@ -102,41 +118,14 @@ async def chat(request: web.Request) -> web.StreamResponse:
     body = await read_json(request)
     spec = engine.spec(body.get("model"))
     messages = body.get("messages")
-    stream = flag(body, "stream", True)
     if not messages:
         return await _load_or_unload(engine, spec, body, chat=True)
     prompt = messages_text(messages)
     require_completion(spec, "chat")
     async with engine.generate(spec, prompt, body.get("options"), body.get("keep_alive")) as gen:
-        model = body["model"]
-        if stream:
-            resp = await start_stream(request, "application/x-ndjson")
-            async for tok in gen.tokens():
-                await ndjson_line(
-                    resp,
-                    {
-                        "model": model,
-                        "created_at": iso_now(),
-                        "message": {"role": "assistant", "content": tok},
-                        "done": False,
-                    },
-                )
-        else:
-            async for _ in gen.tokens():
-                pass
-        final = {
-            "model": model,
-            "created_at": iso_now(),
-            "message": {"role": "assistant", "content": "" if stream else gen.text},
-            "done_reason": gen.done_reason,
-            "done": True,
-            **gen.metrics(),
-        }
-    if stream:
-        await ndjson_line(resp, final)
-        await resp.write_eof()
-        return resp
-    return json_response(final)
+        resp, final = await _tokens(request, gen, flag(body, "stream", True), body["model"], "message",
+                                    lambda t: {"role": "assistant", "content": t}, dict)
+    return await _finish(resp, final)
 
 
 async def embed(request: web.Request) -> web.Response:
