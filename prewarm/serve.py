@@ -48,7 +48,7 @@ class Wiring:
 
     hooks: ProxyHooks
     extra_routes: list[web.RouteDef] = field(default_factory=list)
-    startup: list[Callback] = field(default_factory=list)  # run after the store and tracker are up
+    startup: list[Callback] = field(default_factory=list)  # run once the store is open, before the port opens
     cleanup: list[Callback] = field(default_factory=list)  # run before the store is flushed, in reverse
     background: list[asyncio.Task[Any]] = field(default_factory=list)  # cancelled at shutdown if still running
 
