@@ -90,7 +90,7 @@ def open_reader(settings: Settings) -> FileReader | ServiceReader:
     """The file read-only when free, else the service that holds it."""
     path = settings.db
     if not Path(path).exists():
-        raise ReadError(f"no database at {path} (run `prewarm serve` or `prewarm demo` first, or pass --db)")
+        raise ReadError(f"no database at {path} (run `prewarm serve` first, or pass --db; `prewarm demo --workdir DIR` leaves DIR/demo.duckdb)")
     try:
         return FileReader(duckdb.connect(path, read_only=True), path)
     except duckdb.Error as exc:
