@@ -106,12 +106,17 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 "usage": _usage(metrics),
             }
         )
-    await sse_event(resp, chunk({"role": "assistant", "content": ""}, gen.done_reason))
-    if include_usage:
-        final = chunk({}, None)
-        final["choices"] = []
-        final["usage"] = _usage(metrics)
-        await sse_event(resp, final)
+    return await _end_stream(resp, chunk({"role": "assistant", "content": ""}, gen.done_reason),
+                             chunk({}, None) if include_usage else None, metrics)
+
+
+async def _end_stream(resp: web.StreamResponse, last: dict[str, Any], usage_chunk: dict[str, Any] | None,
+                      metrics: dict[str, Any]) -> web.StreamResponse:
+    """The end of an OpenAI stream: the finish_reason chunk, the usage chunk (no choices) when
+    stream_options.include_usage asked for it, then data: [DONE]."""
+    await sse_event(resp, last)
+    if usage_chunk is not None:
+        await sse_event(resp, dict(usage_chunk, choices=[], usage=_usage(metrics)))
     await sse_done(resp)
     return resp
 
@@ -152,14 +157,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
         out = chunk(gen.text, gen.done_reason)
         out["usage"] = _usage(metrics)
         return json_response(out)
-    await sse_event(resp, chunk("", gen.done_reason))
-    if include_usage:
-        final = chunk("", None)
-        final["choices"] = []
-        final["usage"] = _usage(metrics)
-        await sse_event(resp, final)
-    await sse_done(resp)
-    return resp
+    return await _end_stream(resp, chunk("", gen.done_reason), chunk("", None) if include_usage else None, metrics)
 
 
 async def embeddings(request: web.Request) -> web.Response:
