@@ -106,3 +106,32 @@ class Policy:
     def finish(self, t_end: float) -> None:
         """End of trace: close the books."""
         self.gpu.finish(t_end)
+
+
+class KeepAliveExpiry(Policy):
+    """Policies whose models stay for a keep-alive after use (per-model deadline in ``self.expire``).
+
+    Deadlines are handled lazily: when a load does not fit, and at the end of the
+    trace, every model whose deadline has passed is unloaded at that deadline, so
+    its VRAM-GB-hours stop there rather than when it was noticed.
+    """
+
+    expire: list[float]
+
+    def expirable(self) -> list[int]:
+        """The resident models that may carry a deadline."""
+        raise NotImplementedError
+
+    def _expire_due(self, t: float) -> None:
+        expire = self.expire
+        for v in [v for v in self.expirable() if expire[v] <= t]:
+            self.evict(v, expire[v])
+
+    def make_room(self, m: int, t: float) -> bool:
+        if not self.gpu.fits(m):
+            self._expire_due(t)
+        return super().make_room(m, t)
+
+    def finish(self, t_end: float) -> None:
+        self._expire_due(t_end)
+        super().finish(t_end)

@@ -40,7 +40,7 @@ import warnings
 import numpy as np
 
 from prewarm.sim.gpu import SimGPU
-from prewarm.sim.policies.base import ABSENT, INF, PRESENT
+from prewarm.sim.policies.base import ABSENT, INF, PRESENT, KeepAliveExpiry
 from prewarm.sim.policies.lru import LRUPolicy
 from prewarm.sim.trace import Trace
 
@@ -132,7 +132,7 @@ class IdleHistogram:
         return self.oob / total if total else 0.0
 
 
-class HistogramPolicy(LRUPolicy):
+class HistogramPolicy(KeepAliveExpiry, LRUPolicy):
     """Under a budget a load that does not fit unloads expired models, then evicts as LRU (inherited)."""
 
     name = "histogram"
@@ -217,19 +217,8 @@ class HistogramPolicy(LRUPolicy):
                 gpu.enqueue(m, w)
         self.next_event = heap[0][0] if heap else INF
 
-    def _expire_due(self, t: float) -> None:
-        expire = self.expire
-        for v in [v for v in self.order if expire[v] <= t]:
-            self.evict(v, expire[v])
-
-    def make_room(self, m: int, t: float) -> bool:
-        if not self.gpu.fits(m):
-            self._expire_due(t)
-        return super().make_room(m, t)
+    def expirable(self) -> list[int]:
+        return list(self.order)
 
     def report(self) -> dict:
         return {"arima_fits": self.arima_fits}
-
-    def finish(self, t_end: float) -> None:
-        self._expire_due(t_end)
-        super().finish(t_end)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 
 from prewarm.sim.gpu import SimGPU
-from prewarm.sim.policies.base import INF, Policy
+from prewarm.sim.policies.base import INF, KeepAliveExpiry
 from prewarm.sim.trace import Trace
 
 DEFAULT_KEEP_ALIVE_S = 300.0
@@ -36,7 +36,7 @@ def blob_rank(names: list[str]) -> list[int]:
     return rank
 
 
-class OllamaPolicy(Policy):
+class OllamaPolicy(KeepAliveExpiry):
     name = "ollama"
 
     def __init__(self, keep_alive_s: float = DEFAULT_KEEP_ALIVE_S) -> None:
@@ -66,15 +66,8 @@ class OllamaPolicy(Policy):
         self.loaded.discard(m)
         self.expire[m] = INF
 
-    def _expire_due(self, t: float) -> None:
-        expire = self.expire
-        for v in [v for v in self.loaded if expire[v] <= t]:
-            self.evict(v, expire[v])
-
-    def make_room(self, m: int, t: float) -> bool:
-        if not self.gpu.fits(m):
-            self._expire_due(t)
-        return super().make_room(m, t)
+    def expirable(self) -> list[int]:
+        return list(self.loaded)
 
     def victim(self, m: int, t: float) -> int | None:
         # every loaded runner is idle when a load starts (one load at a time, no service time): blob order
@@ -84,7 +77,3 @@ class OllamaPolicy(Policy):
             if v != m and rank[v] < best_rank:
                 best, best_rank = v, rank[v]
         return best
-
-    def finish(self, t_end: float) -> None:
-        self._expire_due(t_end)
-        super().finish(t_end)
