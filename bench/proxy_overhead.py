@@ -8,7 +8,12 @@ the generator never shares the proxy's event loop. Each client streams
 sending the request to the end of the stream. Direct and proxied rounds are
 interleaved so machine noise hits both alike.
 
-    .venv/bin/python bench/proxy_overhead.py [--duration 4] [--rounds 2] [--tokens 16]
+    .venv/bin/python bench/proxy_overhead.py [--duration 4] [--rounds 2] [--tokens 16] [--floor]
+
+--floor adds two lower bounds to the same interleaving (bench/proxy_floor.py): a
+bare aiohttp pass-through and a byte pipe with no HTTP parsing at all, so the
+figures say how much of the overhead is prewarm's and how much any Python proxy
+pays on the machine.
 
 Targets (issue 2, on the 2-core dev box): added p50 latency at 1 client <= 1 ms;
 throughput at 32 concurrent streams >= 0.8x direct.
@@ -90,25 +95,30 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def measure(
-    direct: str, proxied: str, args: argparse.Namespace, proxy_pid: int, emulator_pid: int
-) -> dict[int, dict[str, Sample]]:
+@dataclass
+class Mode:
+    name: str
+    url: str
+    pid: int  # the process between client and emulator; for direct, the idle proxy (it must stay idle)
+
+
+async def measure(modes: list[Mode], args: argparse.Namespace, emulator_pid: int) -> dict[int, dict[str, Sample]]:
     body = json.dumps({"model": MODEL, "prompt": "benchmark", "stream": True,
                        "options": {"num_predict": args.tokens}}).encode()
     results: dict[int, dict[str, Sample]] = {}
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
-        for base in (direct, proxied):  # load the model and open connections before timing
-            await one_round(session, base + "/api/generate", 4, 0.5, body)
+        for mode in modes:  # load the model and open connections before timing
+            await one_round(session, mode.url + "/api/generate", 4, 0.5, body)
         for clients in args.clients:
-            results[clients] = {"direct": Sample(), "proxy": Sample()}
+            results[clients] = {mode.name: Sample() for mode in modes}
             for _ in range(args.rounds):
-                for name, base in (("direct", direct), ("proxy", proxied)):
-                    cpu0, ecpu0 = cpu_seconds(proxy_pid), cpu_seconds(emulator_pid)
-                    s = await one_round(session, base + "/api/generate", clients, args.duration, body)
-                    s.proxy_cpu_s = cpu_seconds(proxy_pid) - cpu0
+                for mode in modes:
+                    cpu0, ecpu0 = cpu_seconds(mode.pid), cpu_seconds(emulator_pid)
+                    s = await one_round(session, mode.url + "/api/generate", clients, args.duration, body)
+                    s.proxy_cpu_s = cpu_seconds(mode.pid) - cpu0
                     s.upstream_cpu_s = cpu_seconds(emulator_pid) - ecpu0
-                    results[clients][name].merge(s)
+                    results[clients][mode.name].merge(s)
     return results
 
 
@@ -119,6 +129,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=2, help="interleaved direct/proxy rounds per concurrency")
     p.add_argument("--tokens", type=int, default=16, help="tokens per streamed reply")
     p.add_argument("--tokens-per-second", type=float, default=1000.0, help="emulated generation speed per stream")
+    p.add_argument("--floor", action="store_true",
+                   help="also measure a bare aiohttp pass-through and a byte pipe (bench/proxy_floor.py)")
     args = p.parse_args()
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREWARM_")}
@@ -141,8 +153,18 @@ def main() -> int:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
         proxied = f"http://127.0.0.1:{proxy_port}"
         wait_http(proxied + "/prewarm/health", procs[1])
+        modes = [Mode("direct", direct, procs[1].pid), Mode("proxy", proxied, procs[1].pid)]
+        if args.floor:
+            floor_script = str(Path(__file__).with_name("proxy_floor.py"))
+            for kind in ("aiohttp", "pipe"):
+                port = free_port()
+                procs.append(subprocess.Popen(
+                    [sys.executable, floor_script, kind, "--upstream", direct, "--listen", str(port)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
+                modes.append(Mode(kind, f"http://127.0.0.1:{port}", procs[-1].pid))
+                wait_http(modes[-1].url + "/api/version", procs[-1])
 
-        results = asyncio.run(measure(direct, proxied, args, procs[1].pid, procs[0].pid))
+        results = asyncio.run(measure(modes, args, procs[0].pid))
 
         procs[1].send_signal(signal.SIGTERM)
         procs[1].wait(timeout=60)
@@ -165,13 +187,16 @@ def main() -> int:
         for name, s in modes.items():
             print(f"{clients:>7} {name:>6} {s.rps:>9.1f} {s.pct(0.5):>8.2f} {s.pct(0.99):>8.2f} {s.errors:>6}")
     print()
-    for clients, modes in results.items():
-        d, x = modes["direct"], modes["proxy"]
-        print(f"{clients:>3} clients: throughput proxy/direct = {x.rps / d.rps:.3f}, "
-              f"added p50 = {x.pct(0.5) - d.pct(0.5):+.2f} ms, added p99 = {x.pct(0.99) - d.pct(0.99):+.2f} ms, "
-              f"proxy CPU = {1e6 * x.proxy_cpu_s / max(1, len(x.latencies)):.0f} us/request "
-              f"(emulator: {1e6 * d.upstream_cpu_s / max(1, len(d.latencies)):.0f} us/request; "
-              f"proxy idle during direct rounds: {100 * d.proxy_cpu_s / d.elapsed:.1f}% of a core)")
+    for clients, by_mode in results.items():
+        d = by_mode["direct"]
+        print(f"{clients:>3} clients: emulator CPU {1e6 * d.upstream_cpu_s / max(1, len(d.latencies)):.0f} us/request "
+              f"direct; proxy idle during direct rounds: {100 * d.proxy_cpu_s / d.elapsed:.1f}% of a core")
+        for name, x in by_mode.items():
+            if name == "direct":
+                continue
+            print(f"    {name:>7}/direct: throughput {x.rps / d.rps:.3f}, "
+                  f"added p50 {x.pct(0.5) - d.pct(0.5):+.2f} ms, added p99 {x.pct(0.99) - d.pct(0.99):+.2f} ms, "
+                  f"its CPU {1e6 * x.proxy_cpu_s / max(1, len(x.latencies)):.0f} us/request")
     total = sum(len(m["proxy"].latencies) + m["proxy"].errors for m in results.values())
     print(f"rows logged by the proxy: {logged} (>= {total} timed requests + warm-up)")
     return 0
