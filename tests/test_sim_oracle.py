@@ -96,3 +96,17 @@ def test_no_policy_beats_the_oracle_when_the_loader_saturates(seed):
         for policy in (OllamaPolicy(), LRUPolicy(), TopNPolicy(), HistogramPolicy()):
             other = replay(tr, sizes, loads, budget, policy, span)
             assert oracle.cold_starts <= other.cold_starts, (policy.name, budget)
+
+
+def test_oracle_keeps_a_victim_the_other_evictions_already_make_room_for():
+    # budget 4 GB: s (1 GB, next needed at 1000) and l (3 GB, next at 500) are resident when c (2 GB) comes.
+    # Belady picks s first (needed farthest), but s alone frees too little, so l goes too; l alone was
+    # enough, so s stays (timeline: s is never evicted) and its request at 1000 is warm.
+    tr = make_trace([(0, "s"), (1, "l"), (20, "c"), (500, "l"), (1000, "s")])
+    sizes = {"s": GB, "l": 3 * GB, "c": 2 * GB}
+    loads = {"s": 1.0, "l": 1.0, "c": 1.0}
+    out, gpu = drive(OraclePolicy(), tr, sizes, loads, 4 * GB)
+    stays = [iv for iv in gpu.timeline if tr.names[iv.model] == "s"]
+    assert len(stays) == 1 and stays[0].start == 0.0 and stays[0].end == 1000.0
+    assert out[-1] == -1.0
+    assert max_overlap(gpu) <= 4 * GB

@@ -92,6 +92,44 @@ class OraclePolicy(Policy):
         cheapest = idx[cost == cost.min()]
         return int(cheapest[np.argmax(self.next_use[cheapest])])
 
+    def make_room(self, m: int, t: float) -> bool:
+        """Choose victims in ``victim`` order until ``m`` fits, then keep any the others already make room for.
+
+        Picking one victim at a time can overshoot (a small model picked before a
+        big one that alone would have done); evicting a model that did not need to
+        go only adds cold starts, so those stay, the last picked (most costly) first.
+        """
+        gpu = self.gpu
+        need = gpu.used + gpu.sizes[m] - gpu.budget
+        if need <= 0:
+            return True
+        chosen: list[int] = []
+        freed = 0
+        while freed < need:
+            v = self.victim(m, t)
+            if v is None:
+                self.resident[chosen] = True
+                return False
+            chosen.append(v)
+            self.resident[v] = False  # hidden from victim() while choosing; restored for those that stay
+            freed += gpu.sizes[v]
+        self.resident[chosen] = True
+        self._evict_needed(chosen, need, t)
+        return True
+
+    def _evict_needed(self, chosen: list[int], need: int, t: float) -> None:
+        """Evict ``chosen`` (in the order they were picked) but for those the others already free ``need`` without."""
+        sizes = self.gpu.sizes
+        freed = sum(sizes[v] for v in chosen)
+        keep = set()
+        for v in reversed(chosen):
+            if freed - sizes[v] >= need:
+                keep.add(v)
+                freed -= sizes[v]
+        for v in chosen:
+            if v not in keep:
+                self.evict(v, t)
+
     def advance(self, x: float) -> None:
         self.next_event = INF
         if self.gpu.loader_idle(x):
@@ -113,11 +151,14 @@ class OraclePolicy(Policy):
             if later.size == 0 or self.sizes_np[later].sum() < short:
                 self.blocked_at = need_at
                 return
-            later = later[np.argsort(-self.next_use[later], kind="stable")]
-            for v in later.tolist():
-                if gpu.used + gpu.sizes[c] <= gpu.budget:
+            chosen: list[int] = []
+            freed = 0
+            for v in later[np.argsort(-self.next_use[later], kind="stable")].tolist():
+                if freed >= short:
                     break
-                self.evict(v, x)
+                chosen.append(v)
+                freed += gpu.sizes[v]
+            self._evict_needed(chosen, short, x)
         self.prefetches += 1
         gpu.enqueue(c, x)
 
