@@ -20,6 +20,8 @@ Rules, in order of precedence:
   (each swap costs a full load);
 * a model whose ``p_any`` is below ``min_p_any`` is not loaded ahead of demand, and a
   resident one is let go once its ``p_any`` falls below ``min_p_any / (1 + hysteresis)``;
+* a model that on-demand loads would push out before its next request is let go
+  now (see ``Churn``): holding it until then costs VRAM and saves no cold start;
 * what goes (in a plan or to make room for a request) goes least likely first,
   least recently used among equals: an eviction costs a cold start whatever the
   model's size, so per-byte value decides what to load, not what to drop;
@@ -96,6 +98,40 @@ class PlanConfig:
             raise ValueError(f"min_p_any must be in [0, 1], got {self.min_p_any}")
 
 
+@dataclass(frozen=True)
+class Churn:
+    """How fast on-demand loads push resident bytes out, for the plan's "gone before it is used" rule.
+
+    Requests for models that are not resident keep loading bytes; each load
+    evicts the least likely resident models first. A model whose place in that
+    order is ``depth`` bytes from the bottom (free room included) is pushed out in
+    about ``depth / bytes_per_s`` seconds. If its next request is expected later
+    than that, keeping it saves no cold start: it would be gone by then. The
+    expected wait for its next request comes from ``p_any`` over ``horizon_s``
+    read as a Poisson rate. With no recent on-demand loads (``bytes_per_s`` 0)
+    nothing is pushed out and the rule lets every model stay, as an LRU cache would.
+    """
+
+    bytes_per_s: float
+    horizon_s: float
+
+    def __post_init__(self) -> None:
+        if not (self.bytes_per_s >= 0 and math.isfinite(self.bytes_per_s)):
+            raise ValueError(f"Churn.bytes_per_s must be finite and >= 0, got {self.bytes_per_s}")
+        if not (self.horizon_s > 0 and math.isfinite(self.horizon_s)):
+            raise ValueError(f"Churn.horizon_s must be finite and > 0, got {self.horizon_s}")
+
+    def next_request_s(self, p_any: float) -> float:
+        """Expected seconds to the next request: 1 / rate, rate = -ln(1 - p_any) / horizon."""
+        if p_any <= 0.0:
+            return math.inf
+        rate = -math.log1p(-min(p_any, 1.0 - 1e-12)) / self.horizon_s
+        return 1.0 / rate
+
+    def pushed_out_s(self, depth_bytes: int) -> float:
+        return depth_bytes / self.bytes_per_s if self.bytes_per_s > 0 else math.inf
+
+
 def _check(models: Sequence[ModelView], budget_bytes: int) -> None:
     if budget_bytes < 0:
         raise ValueError(f"budget_bytes must be >= 0, got {budget_bytes}")
@@ -142,14 +178,15 @@ class RecentDemand:
         self.last: dict[Any, float] = {}
         self._decayed: dict[Any, float] = {}
 
-    def observe(self, key: Any, t: float) -> None:
+    def observe(self, key: Any, t: float, weight: float = 1.0) -> None:
+        """One request (or ``weight`` units of something else, e.g. bytes loaded) at ``t``."""
         last = self.last.get(key)
         before = 0.0 if last is None else self._decayed[key] * 0.5 ** ((t - last) / self.half_life_s)
-        self._decayed[key] = before + 1.0
+        self._decayed[key] = before + weight
         self.last[key] = t
 
     def rate(self, key: Any, t: float) -> float:
-        """Requests per second (the decayed count over its mean age, half-life / ln 2)."""
+        """Requests (units) per second: the decayed count over its mean age, half-life / ln 2."""
         last = self.last.get(key)
         if last is None:
             return 0.0
@@ -165,6 +202,33 @@ class RecentDemand:
         if key not in self.last:
             return p_forecast
         return blend_recency(p_forecast, self.rate(key, t), self.half_life_s)
+
+
+class DemandChurn:
+    """The Churn a plan sees: bytes loaded for requests per second, decayed over the plan horizon.
+
+    A load for a model the plan let go of within the last horizon does not count:
+    that load is the plan's own doing, not outside pressure, and counting it would
+    let early unloads feed on themselves. Kept here so the live prewarmer and the
+    replay measure churn the same way. Keys are whatever the caller names models by.
+    """
+
+    def __init__(self, horizon_s: float) -> None:
+        self.horizon_s = float(horizon_s)
+        self._bytes = RecentDemand(horizon_s)
+        self._let_go: dict[Any, float] = {}
+
+    def released(self, key: Any, t: float) -> None:
+        """The plan unloaded ``key`` at ``t`` ahead of demand."""
+        self._let_go[key] = t
+
+    def loaded(self, key: Any, t: float, size_bytes: int, on_demand: bool) -> None:
+        let_go = self._let_go.pop(key, None)
+        if on_demand and (let_go is None or t - let_go > self.horizon_s):
+            self._bytes.observe(None, t, size_bytes)
+
+    def at(self, t: float) -> Churn:
+        return Churn(self._bytes.rate(None, t), self.horizon_s)
 
 
 def _eviction_order(m: ModelView) -> tuple[float, float, int, str]:
@@ -186,7 +250,12 @@ def _forced(m: ModelView) -> bool:
     return m.resident and (m.in_flight > 0 or m.pinned)
 
 
-def plan(models: Sequence[ModelView], budget_bytes: int, config: PlanConfig = PlanConfig()) -> list[PlanAction]:
+def plan(
+    models: Sequence[ModelView],
+    budget_bytes: int,
+    config: PlanConfig = PlanConfig(),
+    churn: Churn | None = None,
+) -> list[PlanAction]:
     """Ordered actions that bring the resident set to the best one within the budget.
 
     Returns ``keep`` actions for resident models that stay (first), then ``unload``
@@ -227,6 +296,18 @@ def plan(models: Sequence[ModelView], budget_bytes: int, config: PlanConfig = Pl
             chosen[m.model] = _describe(m)
             used += m.size_bytes
 
+    overtaken: dict[str, str] = {}
+    if churn is not None and churn.bytes_per_s > 0:
+        depth = max(0, budget_bytes - used)
+        for m in sorted((m for m in models if m.model in chosen and not m.pinned and not _forced(m)),
+                        key=_eviction_order):
+            depth += m.size_bytes
+            gone_in, next_in = churn.pushed_out_s(depth), churn.next_request_s(m.p_any)
+            if next_in > gone_in:
+                del chosen[m.model]
+                overtaken[m.model] = (f"on-demand loads would push it out in ~{gone_in:.0f}s, before its next "
+                                      f"request (expected in ~{next_in:.0f}s)")
+
     resident_now = sum(m.size_bytes for m in models if m.resident)
     actions: list[PlanAction] = []
     for m in sorted((m for m in models if m.resident and m.model in chosen), key=lambda m: m.model):
@@ -237,8 +318,10 @@ def plan(models: Sequence[ModelView], budget_bytes: int, config: PlanConfig = Pl
     evict = sorted((m for m in models if m.resident and m.model not in chosen), key=_eviction_order)
     for m in evict:
         resident_now -= m.size_bytes
-        displaced = m.p_any >= resident_min_p
-        if displaced:
+        displaced = m.p_any >= resident_min_p and m.model not in overtaken
+        if m.model in overtaken:
+            reason = overtaken[m.model]
+        elif displaced:
             reason = f"displaced by models of higher value density ({_describe(m)})"
         else:
             reason = f"not expected within the horizon (p_any={m.p_any:.3f} < {resident_min_p:.3f})"

@@ -35,7 +35,7 @@ from prewarm.catalog import Catalog, load_catalog
 from prewarm.config import Settings
 from prewarm.gpu import Budget, GpuMonitor
 from prewarm.metrics import PrewarmMetrics
-from prewarm.planner import ModelView, PlanAction, PlanConfig, RecentDemand, make_room, plan
+from prewarm.planner import DemandChurn, ModelView, PlanAction, PlanConfig, RecentDemand, make_room, plan
 from prewarm.records import RequestEvent
 from prewarm.residency import ResidencyTracker
 
@@ -117,6 +117,7 @@ class Prewarmer:
         self.forecast_at: float | None = None
         # Recency, as the replay's forecast policy sees it: blended into p_any and the LRU tie-break.
         self.recent = RecentDemand(PLAN_WINDOWS * settings.window)
+        self.churn = DemandChurn(PLAN_WINDOWS * settings.window)
         self.last_plan: list[PlanAction] = []
         self.last_plan_at: float | None = None
         self.last_actions: deque[dict[str, Any]] = deque(maxlen=50)
@@ -327,6 +328,7 @@ class Prewarmer:
                 if actions is not None:
                     for a in actions:
                         await self._do_unload(a.model, a.reason)
+                    self.churn.loaded(model, self.clock(), self.size_of(model), on_demand=True)
                     if self.backend.loads_on_request:
                         self._reserved[model] = self.size_of(model)
                     else:
@@ -410,7 +412,7 @@ class Prewarmer:
         self.metrics.forecast_made(self.forecast_at)
         await self.tracker.refresh()
         await self.refresh_budget()
-        actions = plan(self.views(), self._budget_bytes(), self.plan_config)
+        actions = plan(self.views(), self._budget_bytes(), self.plan_config, self.churn.at(now))
         self.last_plan, self.last_plan_at = actions, now
         self.planned_resident = {a.model for a in actions if a.action in ("keep", "load")}
         for a in actions:
@@ -420,11 +422,13 @@ class Prewarmer:
                         self._record(a.model, "unload", a.reason, None, None, 0.0, False,
                                      "skipped: a request for it arrived while the plan ran")
                         continue
-                    await self._do_unload(a.model, a.reason)
+                    if await self._do_unload(a.model, a.reason) and not a.displaced:
+                        self.churn.released(a.model, self.clock())
                 elif a.action == "load":
                     if self.tracker.is_resident(a.model):
                         continue
-                    await self._do_load(a.model, a.reason)
+                    if await self._do_load(a.model, a.reason):
+                        self.churn.loaded(a.model, self.clock(), self.size_of(a.model), on_demand=False)
                 else:
                     await self._do_keep(a.model, a.reason)
         return actions
@@ -548,7 +552,7 @@ async def _plan_command(settings: Settings, apply: bool) -> int:
             actions = await pw.apply_plan(forecasts, made_at)
         else:
             pw.forecast = {pw.canonical(m): v for m, v in horizon_views(forecasts, pw.clock()).items()}
-            actions = plan(pw.views(), pw._budget_bytes(), pw.plan_config)
+            actions = plan(pw.views(), pw._budget_bytes(), pw.plan_config, pw.churn.at(pw.clock()))
     finally:
         await pw.stop(stop_tracker=False)
         if store is not None:

@@ -9,7 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prewarm.planner import ModelView, PlanAction, PlanConfig, blend_recency, make_room, plan
+from prewarm.planner import (
+    Churn,
+    DemandChurn,
+    ModelView,
+    PlanAction,
+    PlanConfig,
+    blend_recency,
+    make_room,
+    plan,
+)
 
 GB = 10**9
 
@@ -171,12 +180,13 @@ budgets = st.integers(0, 40).map(lambda n: n * GB // 2)
 configs = st.builds(
     PlanConfig, hysteresis=st.floats(0, 2, allow_nan=False), min_p_any=st.floats(0, 0.5, allow_nan=False)
 )
+churns = st.one_of(st.none(), st.builds(Churn, bytes_per_s=st.floats(0, 1e9), horizon_s=st.floats(1, 3600)))
 
 
 @settings(max_examples=1000, deadline=None)
-@given(model_views(), budgets, configs)
-def test_prop_budget_never_exceeded_at_any_step(models, budget, cfg):
-    actions = plan(models, budget, cfg)
+@given(model_views(), budgets, configs, churns)
+def test_prop_budget_never_exceeded_at_any_step(models, budget, cfg, churn):
+    actions = plan(models, budget, cfg, churn)
     size = {m.model: m.size_bytes for m in models}
     resident = {m.model for m in models if m.resident}
     start = sum(size[m] for m in resident)
@@ -205,9 +215,9 @@ def test_prop_budget_never_exceeded_at_any_step(models, budget, cfg):
 
 
 @settings(max_examples=1000, deadline=None)
-@given(model_views(), budgets, configs)
-def test_prop_in_flight_never_evicted_and_pins_kept(models, budget, cfg):
-    actions = plan(models, budget, cfg)
+@given(model_views(), budgets, configs, churns)
+def test_prop_in_flight_never_evicted_and_pins_kept(models, budget, cfg, churn):
+    actions = plan(models, budget, cfg, churn)
     unloaded = {a.model for a in actions if a.action == "unload"}
     kept = {a.model for a in actions if a.action == "keep"}
     for m in models:
@@ -220,11 +230,11 @@ def test_prop_in_flight_never_evicted_and_pins_kept(models, budget, cfg):
 
 
 @settings(max_examples=1000, deadline=None)
-@given(model_views(), budgets, configs)
-def test_prop_no_flapping_under_unchanged_inputs(models, budget, cfg):
-    first = plan(models, budget, cfg)
+@given(model_views(), budgets, configs, churns)
+def test_prop_no_flapping_under_unchanged_inputs(models, budget, cfg, churn):
+    first = plan(models, budget, cfg, churn)
     after = apply(models, first)
-    again = plan(after, budget, cfg)
+    again = plan(after, budget, cfg, churn)
     assert all(a.action == "keep" for a in again), again
     assert {a.model for a in again} == {m.model for m in after if m.resident}
 
@@ -302,3 +312,48 @@ def test_recent_demand_decays_by_half_life_and_blends_into_p_any():
     assert rd.idle_s("m", 50.0) == 30.0
     assert 0.2 < rd.blend("m", 0.2, 20.0) < 1.0
     assert rd.blend("m", 0.2, 20.0) > rd.blend("m", 0.2, 6000.0) > 0.2
+
+
+def test_churn_reads_p_any_as_a_poisson_rate_and_depth_as_time_to_be_pushed_out():
+    c = Churn(bytes_per_s=GB / 10, horizon_s=600.0)
+    assert c.next_request_s(0.0) == math.inf
+    assert c.next_request_s(1.0 - math.exp(-1.0)) == pytest.approx(600.0)
+    assert c.pushed_out_s(3 * GB) == pytest.approx(30.0)
+    assert Churn(0.0, 600.0).pushed_out_s(GB) == math.inf
+    with pytest.raises(ValueError):
+        Churn(-1.0, 600.0)
+    with pytest.raises(ValueError):
+        Churn(1.0, 0.0)
+
+
+def test_a_model_demand_would_push_out_before_its_next_request_is_let_go_now():
+    # 10 GB budget, 2 GB free; on-demand loads bring 0.04 GB/s; horizon 600 s.
+    # b (p 0.2) is first in eviction order: depth 2 + 4 = 6 GB -> pushed out in 150 s, but its next request
+    # is expected in 600 / -ln(0.8) = 2689 s: let go. a (p 0.95): depth 10 GB -> 250 s; next request in
+    # 600 / -ln(0.05) = 200 s: kept.
+    a = mv("a", 4, 10, 0.95, resident=True)
+    b = mv("b", 4, 10, 0.2, resident=True)
+    churn = Churn(bytes_per_s=0.04 * GB, horizon_s=600.0)
+    actions = plan([a, b], 10 * GB, PlanConfig(), churn)
+    assert by_action(actions) == {"load": [], "unload": ["b"], "keep": ["a"]}
+    gone = next(x for x in actions if x.model == "b")
+    assert not gone.displaced and "push it out in ~150s" in gone.reason and "~2689s" in gone.reason
+    # with no on-demand loads nothing pushes anything out: both stay, as in an LRU cache
+    assert by_action(plan([a, b], 10 * GB, PlanConfig(), Churn(0.0, 600.0)))["unload"] == []
+    # and a candidate that would be pushed out before it is used is not loaded
+    c = mv("c", 2, 10, 0.2)
+    assert "c" not in by_action(plan([a, c], 10 * GB, PlanConfig(), churn))["load"]
+
+
+def test_demand_churn_leaves_out_loads_the_plan_caused_by_letting_a_model_go():
+    churn = DemandChurn(horizon_s=600.0)
+    churn.loaded("a", 0.0, GB, on_demand=True)
+    assert churn.at(0.0).bytes_per_s == pytest.approx(GB * math.log(2) / 600.0)
+    churn.released("b", 100.0)
+    churn.loaded("b", 200.0, 4 * GB, on_demand=True)  # back 100 s after the plan let it go: the plan's doing
+    assert churn.at(200.0).bytes_per_s == pytest.approx(GB * 0.5 ** (200 / 600) * math.log(2) / 600.0)
+    churn.loaded("c", 300.0, 2 * GB, on_demand=False)  # a prefetch is not pressure from demand
+    churn.released("d", 0.0)
+    churn.loaded("d", 900.0, GB, on_demand=True)  # let go longer than a horizon ago: outside pressure again
+    expected = (GB * 0.5 ** (900 / 600) + GB) * math.log(2) / 600.0
+    assert churn.at(900.0).bytes_per_s == pytest.approx(expected)
