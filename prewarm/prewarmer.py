@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter, deque
@@ -35,7 +36,16 @@ from prewarm.catalog import Catalog, load_catalog
 from prewarm.config import Settings
 from prewarm.gpu import Budget, GpuMonitor
 from prewarm.metrics import PrewarmMetrics
-from prewarm.planner import DemandChurn, ModelView, PlanAction, PlanConfig, RecentDemand, make_room, plan
+from prewarm.planner import (
+    DemandChurn,
+    ModelView,
+    PlanAction,
+    PlanConfig,
+    RecentDemand,
+    ReturnTimes,
+    make_room,
+    plan,
+)
 from prewarm.records import RequestEvent
 from prewarm.residency import ResidencyTracker
 
@@ -118,6 +128,7 @@ class Prewarmer:
         # Recency, as the replay's forecast policy sees it: blended into p_any and the LRU tie-break.
         self.recent = RecentDemand(PLAN_WINDOWS * settings.window)
         self.churn = DemandChurn(PLAN_WINDOWS * settings.window)
+        self.returns = ReturnTimes()
         self.last_plan: list[PlanAction] = []
         self.last_plan_at: float | None = None
         self.last_actions: deque[dict[str, Any]] = deque(maxlen=50)
@@ -227,6 +238,7 @@ class Prewarmer:
                     in_flight=in_flight.get(m, 0),
                     pinned=m in self.pins,
                     idle_s=self.recent.idle_s(m, now),
+                    p_back_within=functools.partial(self.returns.p_within, m, now),
                 )
             )
         return out
@@ -279,7 +291,9 @@ class Prewarmer:
 
     def request_started(self, model: str) -> None:
         self.tracker.request_started(model)
-        self.recent.observe(self.canonical(model), self.clock())
+        m, now = self.canonical(model), self.clock()
+        self.recent.observe(m, now)
+        self.returns.observe(m, now)
 
     def request_finished(self, model: str, event: RequestEvent) -> None:
         self.tracker.request_finished(model, event)
@@ -423,7 +437,7 @@ class Prewarmer:
                                      "skipped: a request for it arrived while the plan ran")
                         continue
                     if await self._do_unload(a.model, a.reason) and not a.displaced:
-                        self.churn.released(a.model, self.clock())
+                        self.churn.released(a.model)
                 elif a.action == "load":
                     if self.tracker.is_resident(a.model):
                         continue

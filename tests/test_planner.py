@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from prewarm.planner import (
     Churn,
     DemandChurn,
+    ReturnTimes,
     ModelView,
     PlanAction,
     PlanConfig,
@@ -326,18 +327,32 @@ def test_churn_reads_p_any_as_a_poisson_rate_and_depth_as_time_to_be_pushed_out(
         Churn(1.0, 0.0)
 
 
-def test_a_model_demand_would_push_out_before_its_next_request_is_let_go_now():
-    # 10 GB budget, 2 GB free; on-demand loads bring 0.04 GB/s; horizon 600 s.
-    # b (p 0.2) is first in eviction order: depth 2 + 4 = 6 GB -> pushed out in 150 s, but its next request
-    # is expected in 600 / -ln(0.8) = 2689 s: let go. a (p 0.95): depth 10 GB -> 250 s; next request in
-    # 600 / -ln(0.05) = 200 s: kept.
+def test_churn_falls_back_to_p_any_as_poisson_without_history():
+    c = Churn(bytes_per_s=GB, horizon_s=600.0)
+    m = mv("m", 1, 10, 1.0 - math.exp(-1.0))  # one request per 600 s
+    assert c.p_back_before(m, 600.0) == pytest.approx(1.0 - math.exp(-1.0))
+    assert c.p_back_before(mv("z", 1, 10, 0.0), 600.0) == 0.0
+    assert c.p_back_before(m, math.inf) == 1.0
+    # its own history, when it has one, is what counts
+    assert c.p_back_before(dataclasses.replace(m, p_back_within=lambda s: 0.9), 600.0) == 0.9
+    assert c.p_back_before(dataclasses.replace(m, p_back_within=lambda s: None), 600.0) == pytest.approx(0.632, abs=1e-3)
+
+
+def test_a_model_more_likely_pushed_out_than_asked_for_is_let_go_now():
+    # 10 GB budget, 2 GB free; on-demand loads bring 0.04 GB/s; horizon 600 s; no history (p_any as Poisson).
+    # b (p 0.2) is first in eviction order: depth 2 + 4 = 6 GB -> pushed out in 150 s; P(request within 150 s)
+    # = 1 - 0.8 ** (150 / 600) = 0.054 < 0.5: let go. a (p 0.95): depth 10 GB -> 250 s;
+    # P = 1 - 0.05 ** (250 / 600) = 0.71: kept.
     a = mv("a", 4, 10, 0.95, resident=True)
     b = mv("b", 4, 10, 0.2, resident=True)
     churn = Churn(bytes_per_s=0.04 * GB, horizon_s=600.0)
     actions = plan([a, b], 10 * GB, PlanConfig(), churn)
     assert by_action(actions) == {"load": [], "unload": ["b"], "keep": ["a"]}
     gone = next(x for x in actions if x.model == "b")
-    assert not gone.displaced and "push it out in ~150s" in gone.reason and "~2689s" in gone.reason
+    assert not gone.displaced and "push it out in ~150s" in gone.reason and "= 0.05" in gone.reason
+    # b's own history says it is usually back within a minute of its last request: it stays
+    b_back = dataclasses.replace(b, p_back_within=lambda s: 0.8)
+    assert by_action(plan([a, b_back], 10 * GB, PlanConfig(), churn))["unload"] == []
     # with no on-demand loads nothing pushes anything out: both stay, as in an LRU cache
     assert by_action(plan([a, b], 10 * GB, PlanConfig(), Churn(0.0, 600.0)))["unload"] == []
     # and a candidate that would be pushed out before it is used is not loaded
@@ -345,15 +360,38 @@ def test_a_model_demand_would_push_out_before_its_next_request_is_let_go_now():
     assert "c" not in by_action(plan([a, c], 10 * GB, PlanConfig(), churn))["load"]
 
 
-def test_demand_churn_leaves_out_loads_the_plan_caused_by_letting_a_model_go():
+def test_demand_churn_counts_only_outside_pressure():
     churn = DemandChurn(horizon_s=600.0)
     churn.loaded("a", 0.0, GB, on_demand=True)
-    assert churn.at(0.0).bytes_per_s == pytest.approx(GB * math.log(2) / 600.0)
-    churn.released("b", 100.0)
-    churn.loaded("b", 200.0, 4 * GB, on_demand=True)  # back 100 s after the plan let it go: the plan's doing
-    assert churn.at(200.0).bytes_per_s == pytest.approx(GB * 0.5 ** (200 / 600) * math.log(2) / 600.0)
+    per_byte = math.log(2) / 600.0
+    assert churn.at(0.0).bytes_per_s == pytest.approx(GB * per_byte)
+    churn.released("b")
+    churn.loaded("b", 200.0, 4 * GB, on_demand=True)  # back after the plan let it go: the plan's doing
+    assert churn.at(200.0).bytes_per_s == pytest.approx(GB * 0.5 ** (200 / 600) * per_byte)
     churn.loaded("c", 300.0, 2 * GB, on_demand=False)  # a prefetch is not pressure from demand
-    churn.released("d", 0.0)
-    churn.loaded("d", 900.0, GB, on_demand=True)  # let go longer than a horizon ago: outside pressure again
-    expected = (GB * 0.5 ** (900 / 600) + GB) * math.log(2) / 600.0
-    assert churn.at(900.0).bytes_per_s == pytest.approx(expected)
+    churn.loaded("b", 600.0, 4 * GB, on_demand=True)  # pushed out since by make_room, say: counts again
+    expected = (GB * 0.5 ** (600 / 600) + 4 * GB) * per_byte
+    assert churn.at(600.0).bytes_per_s == pytest.approx(expected)
+
+
+def test_return_times_condition_on_the_idle_time_so_far():
+    rt = ReturnTimes()
+    t = 0.0
+    rt.observe("m", t)
+    for gap in [10.0] * 6 + [10_000.0] * 4:  # sessions: back within seconds, then a long quiet spell
+        t += gap
+        rt.observe("m", t)
+    assert rt.p_within("m", t, 60.0) is not None  # ten gaps: enough for an opinion
+    fresh = ReturnTimes()  # one gap: too few, the plan falls back to p_any
+    fresh.observe("x", 0.0)
+    fresh.observe("x", 5.0)
+    assert fresh.p_within("x", 5.0, 60.0) is None
+    # just after a request: 6 of 10 gaps were ~10 s, so it is probably back within a minute
+    assert rt.p_within("m", t + 1.0, 60.0) == pytest.approx(0.6, abs=0.05)
+    # idle 100 s already: the short gaps are ruled out, only the long ones remain, none within a minute
+    assert rt.p_within("m", t + 100.0, 60.0) == pytest.approx(0.0, abs=0.01)
+    # but within a few hours it very likely is
+    assert rt.p_within("m", t + 100.0, 20_000.0) == pytest.approx(1.0, abs=0.01)
+    # idle longer than any gap ever seen: not coming back soon by its own history
+    assert rt.p_within("m", t + 10**7, 60.0) == 0.0
+    assert rt.p_within("unknown", t, 60.0) is None

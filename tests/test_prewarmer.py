@@ -111,6 +111,8 @@ async def test_budget_holds_while_requests_need_twice_the_budget(aiohttp_client,
     assert st["evictions"] == 0  # the emulator never had to evict by itself: the prewarmer made room first
     unloads = await rig.rows("SELECT count(*) FROM prewarm_actions WHERE action = 'unload' AND ok")
     assert unloads[0][0] >= 4
+    # the loads these requests caused are the on-demand churn the next plan weighs (planner.Churn)
+    assert rig.prewarmer.churn.at(time.time()).bytes_per_s > 0
 
 
 async def test_without_prewarmer_the_same_run_overflows_the_budget(aiohttp_client, tmp_path, rigs):

@@ -24,13 +24,14 @@ prefix of the events frame before the instant it forecasts for.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from prewarm.forecast.model import ForecastParams, HeatForecaster
-from prewarm.planner import Churn, ModelView, PlanConfig, RecentDemand, make_room, plan
+from prewarm.planner import DemandChurn, ModelView, PlanConfig, RecentDemand, ReturnTimes, make_room, plan
 from prewarm.prewarmer import PLAN_WINDOWS, horizon_views
 from prewarm.sim.gpu import SimGPU
 from prewarm.sim.policies.base import ABSENT, INF, QUEUED, Policy
@@ -117,25 +118,24 @@ class ForecastPolicy(Policy):
         self.next_event = self.windows[0].at if self.windows else INF
         # recency: an exponentially decayed request count per model, half-life = the plan horizon
         self.recent = RecentDemand(PLAN_WINDOWS * self.schedule.window_s)
-        # bytes loaded for requests (not prefetches): how fast demand pushes resident models out
-        self.demand_loads = RecentDemand(PLAN_WINDOWS * self.schedule.window_s)
-
-        self.let_go: dict[int, float] = {}  # model -> when the plan last unloaded it ahead of demand
+        # how fast on-demand loads push resident models out, and each model's own gaps between requests
+        self.churn = DemandChurn(PLAN_WINDOWS * self.schedule.window_s)
+        self.returns = ReturnTimes()
 
     def on_load(self, m: int, start: float, ready: float, demand: bool) -> None:
         super().on_load(m, start, ready, demand)
-        let_go = self.let_go.pop(m, None)
-        if demand and (let_go is None or start - let_go > self.demand_loads.half_life_s):
-            self.demand_loads.observe(0, start, self.gpu.sizes[m])
+        self.churn.loaded(m, start, self.gpu.sizes[m], demand)
 
     def touch(self, i: int, m: int, t: float, hit: bool) -> None:
         self.recent.observe(m, t)
+        self.returns.observe(m, t)
 
     def _view(self, m: int, resident: bool, x: float) -> ModelView:
         p, demand = self.current.get(m, (0.0, None))
         gpu = self.gpu
         return ModelView(self.trace.names[m], gpu.sizes[m], gpu.load_seconds[m], self.recent.blend(m, p, x), demand,
-                         resident=resident, idle_s=self.recent.idle_s(m, x))
+                         resident=resident, idle_s=self.recent.idle_s(m, x),
+                         p_back_within=functools.partial(self.returns.p_within, m, x))
 
     def advance(self, x: float) -> None:
         windows = self.windows
@@ -164,15 +164,14 @@ class ForecastPolicy(Policy):
         queue = gpu.queue
         demand_backlog = sum(1 for q in queue if gpu.waiters[q])
         prefetch_s = sum(gpu.load_seconds[q] for q in queue if not gpu.waiters[q])
-        churn = Churn(self.demand_loads.rate(0, x), self.recent.half_life_s)
-        for action in plan(views, gpu.budget, churn=churn):
+        for action in plan(views, gpu.budget, churn=self.churn.at(x)):
             m = index[action.model]
             if action.action == "unload":
                 if action.displaced:
                     continue  # room for a planned load is made when that load starts (make_room), not before
                 if gpu.is_resident(m, x):
                     self.evict(m, x)
-                    self.let_go[m] = x
+                    self.churn.released(m)
                 elif status[m] == QUEUED:
                     gpu.cancel(m)  # a prefetch it queued earlier; a requested load stays
             else:
