@@ -131,7 +131,7 @@ class Churn:
         if p_any <= 0.0:
             return math.inf
         rate = -math.log1p(-min(p_any, 1.0 - 1e-12)) / self.horizon_s
-        return 1.0 / rate
+        return 1.0 / rate if rate > 0.0 else math.inf  # p_any so small the rate underflows
 
     def p_back_before(self, m: ModelView, seconds: float) -> float:
         """P(a request for ``m`` within ``seconds``): its own return times when known, else p_any as Poisson."""
@@ -370,23 +370,29 @@ def plan(
         return (-eff, m.next_demand_s if m.next_demand_s is not None else math.inf, m.model)
 
     rest = sorted((m for m in models if m.model not in chosen and not m.pinned and eligible(m)), key=priority)
-    for m in rest:
-        if used + m.size_bytes <= budget_bytes:
-            chosen[m.model] = _describe(m)
-            used += m.size_bytes
-
+    fixed, fixed_used = dict(chosen), used
     overtaken: dict[str, str] = {}
-    if churn is not None and churn.bytes_per_s > 0:
+    while True:
+        # Fill by density; then the gone-before-used rule. Room a let-go model frees is offered again to
+        # the others (a model it had displaced may fit now), until no more are let go: the set only grows.
+        chosen, used = dict(fixed), fixed_used
+        for m in rest:
+            if m.model not in overtaken and used + m.size_bytes <= budget_bytes:
+                chosen[m.model] = _describe(m)
+                used += m.size_bytes
+        if churn is None or churn.bytes_per_s <= 0:
+            break
         depth = max(0, budget_bytes - used)
-        for m in sorted((m for m in models if m.model in chosen and not m.pinned and not _forced(m)),
-                        key=_eviction_order):
+        before = len(overtaken)
+        for m in sorted((m for m in models if m.model in chosen and m.model not in fixed), key=_eviction_order):
             depth += m.size_bytes
             gone_in = churn.pushed_out_s(depth)
             p_back = churn.p_back_before(m, gone_in)
             if p_back < CHURN_P:
-                del chosen[m.model]
                 overtaken[m.model] = (f"on-demand loads would push it out in ~{gone_in:.0f}s; "
                                       f"P(asked for before then) = {p_back:.2f}")
+        if len(overtaken) == before:
+            break
 
     resident_now = sum(m.size_bytes for m in models if m.resident)
     actions: list[PlanAction] = []

@@ -321,6 +321,7 @@ def test_churn_reads_p_any_as_a_poisson_rate_and_depth_as_time_to_be_pushed_out(
     assert c.next_request_s(1.0 - math.exp(-1.0)) == pytest.approx(600.0)
     assert c.pushed_out_s(3 * GB) == pytest.approx(30.0)
     assert Churn(0.0, 600.0).pushed_out_s(GB) == math.inf
+    assert c.next_request_s(5e-324) == math.inf  # a rate that underflows is no rate, not a division by zero
     with pytest.raises(ValueError):
         Churn(-1.0, 600.0)
     with pytest.raises(ValueError):
@@ -358,6 +359,20 @@ def test_a_model_more_likely_pushed_out_than_asked_for_is_let_go_now():
     # and a candidate that would be pushed out before it is used is not loaded
     c = mv("c", 2, 10, 0.2)
     assert "c" not in by_action(plan([a, c], 10 * GB, PlanConfig(), churn))["load"]
+
+
+def test_room_a_let_go_model_frees_goes_back_to_the_model_it_displaced():
+    # Found by hypothesis in CI. 1 GB budget, both resident: a (0.5 GB, p 0.25) ties b (1 GB, p 1.0) on density
+    # and wins on name, displacing b; then the churn rule lets a go (P(back before push-out) just under 0.5).
+    # Without a second fill b would be unloaded too and loaded again by the next plan.
+    a = mv("a", 0.5, 2.0, 0.25, resident=True)
+    b = mv("b", 1, 1.0, 1.0, resident=True)
+    cfg = PlanConfig(hysteresis=1.0, min_p_any=0.5)
+    churn = Churn(bytes_per_s=83_007_515.0, horizon_s=5.0)
+    actions = plan([a, b], GB, cfg, churn)
+    assert by_action(actions) == {"load": [], "unload": ["a"], "keep": ["b"]}
+    again = plan(apply([a, b], actions), GB, cfg, churn)
+    assert {x.action for x in again} == {"keep"}
 
 
 def test_demand_churn_counts_only_outside_pressure():
