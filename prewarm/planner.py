@@ -151,7 +151,6 @@ class Churn:
 CHURN_P = 0.5
 
 
-
 def _check(models: Sequence[ModelView], budget_bytes: int) -> None:
     if budget_bytes < 0:
         raise ValueError(f"budget_bytes must be >= 0, got {budget_bytes}")
