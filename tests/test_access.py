@@ -28,9 +28,9 @@ from prewarm.cli import main
 from prewarm.config import Settings, hash_api_key, load_settings
 from prewarm.proxy import admin
 from prewarm.proxy.app import make_proxy_app
-from prewarm.residency import ResidencyTracker
 from prewarm.store.readonly import ReadOnlyError, check_read_only
 from prewarm.store.writer import Store
+from proxy_helpers import idle_tracker
 
 PREWARM = PREWARM_CMD
 TOKEN = "tok-3f9a7c1e5b2d4e6f8a0b"
@@ -149,10 +149,7 @@ async def test_token_is_compared_with_hmac_compare_digest(aiohttp_client, tmp_pa
     store = Store(settings.db, settings)
     store.open()
 
-    async def nothing() -> dict[str, int]:
-        return {}
-
-    client = await aiohttp_client(make_proxy_app(settings, store, ResidencyTracker(nothing, 60)))
+    client = await aiohttp_client(make_proxy_app(settings, store, idle_tracker()))
     assert (await client.get("/prewarm/health", headers={"Authorization": "Bearer nope"})).status == 401
     assert (await client.get("/prewarm/health", headers={"Authorization": f"Bearer {TOKEN}"})).status == 200
     assert seen == [(b"Bearer nope", f"Bearer {TOKEN}".encode()), (f"Bearer {TOKEN}".encode(),) * 2]
@@ -171,10 +168,7 @@ async def test_service_sql_path_refuses_writes_and_the_data_is_untouched(aiohttp
     store = Store(settings.db, settings)
     store.open()
 
-    async def nothing() -> dict[str, int]:
-        return {}
-
-    client = await aiohttp_client(make_proxy_app(settings, store, ResidencyTracker(nothing, 60)))
+    client = await aiohttp_client(make_proxy_app(settings, store, idle_tracker()))
     for sql in WRITES:
         r = await client.post("/prewarm/sql", json={"sql": sql})
         assert r.status == 400 and (await r.json())["error"], sql

@@ -25,6 +25,7 @@ from prewarm.records import RequestEvent
 from prewarm.backends.ollama import OllamaBackend
 from prewarm.residency import ResidencyTracker
 from prewarm.store.writer import Store
+from proxy_helpers import idle_tracker
 
 
 class Stack:
@@ -387,13 +388,10 @@ async def test_admin_guard_off_loopback(aiohttp_client, tmp_path: Path) -> None:
     store = Store(settings.db, settings)
     store.open()
 
-    async def nothing() -> dict[str, int]:
-        return {}
-
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(text="m 1\n")
 
-    app = make_proxy_app(settings, store, ResidencyTracker(nothing, 60), extra_routes=[web.get("/metrics", metrics)])
+    app = make_proxy_app(settings, store, idle_tracker(), extra_routes=[web.get("/metrics", metrics)])
     client = await aiohttp_client(app)
     for path in ("/prewarm/health", "/metrics", "/prewarm/anything"):
         assert (await client.get(path)).status == 401

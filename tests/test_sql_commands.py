@@ -15,10 +15,10 @@ import pytest
 from prewarm.cli import main
 from prewarm.config import Settings
 from prewarm.proxy.app import make_proxy_app
-from prewarm.residency import ResidencyTracker
 from prewarm.store.discovery import ServiceInfo, remove_service_file, service_file, write_service_file
 from prewarm.store.readonly import ReadOnlyError, check_read_only
 from prewarm.store.writer import Store
+from proxy_helpers import idle_tracker
 from test_store_writer import event
 
 
@@ -112,10 +112,7 @@ async def test_sql_and_status_through_running_service(aiohttp_server, tmp_path: 
         store.put(event(i))
     await store.flush()
 
-    async def nothing() -> dict[str, int]:
-        return {}
-
-    app = make_proxy_app(settings, store, ResidencyTracker(nothing, 60))
+    app = make_proxy_app(settings, store, idle_tracker())
     server = await aiohttp_server(app)
     write_service_file(str(db), ServiceInfo(str(server.make_url("")).rstrip("/"), os.getpid()))
     try:
@@ -139,10 +136,7 @@ async def test_service_sql_route_validates(aiohttp_client, tmp_path: Path) -> No
     store = Store(settings.db, settings)
     store.open()
 
-    async def nothing() -> dict[str, int]:
-        return {}
-
-    client = await aiohttp_client(make_proxy_app(settings, store, ResidencyTracker(nothing, 60)))
+    client = await aiohttp_client(make_proxy_app(settings, store, idle_tracker()))
     r = await client.post("/prewarm/sql", data=b"not json")
     assert r.status == 400
     r = await client.post("/prewarm/sql", json={"sql": "select 1 as a, 'x' as b, now() as t"})
