@@ -20,11 +20,12 @@ Rules, in order of precedence:
   (each swap costs a full load);
 * a model whose ``p_any`` is below ``min_p_any`` is not loaded ahead of demand, and a
   resident one is let go once its ``p_any`` falls below ``min_p_any / (1 + hysteresis)``;
-* a model that on-demand loads would push out before its next request is let go
-  now (see ``Churn``): holding it until then costs VRAM and saves no cold start;
 * what goes (in a plan or to make room for a request) goes least likely first,
   least recently used among equals: an eviction costs a cold start whatever the
   model's size, so per-byte value decides what to load, not what to drop;
+* the budget a plan fills is the caller's: the live prewarmer and the replay pass
+  ``VramAccount``'s allowance, so prewarming holds no more VRAM-hours than an
+  on-demand LRU cache would;
 * evictions come before loads, loads go one at a time with the soonest expected
   demand first, and no step ever leaves more than the budget resident unless the
   set was already over budget before the plan (and then only evictions happen).
@@ -32,10 +33,10 @@ Rules, in order of precedence:
 
 from __future__ import annotations
 
-import bisect
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Iterable, Sequence
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +52,6 @@ class ModelView:
     in_flight: int = 0
     pinned: bool = False
     idle_s: float | None = None  # seconds since its last request; None = never asked for or unknown
-    # P(its next request comes within s seconds), from its own history (ReturnTimes); None: read p_any as Poisson
-    p_back_within: Callable[[float], float | None] | None = None
-
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -99,56 +97,6 @@ class PlanConfig:
             raise ValueError(f"hysteresis must be finite and >= 0, got {self.hysteresis}")
         if not (0.0 <= self.min_p_any <= 1.0):
             raise ValueError(f"min_p_any must be in [0, 1], got {self.min_p_any}")
-
-
-@dataclass(frozen=True)
-class Churn:
-    """How fast on-demand loads push resident bytes out, for the plan's "gone before it is used" rule.
-
-    Requests for models that are not resident keep loading bytes; each load
-    evicts the least likely resident models first. A model whose place in that
-    order is ``depth`` bytes from the bottom (free room included) is pushed out in
-    about ``depth / bytes_per_s`` seconds. If it is more likely to be gone by then
-    than asked for (``CHURN_P``), keeping it saves no cold start in expectation and
-    only holds VRAM. The chance of a request before then comes from the model's
-    own gaps between requests (``ReturnTimes``, via ``ModelView.p_back_within``)
-    or, with too little history, from ``p_any`` over ``horizon_s`` read as a
-    Poisson rate. With no recent on-demand loads (``bytes_per_s`` 0) nothing is
-    pushed out and the rule lets every model stay, as an LRU cache would.
-    """
-
-    bytes_per_s: float
-    horizon_s: float
-
-    def __post_init__(self) -> None:
-        if not (self.bytes_per_s >= 0 and math.isfinite(self.bytes_per_s)):
-            raise ValueError(f"Churn.bytes_per_s must be finite and >= 0, got {self.bytes_per_s}")
-        if not (self.horizon_s > 0 and math.isfinite(self.horizon_s)):
-            raise ValueError(f"Churn.horizon_s must be finite and > 0, got {self.horizon_s}")
-
-    def next_request_s(self, p_any: float) -> float:
-        """Expected seconds to the next request: 1 / rate, rate = -ln(1 - p_any) / horizon."""
-        if p_any <= 0.0:
-            return math.inf
-        rate = -math.log1p(-min(p_any, 1.0 - 1e-12)) / self.horizon_s
-        return 1.0 / rate if rate > 0.0 else math.inf  # p_any so small the rate underflows
-
-    def p_back_before(self, m: ModelView, seconds: float) -> float:
-        """P(a request for ``m`` within ``seconds``): its own return times when known, else p_any as Poisson."""
-        if m.p_back_within is not None:
-            p = m.p_back_within(seconds)
-            if p is not None:
-                return p
-        if m.p_any <= 0.0:
-            return 0.0
-        return 1.0 - math.exp(-seconds / self.next_request_s(m.p_any)) if math.isfinite(seconds) else 1.0
-
-    def pushed_out_s(self, depth_bytes: int) -> float:
-        return depth_bytes / self.bytes_per_s if self.bytes_per_s > 0 else math.inf
-
-
-# A model more likely to be pushed out before its next request than not is let go now.
-CHURN_P = 0.5
 
 
 def _check(models: Sequence[ModelView], budget_bytes: int) -> None:
@@ -223,90 +171,81 @@ class RecentDemand:
         return blend_recency(p_forecast, self.rate(key, t), self.half_life_s)
 
 
-class ReturnTimes:
-    """Each model's gaps between requests, for "will it be asked for again before it is pushed out?".
+class VramAccount:
+    """Holds prewarming to the VRAM-hours an on-demand LRU cache of the same requests would hold.
 
-    A Poisson reading of p_any knows the level of demand but not its shape: a
-    client that comes back every few minutes in a session and then goes quiet
-    for hours looks the same as one asking at random. The model's own history of
-    gaps does know, and conditioning on how long it has been idle already is the
-    insight of Shahrad et al. (ATC'20) that keep-alive should follow each
-    function's idle-time distribution. Gaps are counted in half-octave bins from
-    1 s to ~12 days, so memory stays fixed per model.
+    Free VRAM is not idle on a serving GPU: it is KV cache, batch room, another
+    tenant's model. A prewarmer that avoids cold starts by holding more memory
+    than loading on demand would shows nothing about its forecast, so the plan
+    and ``make_room`` are given an *allowance* instead of the whole budget.
+
+    A shadow LRU cache (same budget, loads at once) sees every request. The
+    account accrues, per second, ``TARGET`` x the shadow's bytes minus the bytes
+    actually held; the allowance is the shadow's bytes + balance / ``horizon_s``,
+    within [0, budget]. VRAM saved while demand was low is spent over the next
+    forecast horizon, when the forecast says it matters (the morning after a
+    quiet night), and VRAM overspent is paid back the same way. A model is then
+    loaded ahead of demand only in room an on-demand cache would have held
+    anyway, and what fills that room is chosen by forecast, not recency.
+
+    ``TARGET`` is below 1 because the shadow is an estimate: it loads at once, a
+    real cache waits for the loader. At 1 the replays (docs/replay.md) came out
+    up to 0.1 % above a real LRU's GB-hours; 0.5 % under leaves five times that.
+    It weighs only on the balance, so a fresh account (a restarted serve) allows
+    everything the cache holds and the margin is taken over the horizon.
+
+    Until it has seen a request (or been seeded) there is nothing to compare
+    with (a serve bootstrapped from a trace, an empty log): the allowance is the
+    budget and nothing is booked. The caller then seeds it with the resident set
+    at the first request, so the models prewarmed meanwhile count as cached.
     """
 
-    EDGES: tuple[float, ...] = tuple(2.0 ** (k / 2) for k in range(41))
-    MIN_GAPS = 8  # fewer gaps than this: no opinion (the plan falls back to p_any)
-
-    def __init__(self) -> None:
-        self.last: dict[Any, float] = {}
-        self._counts: dict[Any, list[int]] = {}
-        self._n: dict[Any, int] = {}
-
-    def observe(self, key: Any, t: float) -> None:
-        last = self.last.get(key)
-        self.last[key] = t
-        if last is None:
-            return
-        counts = self._counts.get(key)
-        if counts is None:
-            counts = self._counts[key] = [0] * (len(self.EDGES) + 1)
-        counts[bisect.bisect_right(self.EDGES, max(0.0, t - last))] += 1
-        self._n[key] = self._n.get(key, 0) + 1
-
-    def _longer_than(self, counts: list[int], x: float) -> float:
-        """How many gaps exceed ``x`` (a gap is spread evenly over its bin)."""
-        edges = self.EDGES
-        b = bisect.bisect_right(edges, x)
-        above = float(sum(counts[b + 1:]))
-        if b == 0:
-            return above + counts[0] * (1.0 - x / edges[0])
-        if b == len(edges):
-            return float(counts[b])  # the open last bin: every gap there counts as longer
-        lo, hi = edges[b - 1], edges[b]
-        return above + counts[b] * (hi - x) / (hi - lo)
-
-    def p_within(self, key: Any, t: float, within_s: float) -> float | None:
-        """P(the next request comes within ``within_s`` of ``t`` | none since the last one); None: too few gaps."""
-        if self._n.get(key, 0) < self.MIN_GAPS:
-            return None
-        counts = self._counts[key]
-        idle = max(0.0, t - self.last[key])
-        alive = self._longer_than(counts, idle)
-        if alive <= 0.0:
-            return 0.0  # idle longer than any gap seen: it is not coming back soon by its own history
-        return max(0.0, alive - self._longer_than(counts, idle + within_s)) / alive
-
-
-class DemandChurn:
-    """The Churn a plan sees: bytes loaded for requests per second, decayed over the plan horizon.
-
-    Only outside pressure counts: a load for a model the plan itself let go of
-    (since it was last loaded) is the plan's own doing, and counting it would let
-    early unloads feed on themselves (measured: ServeGen at 40 GB, where nothing
-    else pushes models out, went from 0.03 % to 0.09 % cold that way). Kept here so
-    the live prewarmer and the replay measure churn the same way. Keys are
-    whatever the caller names models by.
-    """
+    TARGET = 0.995
 
     def __init__(self, horizon_s: float) -> None:
+        if not (horizon_s > 0 and math.isfinite(horizon_s)):
+            raise ValueError(f"horizon_s must be finite and > 0, got {horizon_s}")
         self.horizon_s = float(horizon_s)
-        self._bytes = RecentDemand(horizon_s)
-        self._let_go: set[Any] = set()
+        self.lru: OrderedDict[Any, int] = OrderedDict()  # the shadow cache, least recently used first
+        self.lru_bytes = 0
+        self.balance = 0.0  # byte-seconds held under (> 0) or over (< 0) the target so far
+        self.seen = False  # a request or a seed arrived: the account has a reference
+        self._t: float | None = None
 
-    def released(self, key: Any) -> None:
-        """The plan unloaded ``key`` ahead of demand (not to make room for another model)."""
-        self._let_go.add(key)
+    def settle(self, t: float, held_bytes: int) -> None:
+        """Book the time since the last call, during which ``held_bytes`` were resident."""
+        if self.seen and self._t is not None and t > self._t:
+            self.balance += (self.TARGET * self.lru_bytes - held_bytes) * (t - self._t)
+        if self._t is None or t > self._t:
+            self._t = t
 
-    def loaded(self, key: Any, t: float, size_bytes: int, on_demand: bool) -> None:
-        """``key`` started loading at ``t``: for a request (``on_demand``) or as the plan's prefetch."""
-        if key in self._let_go:
-            self._let_go.discard(key)
-        elif on_demand:
-            self._bytes.observe(None, t, size_bytes)
+    def request(self, key: Any, size_bytes: int, t: float, held_bytes: int, budget_bytes: int) -> None:
+        """A request for ``key`` at ``t``: the shadow cache loads it (evicting its least recently used) or touches it."""
+        self.settle(t, held_bytes)
+        self.seed([(key, size_bytes)], budget_bytes)
 
-    def at(self, t: float) -> Churn:
-        return Churn(self._bytes.rate(None, t), self.horizon_s)
+    def seed(self, keys: Iterable[tuple[Any, int]], budget_bytes: int) -> None:
+        """Put (key, size) into the shadow cache, oldest use first, without booking time (e.g. from the request log)."""
+        lru = self.lru
+        for key, size in keys:
+            self.seen = True
+            old = lru.pop(key, None)
+            if old is not None:
+                self.lru_bytes -= old
+            if size > budget_bytes:
+                continue  # larger than the budget: no cache could hold it
+            lru[key] = size
+            self.lru_bytes += size
+            while self.lru_bytes > budget_bytes:
+                self.lru_bytes -= lru.popitem(last=False)[1]
+
+    def allowance(self, t: float, held_bytes: int, budget_bytes: int) -> int:
+        """Bytes the plan may fill at ``t``: the cache's bytes plus the balance spread over the horizon, within the budget."""
+        if not self.seen:
+            return budget_bytes
+        self.settle(t, held_bytes)
+        want = self.lru_bytes + self.balance / self.horizon_s
+        return int(max(0.0, min(float(budget_bytes), want)))
 
 
 def _eviction_order(m: ModelView) -> tuple[float, float, int, str]:
@@ -332,7 +271,6 @@ def plan(
     models: Sequence[ModelView],
     budget_bytes: int,
     config: PlanConfig = PlanConfig(),
-    churn: Churn | None = None,
 ) -> list[PlanAction]:
     """Ordered actions that bring the resident set to the best one within the budget.
 
@@ -369,29 +307,10 @@ def plan(
         return (-eff, m.next_demand_s if m.next_demand_s is not None else math.inf, m.model)
 
     rest = sorted((m for m in models if m.model not in chosen and not m.pinned and eligible(m)), key=priority)
-    fixed, fixed_used = dict(chosen), used
-    overtaken: dict[str, str] = {}
-    while True:
-        # Fill by density; then the gone-before-used rule. Room a let-go model frees is offered again to
-        # the others (a model it had displaced may fit now), until no more are let go: the set only grows.
-        chosen, used = dict(fixed), fixed_used
-        for m in rest:
-            if m.model not in overtaken and used + m.size_bytes <= budget_bytes:
-                chosen[m.model] = _describe(m)
-                used += m.size_bytes
-        if churn is None or churn.bytes_per_s <= 0:
-            break
-        depth = max(0, budget_bytes - used)
-        before = len(overtaken)
-        for m in sorted((m for m in models if m.model in chosen and m.model not in fixed), key=_eviction_order):
-            depth += m.size_bytes
-            gone_in = churn.pushed_out_s(depth)
-            p_back = churn.p_back_before(m, gone_in)
-            if p_back < CHURN_P:
-                overtaken[m.model] = (f"on-demand loads would push it out in ~{gone_in:.0f}s; "
-                                      f"P(asked for before then) = {p_back:.2f}")
-        if len(overtaken) == before:
-            break
+    for m in rest:
+        if used + m.size_bytes <= budget_bytes:
+            chosen[m.model] = _describe(m)
+            used += m.size_bytes
 
     resident_now = sum(m.size_bytes for m in models if m.resident)
     actions: list[PlanAction] = []
@@ -403,10 +322,8 @@ def plan(
     evict = sorted((m for m in models if m.resident and m.model not in chosen), key=_eviction_order)
     for m in evict:
         resident_now -= m.size_bytes
-        displaced = m.p_any >= resident_min_p and m.model not in overtaken
-        if m.model in overtaken:
-            reason = overtaken[m.model]
-        elif displaced:
+        displaced = m.p_any >= resident_min_p
+        if displaced:
             reason = f"displaced by models of higher value density ({_describe(m)})"
         else:
             reason = f"not expected within the horizon (p_any={m.p_any:.3f} < {resident_min_p:.3f})"

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import logging
 import time
 from collections import Counter, deque
@@ -36,16 +35,7 @@ from prewarm.catalog import Catalog, load_catalog
 from prewarm.config import Settings
 from prewarm.gpu import Budget, GpuMonitor
 from prewarm.metrics import PrewarmMetrics
-from prewarm.planner import (
-    DemandChurn,
-    ModelView,
-    PlanAction,
-    PlanConfig,
-    RecentDemand,
-    ReturnTimes,
-    make_room,
-    plan,
-)
+from prewarm.planner import ModelView, PlanAction, PlanConfig, RecentDemand, VramAccount, make_room, plan
 from prewarm.records import RequestEvent
 from prewarm.residency import ResidencyTracker
 
@@ -54,6 +44,8 @@ log = logging.getLogger(__name__)
 # The plan is redone every window, so it only has to cover until the next plan and the
 # loads it starts: the window now running and the next one.
 PLAN_WINDOWS = 2
+# Models in order of their last request, oldest first: the on-demand cache the VRAM account starts from.
+LAST_USED_SQL = "SELECT model FROM requests WHERE model IS NOT NULL GROUP BY model ORDER BY max(ts_start)"
 # A model's first request is expected in the first window where p_any reaches this.
 DEMAND_P = 0.5
 # Ollama endpoints whose body carries keep_alive (its OpenAI-compatible /v1 API ignores it).
@@ -127,8 +119,8 @@ class Prewarmer:
         self.forecast_at: float | None = None
         # Recency, as the replay's forecast policy sees it: blended into p_any and the LRU tie-break.
         self.recent = RecentDemand(PLAN_WINDOWS * settings.window)
-        self.churn = DemandChurn(PLAN_WINDOWS * settings.window)
-        self.returns = ReturnTimes()
+        # Prewarming holds no more VRAM-hours than an on-demand LRU cache of the same requests would.
+        self.account = VramAccount(settings.horizon_windows * settings.window)
         self.last_plan: list[PlanAction] = []
         self.last_plan_at: float | None = None
         self.last_actions: deque[dict[str, Any]] = deque(maxlen=50)
@@ -148,6 +140,26 @@ class Prewarmer:
             await self.tracker.refresh()
         await self.refresh_catalog()
         await self.refresh_budget()
+        last_used: list[str] = []
+        if self.store is not None:
+            try:
+                last_used = [row[0] for row in (await self.store.query(LAST_USED_SQL))[1]]
+            except Exception as exc:  # the store may be unavailable: the account then starts from the resident set
+                log.warning("VRAM account: cannot read the log (%s); starting from the resident models", exc)
+        self.seed_account(last_used)
+
+    def seed_account(self, last_used: Sequence[str]) -> None:
+        """Start the VRAM account's on-demand cache from the resident models, then the log's, oldest use first.
+
+        Without it a restarted serve would see an empty cache, an allowance of 0,
+        and its first plan would unload every model.
+        """
+        order = list(self._resident()) + [self.canonical(m) for m in last_used]
+        self.account.seed(((m, self.size_of(m)) for m in order), self._budget_bytes())
+
+    def allowance(self) -> int:
+        """The bytes plans and make_room fill: VramAccount's allowance, within the budget."""
+        return self.account.allowance(self.clock(), self._resident_bytes(), self._budget_bytes())
 
     async def stop(self, stop_tracker: bool = True) -> None:
         if stop_tracker:
@@ -238,7 +250,6 @@ class Prewarmer:
                     in_flight=in_flight.get(m, 0),
                     pinned=m in self.pins,
                     idle_s=self.recent.idle_s(m, now),
-                    p_back_within=functools.partial(self.returns.p_within, m, now),
                 )
             )
         return out
@@ -293,7 +304,10 @@ class Prewarmer:
         self.tracker.request_started(model)
         m, now = self.canonical(model), self.clock()
         self.recent.observe(m, now)
-        self.returns.observe(m, now)
+        if self.budget is not None:
+            if not self.account.seen:
+                self.seed_account([])  # what was prewarmed before any demand counts as cached
+            self.account.request(m, self.size_of(m), now, self._resident_bytes(), self.budget.bytes)
 
     def request_finished(self, model: str, event: RequestEvent) -> None:
         self.tracker.request_finished(model, event)
@@ -338,11 +352,15 @@ class Prewarmer:
                         log.warning("%s needs %d bytes, more than the whole %d-byte budget: forwarded without "
                                     "making room", model, self.size_of(model), self._budget_bytes())
                     return
-                actions = make_room(self.views([model]), model, self._budget_bytes())
+                # A request never evicts a model the on-demand cache would keep: room within the allowance or
+                # the cache's bytes, the larger (the next plan trims to the allowance); failing that, the budget.
+                views = self.views([model])
+                actions = make_room(views, model, max(self.allowance(), self.account.lru_bytes))
+                if actions is None:
+                    actions = make_room(views, model, self._budget_bytes())
                 if actions is not None:
                     for a in actions:
                         await self._do_unload(a.model, a.reason)
-                    self.churn.loaded(model, self.clock(), self.size_of(model), on_demand=True)
                     if self.backend.loads_on_request:
                         self._reserved[model] = self.size_of(model)
                     else:
@@ -426,7 +444,7 @@ class Prewarmer:
         self.metrics.forecast_made(self.forecast_at)
         await self.tracker.refresh()
         await self.refresh_budget()
-        actions = plan(self.views(), self._budget_bytes(), self.plan_config, self.churn.at(now))
+        actions = plan(self.views(), self.allowance(), self.plan_config)
         self.last_plan, self.last_plan_at = actions, now
         self.planned_resident = {a.model for a in actions if a.action in ("keep", "load")}
         for a in actions:
@@ -436,13 +454,11 @@ class Prewarmer:
                         self._record(a.model, "unload", a.reason, None, None, 0.0, False,
                                      "skipped: a request for it arrived while the plan ran")
                         continue
-                    if await self._do_unload(a.model, a.reason) and not a.displaced:
-                        self.churn.released(a.model)
+                    await self._do_unload(a.model, a.reason)
                 elif a.action == "load":
                     if self.tracker.is_resident(a.model):
                         continue
-                    if await self._do_load(a.model, a.reason):
-                        self.churn.loaded(a.model, self.clock(), self.size_of(a.model), on_demand=False)
+                    await self._do_load(a.model, a.reason)
                 else:
                     await self._do_keep(a.model, a.reason)
         return actions
@@ -497,6 +513,10 @@ class Prewarmer:
             "resident": [{"model": m, "size_bytes": b, "reserved": m in self._reserved and m not in self.tracker.resident}
                          for m, b in sorted(resident.items())],
             "resident_bytes": sum(resident.values()),
+            "vram_account": None if self.budget is None else {
+                "lru_bytes": self.account.lru_bytes,
+                "balance_gb_hours": round(self.account.balance / 3600e9, 4),
+                "allowance_bytes": self.allowance()},
             "in_flight": self._in_flight(),
             "pins": sorted(self.pins),
             "planned_resident": sorted(self.planned_resident),
@@ -537,6 +557,7 @@ async def _plan_command(settings: Settings, apply: bool) -> int:
 
     try:
         columns, rows = read_query(settings, LATEST_FORECASTS_SQL)
+        last_used = [row[0] for row in read_query(settings, LAST_USED_SQL)[1]]
     except ReadError as exc:
         raise CommandError(str(exc)) from None
     forecasts = pd.DataFrame(rows, columns=columns)
@@ -562,11 +583,13 @@ async def _plan_command(settings: Settings, apply: bool) -> int:
             await pw.start(start_tracker=False)
         except BackendError as exc:
             raise CommandError(str(exc)) from None
+        if store is None:
+            pw.seed_account(last_used)  # with a store, start() read the log itself
         if apply:
             actions = await pw.apply_plan(forecasts, made_at)
         else:
             pw.forecast = {pw.canonical(m): v for m, v in horizon_views(forecasts, pw.clock()).items()}
-            actions = plan(pw.views(), pw._budget_bytes(), pw.plan_config, pw.churn.at(pw.clock()))
+            actions = plan(pw.views(), pw.allowance(), pw.plan_config)
     finally:
         await pw.stop(stop_tracker=False)
         if store is not None:

@@ -10,12 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prewarm.planner import (
-    Churn,
-    DemandChurn,
-    ReturnTimes,
     ModelView,
     PlanAction,
     PlanConfig,
+    VramAccount,
     blend_recency,
     make_room,
     plan,
@@ -181,13 +179,12 @@ budgets = st.integers(0, 40).map(lambda n: n * GB // 2)
 configs = st.builds(
     PlanConfig, hysteresis=st.floats(0, 2, allow_nan=False), min_p_any=st.floats(0, 0.5, allow_nan=False)
 )
-churns = st.one_of(st.none(), st.builds(Churn, bytes_per_s=st.floats(0, 1e9), horizon_s=st.floats(1, 3600)))
 
 
 @settings(max_examples=1000, deadline=None)
-@given(model_views(), budgets, configs, churns)
-def test_prop_budget_never_exceeded_at_any_step(models, budget, cfg, churn):
-    actions = plan(models, budget, cfg, churn)
+@given(model_views(), budgets, configs)
+def test_prop_budget_never_exceeded_at_any_step(models, budget, cfg):
+    actions = plan(models, budget, cfg)
     size = {m.model: m.size_bytes for m in models}
     resident = {m.model for m in models if m.resident}
     start = sum(size[m] for m in resident)
@@ -216,9 +213,9 @@ def test_prop_budget_never_exceeded_at_any_step(models, budget, cfg, churn):
 
 
 @settings(max_examples=1000, deadline=None)
-@given(model_views(), budgets, configs, churns)
-def test_prop_in_flight_never_evicted_and_pins_kept(models, budget, cfg, churn):
-    actions = plan(models, budget, cfg, churn)
+@given(model_views(), budgets, configs)
+def test_prop_in_flight_never_evicted_and_pins_kept(models, budget, cfg):
+    actions = plan(models, budget, cfg)
     unloaded = {a.model for a in actions if a.action == "unload"}
     kept = {a.model for a in actions if a.action == "keep"}
     for m in models:
@@ -231,11 +228,11 @@ def test_prop_in_flight_never_evicted_and_pins_kept(models, budget, cfg, churn):
 
 
 @settings(max_examples=1000, deadline=None)
-@given(model_views(), budgets, configs, churns)
-def test_prop_no_flapping_under_unchanged_inputs(models, budget, cfg, churn):
-    first = plan(models, budget, cfg, churn)
+@given(model_views(), budgets, configs)
+def test_prop_no_flapping_under_unchanged_inputs(models, budget, cfg):
+    first = plan(models, budget, cfg)
     after = apply(models, first)
-    again = plan(after, budget, cfg, churn)
+    again = plan(after, budget, cfg)
     assert all(a.action == "keep" for a in again), again
     assert {a.model for a in again} == {m.model for m in after if m.resident}
 
@@ -315,98 +312,55 @@ def test_recent_demand_decays_by_half_life_and_blends_into_p_any():
     assert rd.blend("m", 0.2, 20.0) > rd.blend("m", 0.2, 6000.0) > 0.2
 
 
-def test_churn_reads_p_any_as_a_poisson_rate_and_depth_as_time_to_be_pushed_out():
-    c = Churn(bytes_per_s=GB / 10, horizon_s=600.0)
-    assert c.next_request_s(0.0) == math.inf
-    assert c.next_request_s(1.0 - math.exp(-1.0)) == pytest.approx(600.0)
-    assert c.pushed_out_s(3 * GB) == pytest.approx(30.0)
-    assert Churn(0.0, 600.0).pushed_out_s(GB) == math.inf
-    assert c.next_request_s(5e-324) == math.inf  # a rate that underflows is no rate, not a division by zero
+def test_vram_account_shadow_is_an_lru_cache_under_the_budget():
+    acc = VramAccount(horizon_s=3600.0)
+    # before any request there is no on-demand cache to compare with: the whole budget, nothing booked
+    assert acc.allowance(0.0, 5 * GB, 12 * GB) == 12 * GB and acc.balance == 0.0
+    for t, key in enumerate(["a", "b", "c", "a", "d"]):
+        acc.request(key, 4 * GB, float(t), 0, 12 * GB)
+    # a, b, c fill 12 GB; a is used again; d pushes out the least recently used, b
+    assert list(acc.lru) == ["c", "a", "d"] and acc.lru_bytes == 12 * GB
+    acc.request("huge", 13 * GB, 5.0, 0, 12 * GB)  # larger than the budget: no cache holds it
+    assert "huge" not in acc.lru and acc.lru_bytes == 12 * GB
+    acc.seed([("e", 4 * GB)], 8 * GB)  # a smaller budget (NVML says less is free): the oldest go
+    assert list(acc.lru) == ["d", "e"]
+
+
+def test_vram_account_lends_saved_vram_hours_over_the_horizon_and_takes_back_overspending():
+    target = VramAccount.TARGET
+    acc = VramAccount(horizon_s=1000.0)
+    acc.request("a", 10 * GB, 0.0, 0, 40 * GB)
+    # nothing booked yet (a fresh account, e.g. a restarted serve): the allowance is the on-demand cache's bytes
+    assert acc.allowance(0.0, 0, 40 * GB) == 10 * GB
+    # 100 s holding 4 GB while the target is TARGET x 10 GB: that much saved, spread over the 1000 s horizon
+    saved = (target * 10 - 4) * GB * 100
+    assert acc.allowance(100.0, 4 * GB, 40 * GB) == int(10 * GB + saved / 1000)
+    # within [0, budget] whatever the balance
+    assert acc.allowance(100.0, 4 * GB, 10 * GB) == 10 * GB
+    # then 100 s holding 30 GB: overspent, the allowance drops below the cache's bytes
+    after = saved + (target * 10 - 30) * GB * 100
+    assert after < 0
+    assert acc.allowance(200.0, 30 * GB, 40 * GB) == int(10 * GB + after / 1000)
+    assert acc.allowance(10**6, 40 * GB, 40 * GB) == 0
+    # holding exactly what the cache holds still runs the balance down, by 1 - TARGET: the margin over the horizon
+    steady = VramAccount(horizon_s=1000.0)
+    steady.request("a", 10 * GB, 0.0, 10 * GB, 40 * GB)
+    assert steady.allowance(1000.0, 10 * GB, 40 * GB) == pytest.approx(target * 10 * GB, rel=1e-9)
     with pytest.raises(ValueError):
-        Churn(-1.0, 600.0)
-    with pytest.raises(ValueError):
-        Churn(1.0, 0.0)
+        VramAccount(horizon_s=0.0)
 
 
-def test_churn_falls_back_to_p_any_as_poisson_without_history():
-    c = Churn(bytes_per_s=GB, horizon_s=600.0)
-    m = mv("m", 1, 10, 1.0 - math.exp(-1.0))  # one request per 600 s
-    assert c.p_back_before(m, 600.0) == pytest.approx(1.0 - math.exp(-1.0))
-    assert c.p_back_before(mv("z", 1, 10, 0.0), 600.0) == 0.0
-    assert c.p_back_before(m, math.inf) == 1.0
-    # its own history, when it has one, is what counts
-    assert c.p_back_before(dataclasses.replace(m, p_back_within=lambda s: 0.9), 600.0) == 0.9
-    assert c.p_back_before(dataclasses.replace(m, p_back_within=lambda s: None), 600.0) == pytest.approx(0.632, abs=1e-3)
-
-
-def test_a_model_more_likely_pushed_out_than_asked_for_is_let_go_now():
-    # 10 GB budget, 2 GB free; on-demand loads bring 0.04 GB/s; horizon 600 s; no history (p_any as Poisson).
-    # b (p 0.2) is first in eviction order: depth 2 + 4 = 6 GB -> pushed out in 150 s; P(request within 150 s)
-    # = 1 - 0.8 ** (150 / 600) = 0.054 < 0.5: let go. a (p 0.95): depth 10 GB -> 250 s;
-    # P = 1 - 0.05 ** (250 / 600) = 0.71: kept.
-    a = mv("a", 4, 10, 0.95, resident=True)
-    b = mv("b", 4, 10, 0.2, resident=True)
-    churn = Churn(bytes_per_s=0.04 * GB, horizon_s=600.0)
-    actions = plan([a, b], 10 * GB, PlanConfig(), churn)
-    assert by_action(actions) == {"load": [], "unload": ["b"], "keep": ["a"]}
-    gone = next(x for x in actions if x.model == "b")
-    assert not gone.displaced and "push it out in ~150s" in gone.reason and "= 0.05" in gone.reason
-    # b's own history says it is usually back within a minute of its last request: it stays
-    b_back = dataclasses.replace(b, p_back_within=lambda s: 0.8)
-    assert by_action(plan([a, b_back], 10 * GB, PlanConfig(), churn))["unload"] == []
-    # with no on-demand loads nothing pushes anything out: both stay, as in an LRU cache
-    assert by_action(plan([a, b], 10 * GB, PlanConfig(), Churn(0.0, 600.0)))["unload"] == []
-    # and a candidate that would be pushed out before it is used is not loaded
-    c = mv("c", 2, 10, 0.2)
-    assert "c" not in by_action(plan([a, c], 10 * GB, PlanConfig(), churn))["load"]
-
-
-def test_room_a_let_go_model_frees_goes_back_to_the_model_it_displaced():
-    # Found by hypothesis in CI. 1 GB budget, both resident: a (0.5 GB, p 0.25) ties b (1 GB, p 1.0) on density
-    # and wins on name, displacing b; then the churn rule lets a go (P(back before push-out) just under 0.5).
-    # Without a second fill b would be unloaded too and loaded again by the next plan.
-    a = mv("a", 0.5, 2.0, 0.25, resident=True)
-    b = mv("b", 1, 1.0, 1.0, resident=True)
-    cfg = PlanConfig(hysteresis=1.0, min_p_any=0.5)
-    churn = Churn(bytes_per_s=83_007_515.0, horizon_s=5.0)
-    actions = plan([a, b], GB, cfg, churn)
-    assert by_action(actions) == {"load": [], "unload": ["a"], "keep": ["b"]}
-    again = plan(apply([a, b], actions), GB, cfg, churn)
-    assert {x.action for x in again} == {"keep"}
-
-
-def test_demand_churn_counts_only_outside_pressure():
-    churn = DemandChurn(horizon_s=600.0)
-    churn.loaded("a", 0.0, GB, on_demand=True)
-    per_byte = math.log(2) / 600.0
-    assert churn.at(0.0).bytes_per_s == pytest.approx(GB * per_byte)
-    churn.released("b")
-    churn.loaded("b", 200.0, 4 * GB, on_demand=True)  # back after the plan let it go: the plan's doing
-    assert churn.at(200.0).bytes_per_s == pytest.approx(GB * 0.5 ** (200 / 600) * per_byte)
-    churn.loaded("c", 300.0, 2 * GB, on_demand=False)  # a prefetch is not pressure from demand
-    churn.loaded("b", 600.0, 4 * GB, on_demand=True)  # pushed out since by make_room, say: counts again
-    expected = (GB * 0.5 ** (600 / 600) + 4 * GB) * per_byte
-    assert churn.at(600.0).bytes_per_s == pytest.approx(expected)
-
-
-def test_return_times_condition_on_the_idle_time_so_far():
-    rt = ReturnTimes()
-    t = 0.0
-    rt.observe("m", t)
-    for gap in [10.0] * 6 + [10_000.0] * 4:  # sessions: back within seconds, then a long quiet spell
-        t += gap
-        rt.observe("m", t)
-    assert rt.p_within("m", t, 60.0) is not None  # ten gaps: enough for an opinion
-    fresh = ReturnTimes()  # one gap: too few, the plan falls back to p_any
-    fresh.observe("x", 0.0)
-    fresh.observe("x", 5.0)
-    assert fresh.p_within("x", 5.0, 60.0) is None
-    # just after a request: 6 of 10 gaps were ~10 s, so it is probably back within a minute
-    assert rt.p_within("m", t + 1.0, 60.0) == pytest.approx(0.6, abs=0.05)
-    # idle 100 s already: the short gaps are ruled out, only the long ones remain, none within a minute
-    assert rt.p_within("m", t + 100.0, 60.0) == pytest.approx(0.0, abs=0.01)
-    # but within a few hours it very likely is
-    assert rt.p_within("m", t + 100.0, 20_000.0) == pytest.approx(1.0, abs=0.01)
-    # idle longer than any gap ever seen: not coming back soon by its own history
-    assert rt.p_within("m", t + 10**7, 60.0) == 0.0
-    assert rt.p_within("unknown", t, 60.0) is None
+def test_a_plan_filling_the_allowance_loads_nothing_the_on_demand_cache_has_no_room_for():
+    # a and b were asked for (4 GB each) and are resident: an on-demand cache would hold those 8 GB.
+    acc = VramAccount(horizon_s=3600.0)
+    acc.request("a", 4 * GB, 0.0, 0, 24 * GB)
+    acc.request("b", 4 * GB, 0.0, 4 * GB, 24 * GB)
+    allowance = acc.allowance(0.0, 8 * GB, 24 * GB)
+    assert allowance == 8 * GB
+    a = mv("a", 4, 10, 0.9, resident=True)
+    b = mv("b", 4, 10, 0.3, resident=True)
+    c = mv("c", 4, 10, 0.8)
+    # within the allowance c, more likely to be asked for, takes b's place
+    assert by_action(plan([a, b, c], allowance)) == {"load": ["c"], "unload": ["b"], "keep": ["a"]}
+    # with the whole budget the plan would hold all three: more VRAM than loading on demand
+    assert by_action(plan([a, b, c], 24 * GB)) == {"load": ["c"], "unload": [], "keep": ["a", "b"]}

@@ -127,14 +127,15 @@ class SimGPU:
             self.loader_free = s  # idle until now: whatever is decided now happens at s, never earlier
         m = self.queue.popleft()
         waiting = self.waiters[m]
-        self.waiters[m] = []
         policy = self.policy
         if not waiting and not policy.wanted(m, s):
             self.status[m] = ABSENT
             self.cancelled += 1
             self._schedule_head()
             return
-        if not policy.make_room(m, s) or self.used + self.sizes[m] > self.budget:
+        room = policy.make_room(m, s)  # it may ask whether requests wait (self.waiters[m])
+        self.waiters[m] = []
+        if not room or self.used + self.sizes[m] > self.budget:
             self.status[m] = ABSENT
             self.failed_loads += 1
             for i, _ in waiting:

@@ -7,10 +7,11 @@
   them) it predicts from the events before that instant only, turns the forecast
   into (P(any request over the plan horizon), seconds to the likely first request)
   with the prewarmer's own ``horizon_views``, and runs ``planner.plan`` with the
-  resident set, sizes and load times; the unloads and loads are carried out on the
+  resident set, sizes and load times, filling ``planner.VramAccount``'s allowance
+  (what an on-demand LRU cache of the same requests would hold); the unloads and loads are carried out on the
   simulated GPU at that instant (loads through the single loader queue).
 * A miss is loaded on demand, after ``planner.make_room`` chose what to evict
-  under the latest forecast.
+  under the latest forecast, within the allowance too.
 
 The forecasts do not depend on the budget, so one ``ForecastSchedule`` computes
 them once per replay command and every budget replays against it. Before the
@@ -24,14 +25,13 @@ prefix of the events frame before the instant it forecasts for.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from prewarm.forecast.model import ForecastParams, HeatForecaster
-from prewarm.planner import DemandChurn, ModelView, PlanConfig, RecentDemand, ReturnTimes, make_room, plan
+from prewarm.planner import ModelView, PlanConfig, RecentDemand, VramAccount, make_room, plan
 from prewarm.prewarmer import PLAN_WINDOWS, horizon_views
 from prewarm.sim.gpu import SimGPU
 from prewarm.sim.policies.base import ABSENT, INF, QUEUED, Policy
@@ -118,24 +118,23 @@ class ForecastPolicy(Policy):
         self.next_event = self.windows[0].at if self.windows else INF
         # recency: an exponentially decayed request count per model, half-life = the plan horizon
         self.recent = RecentDemand(PLAN_WINDOWS * self.schedule.window_s)
-        # how fast on-demand loads push resident models out, and each model's own gaps between requests
-        self.churn = DemandChurn(PLAN_WINDOWS * self.schedule.window_s)
-        self.returns = ReturnTimes()
-
-    def on_load(self, m: int, start: float, ready: float, demand: bool) -> None:
-        super().on_load(m, start, ready, demand)
-        self.churn.loaded(m, start, self.gpu.sizes[m], demand)
+        # the VRAM-hours an on-demand LRU cache would hold: the plan's and make_room's allowance
+        self.account = VramAccount(self.schedule.horizon * self.schedule.window_s)
 
     def touch(self, i: int, m: int, t: float, hit: bool) -> None:
         self.recent.observe(m, t)
-        self.returns.observe(m, t)
+        gpu = self.gpu
+        self.account.request(m, gpu.sizes[m], t, gpu.used, gpu.budget)
+
+    def allowance(self, t: float) -> int:
+        gpu = self.gpu
+        return self.account.allowance(t, gpu.used, gpu.budget)
 
     def _view(self, m: int, resident: bool, x: float) -> ModelView:
         p, demand = self.current.get(m, (0.0, None))
         gpu = self.gpu
         return ModelView(self.trace.names[m], gpu.sizes[m], gpu.load_seconds[m], self.recent.blend(m, p, x), demand,
-                         resident=resident, idle_s=self.recent.idle_s(m, x),
-                         p_back_within=functools.partial(self.returns.p_within, m, x))
+                         resident=resident, idle_s=self.recent.idle_s(m, x))
 
     def advance(self, x: float) -> None:
         windows = self.windows
@@ -164,14 +163,13 @@ class ForecastPolicy(Policy):
         queue = gpu.queue
         demand_backlog = sum(1 for q in queue if gpu.waiters[q])
         prefetch_s = sum(gpu.load_seconds[q] for q in queue if not gpu.waiters[q])
-        for action in plan(views, gpu.budget, churn=self.churn.at(x)):
+        for action in plan(views, self.allowance(x)):
             m = index[action.model]
             if action.action == "unload":
                 if action.displaced:
                     continue  # room for a planned load is made when that load starts (make_room), not before
                 if gpu.is_resident(m, x):
                     self.evict(m, x)
-                    self.churn.released(m)
                 elif status[m] == QUEUED:
                     gpu.cancel(m)  # a prefetch it queued earlier; a requested load stays
             else:
@@ -185,7 +183,8 @@ class ForecastPolicy(Policy):
         self.want = want
 
     def wanted(self, m: int, s: float) -> bool:
-        """A prefetch still in the plan, and room for it without evicting a model at least as likely to be asked for.
+        """A prefetch still in the plan, and room for it within the allowance without evicting a model at least as
+        likely to be asked for.
 
         make_room alone would evict the least likely resident models whatever
         their p_any; for a speculative load that could unload a model more
@@ -194,21 +193,33 @@ class ForecastPolicy(Policy):
         if m not in self.want:
             return False
         gpu = self.gpu
-        if gpu.fits(m):
+        allowance = self.allowance(s)
+        if gpu.used + gpu.sizes[m] <= allowance:
             return True
         incoming = self._view(m, False, s)
         margin = 1.0 + PlanConfig().hysteresis
         views = [dataclasses.replace(v, pinned=v.p_any * margin >= incoming.p_any)
                  for v in (self._view(r, True, s) for r in range(len(gpu.status)) if gpu.is_resident(r, s))]
-        return make_room(views + [incoming], incoming.model, gpu.budget) is not None
+        return make_room(views + [incoming], incoming.model, allowance) is not None
 
     def make_room(self, m: int, t: float) -> bool:
+        """Room within the allowance, or for a request within what the on-demand cache holds, if that is more.
+
+        A request never evicts a model the on-demand cache would keep (the next
+        plan brings the set back within the allowance). When no evictions make
+        room (the model is larger), the budget.
+        """
         gpu = self.gpu
-        if gpu.fits(m):
+        allowance = self.allowance(t)
+        if gpu.waiters[m]:
+            allowance = max(allowance, self.account.lru_bytes)
+        if gpu.used + gpu.sizes[m] <= allowance:
             return True
         views = [self._view(v, True, t) for v in range(len(gpu.status)) if gpu.is_resident(v, t)]
         views.append(self._view(m, False, t))
-        actions = make_room(views, self.trace.names[m], gpu.budget)
+        actions = make_room(views, self.trace.names[m], allowance)
+        if actions is None:
+            actions = make_room(views, self.trace.names[m], gpu.budget)
         if actions is None:
             return False
         for a in actions:
