@@ -73,7 +73,8 @@ def _planned_prefetch_replay(requests: list[tuple[float, str]]):
     schedule.windows = [WindowForecast(10.0, {d: (0.9, 0.0)})]
     schedule._done = True
     n = tr.n_models
-    return replay(tr, [10**9] * n, [100.0] * n, 10 * 10**9, ForecastPolicy(schedule), Span(0.0, float(tr.ts[-1])))
+    return replay(tr, [10**9] * n, [100.0] * n, 10 * 10**9, ForecastPolicy(schedule), Span(0.0, float(tr.ts[-1])),
+                  record_timeline=True)
 
 
 def test_forecast_plan_does_not_queue_prefetches_behind_an_on_demand_backlog():
@@ -83,3 +84,17 @@ def test_forecast_plan_does_not_queue_prefetches_behind_an_on_demand_backlog():
     two = _planned_prefetch_replay([(0.0, "a"), (1.0, "b"), (2.0, "c"), (5000.0, "d")])
     assert one.cold_starts == 2  # a and b; d was prefetched
     assert two.cold_starts == 4  # a, b, c and d
+
+
+def test_forecast_prefetches_within_what_an_on_demand_cache_would_hold():
+    # a and b asked for: an on-demand cache holds 2 GB of the 10 GB budget. The plan at t=10 wants d (p 0.9);
+    # d is prefetched (its request at t=5000 is warm) but in the room of a or b, never as a third model.
+    res = _planned_prefetch_replay([(0.0, "a"), (1.0, "b"), (5000.0, "d")])
+    assert res.cold_starts == 2
+    edges = sorted([(iv.start, 1) for iv in res.timeline] + [(iv.end, -1) for iv in res.timeline],
+                   key=lambda e: (e[0], e[1]))
+    most = now = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    assert most == 2
