@@ -36,7 +36,15 @@ class PrewarmMetrics:
             "prewarm_load_seconds", "Time a prewarm load took", buckets=LOAD_BUCKETS, registry=r
         )
         self.vram_used = Gauge("prewarm_vram_used_bytes", "Bytes resident on the upstream (incl. reserved room)", registry=r)
-        self.vram_budget = Gauge("prewarm_vram_budget_bytes", "The VRAM budget the planner fills", registry=r)
+        self.vram_budget = Gauge("prewarm_vram_budget_bytes", "The VRAM budget: the most the planner may fill", registry=r)
+        self.vram_on_demand = Gauge(
+            "prewarm_vram_on_demand_bytes", "Bytes an on-demand LRU cache of the same requests would hold", registry=r
+        )
+        self.vram_allowance = Gauge(
+            "prewarm_vram_allowance_bytes",
+            "Bytes the plan fills: the on-demand cache's, +/- the VRAM-hours saved or overspent (VramAccount)",
+            registry=r,
+        )
         self.budget_source = Gauge(
             "prewarm_vram_budget_source", "1 for the source of the current budget", ["source"], registry=r
         )
@@ -49,6 +57,9 @@ class PrewarmMetrics:
         """Read VRAM in use from the prewarmer at scrape time rather than pushing it on every change."""
         self._prewarmer = prewarmer
         self.vram_used.set_function(lambda: float(prewarmer._resident_bytes()))
+        self.vram_on_demand.set_function(lambda: float(prewarmer.account.lru_bytes))
+        self.vram_allowance.set_function(
+            lambda: float("nan") if prewarmer.budget is None else float(prewarmer.allowance()))
 
     def _age(self) -> float:
         return float("nan") if self._forecast_at is None else max(0.0, time.time() - self._forecast_at)

@@ -585,17 +585,19 @@ async def _plan_command(settings: Settings, apply: bool) -> int:
             raise CommandError(str(exc)) from None
         if store is None:
             pw.seed_account(last_used)  # with a store, start() read the log itself
+        allowance = pw.allowance()
         if apply:
             actions = await pw.apply_plan(forecasts, made_at)
         else:
             pw.forecast = {pw.canonical(m): v for m, v in horizon_views(forecasts, pw.clock()).items()}
-            actions = plan(pw.views(), pw.allowance(), pw.plan_config)
+            actions = plan(pw.views(), allowance, pw.plan_config)
     finally:
         await pw.stop(stop_tracker=False)
         if store is not None:
             await store.close()
     assert pw.budget is not None
     print(f"budget {pw.budget.bytes / 1e9:.2f} GB ({pw.budget.source}: {pw.budget.detail}); "
+          f"the plan fills {allowance / 1e9:.2f} GB (what loading on demand would hold, VramAccount); "
           f"forecast made {datetime.fromtimestamp(made_at, timezone.utc).isoformat(timespec='seconds')}")
     table_rows = [[a.action, a.model, f"{a.resident_bytes_after / 1e9:.2f}", a.reason] for a in actions]
     print(format_table(["action", "model", "resident_gb_after", "reason"], table_rows), end="")

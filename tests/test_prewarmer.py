@@ -182,6 +182,9 @@ async def test_metrics_parse_and_count(aiohttp_client, tmp_path, rigs):
     assert samples[("prewarm_loads_total", "llama3.2:1b")] == 1
     assert samples[("prewarm_vram_budget_bytes", None)] == BUDGET
     assert samples[("prewarm_vram_used_bytes", None)] == 5_100_000_000 + 1_800_000_000
+    # the admin load is not demand: an on-demand cache would hold mistral alone
+    assert samples[("prewarm_vram_on_demand_bytes", None)] == 5_100_000_000
+    assert 0 <= samples[("prewarm_vram_allowance_bytes", None)] <= 5_100_000_000
     assert "prewarm_load_seconds" in families and "prewarm_forecast_age_seconds" in families
 
 
@@ -264,6 +267,9 @@ async def test_plan_command_prints_plan_and_refuses_without_forecasts(aiohttp_cl
     assert await asyncio.to_thread(run_plan_command, args) == 0
     out = capsys.readouterr().out
     assert "budget 8.00 GB (config" in out and "load" in out and "llama3.2:3b" in out
+    # the logged request is the on-demand cache the plan may fill: llama3.2:3b's size, not the 8 GB budget
+    size = load_catalog(sample_catalog_path()).get("llama3.2:3b").size_bytes
+    assert f"the plan fills {size / 1e9:.2f} GB" in out
     args.apply = True
     assert await asyncio.to_thread(run_plan_command, args) == 0
     async with emulator.get("/api/ps") as r:
