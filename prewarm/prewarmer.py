@@ -151,8 +151,9 @@ class Prewarmer:
     def seed_account(self, last_used: Sequence[str]) -> None:
         """Start the VRAM account's on-demand cache from the resident models, then the log's, oldest use first.
 
-        Without it a restarted serve would see an empty cache, an allowance of 0,
-        and its first plan would unload every model.
+        A restarted serve then compares itself with the cache its traffic had
+        built, not with an empty one (until the first request an empty account
+        allows the whole budget, then only what that request brings).
         """
         order = list(self._resident()) + [self.canonical(m) for m in last_used]
         self.account.seed(((m, self.size_of(m)) for m in order), self._budget_bytes())
