@@ -153,7 +153,7 @@ class Prewarmer:
 
         A restarted serve then compares itself with the cache its traffic had
         built, not with an empty one (until the first request an empty account
-        allows the whole budget, then only what that request brings).
+        allows the whole budget, then what is resident plus what it brings).
         """
         order = list(self._resident()) + [self.canonical(m) for m in last_used]
         self.account.seed(((m, self.size_of(m)) for m in order), self._budget_bytes())
