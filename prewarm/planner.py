@@ -145,15 +145,15 @@ class RecentDemand:
         self.last: dict[Any, float] = {}
         self._decayed: dict[Any, float] = {}
 
-    def observe(self, key: Any, t: float, weight: float = 1.0) -> None:
-        """One request (or ``weight`` units of something else, e.g. bytes loaded) at ``t``."""
+    def observe(self, key: Any, t: float) -> None:
+        """One request at ``t``."""
         last = self.last.get(key)
         before = 0.0 if last is None else self._decayed[key] * 0.5 ** ((t - last) / self.half_life_s)
-        self._decayed[key] = before + weight
+        self._decayed[key] = before + 1.0
         self.last[key] = t
 
     def rate(self, key: Any, t: float) -> float:
-        """Requests (units) per second: the decayed count over its mean age, half-life / ln 2."""
+        """Requests per second: the decayed count over its mean age, half-life / ln 2."""
         last = self.last.get(key)
         if last is None:
             return 0.0
@@ -267,11 +267,7 @@ def _forced(m: ModelView) -> bool:
     return m.resident and (m.in_flight > 0 or m.pinned)
 
 
-def plan(
-    models: Sequence[ModelView],
-    budget_bytes: int,
-    config: PlanConfig = PlanConfig(),
-) -> list[PlanAction]:
+def plan(models: Sequence[ModelView], budget_bytes: int, config: PlanConfig = PlanConfig()) -> list[PlanAction]:
     """Ordered actions that bring the resident set to the best one within the budget.
 
     Returns ``keep`` actions for resident models that stay (first), then ``unload``
