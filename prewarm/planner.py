@@ -247,6 +247,13 @@ class VramAccount:
         want = self.lru_bytes + self.balance / self.horizon_s
         return int(max(0.0, min(float(budget_bytes), want)))
 
+    def room_limit(self, t: float, held_bytes: int, budget_bytes: int, request: bool) -> int:
+        """The bytes a load may make room within: the allowance, or for a load requests wait for the larger of
+        it and the cache's bytes (a request never evicts a model an on-demand cache would keep; the next plan
+        brings the set back within the allowance)."""
+        allowance = self.allowance(t, held_bytes, budget_bytes)
+        return max(allowance, self.lru_bytes) if request else allowance
+
 
 def _eviction_order(m: ModelView) -> tuple[float, float, int, str]:
     """Least likely to be asked for first; on a tie (e.g. p_any 0 for every model the forecast has no opinion

@@ -353,10 +353,11 @@ class Prewarmer:
                         log.warning("%s needs %d bytes, more than the whole %d-byte budget: forwarded without "
                                     "making room", model, self.size_of(model), self._budget_bytes())
                     return
-                # A request never evicts a model the on-demand cache would keep: room within the allowance or
-                # the cache's bytes, the larger (the next plan trims to the allowance); failing that, the budget.
+                # Room within VramAccount.room_limit for a request; failing that (models in flight), the budget.
                 views = self.views([model])
-                actions = make_room(views, model, max(self.allowance(), self.account.lru_bytes))
+                limit = self.account.room_limit(self.clock(), self._resident_bytes(), self._budget_bytes(),
+                                                request=True)
+                actions = make_room(views, model, limit)
                 if actions is None:
                     actions = make_room(views, model, self._budget_bytes())
                 if actions is not None:

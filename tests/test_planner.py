@@ -350,6 +350,17 @@ def test_vram_account_lends_saved_vram_hours_over_the_horizon_and_takes_back_ove
         VramAccount(horizon_s=0.0)
 
 
+def test_vram_account_lets_a_request_use_what_the_on_demand_cache_holds():
+    acc = VramAccount(horizon_s=1000.0)
+    acc.request("a", 10 * GB, 0.0, 0, 40 * GB)
+    # 100 s holding 30 GB against a 10 GB cache: the allowance is below the cache's bytes
+    allowance = acc.allowance(100.0, 30 * GB, 40 * GB)
+    assert allowance < 10 * GB
+    # a prefetch is held to the allowance; a request may use what the on-demand cache holds
+    assert acc.room_limit(100.0, 30 * GB, 40 * GB, request=False) == allowance
+    assert acc.room_limit(100.0, 30 * GB, 40 * GB, request=True) == 10 * GB
+
+
 def test_a_plan_filling_the_allowance_loads_nothing_the_on_demand_cache_has_no_room_for():
     # a and b were asked for (4 GB each) and are resident: an on-demand cache would hold those 8 GB.
     acc = VramAccount(horizon_s=3600.0)

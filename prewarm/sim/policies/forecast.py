@@ -203,21 +203,15 @@ class ForecastPolicy(Policy):
         return make_room(views + [incoming], incoming.model, allowance) is not None
 
     def make_room(self, m: int, t: float) -> bool:
-        """Room within the allowance, or for a request within what the on-demand cache holds, if that is more.
-
-        A request never evicts a model the on-demand cache would keep (the next
-        plan brings the set back within the allowance). When no evictions make
-        room (the model is larger), the budget.
-        """
+        """Room within ``VramAccount.room_limit``; when no evictions make room there (the model is larger),
+        the budget."""
         gpu = self.gpu
-        allowance = self.allowance(t)
-        if gpu.waiters[m]:
-            allowance = max(allowance, self.account.lru_bytes)
-        if gpu.used + gpu.sizes[m] <= allowance:
+        limit = self.account.room_limit(t, gpu.used, gpu.budget, request=bool(gpu.waiters[m]))
+        if gpu.used + gpu.sizes[m] <= limit:
             return True
         views = [self._view(v, True, t) for v in range(len(gpu.status)) if gpu.is_resident(v, t)]
         views.append(self._view(m, False, t))
-        actions = make_room(views, self.trace.names[m], allowance)
+        actions = make_room(views, self.trace.names[m], limit)
         if actions is None:
             actions = make_room(views, self.trace.names[m], gpu.budget)
         if actions is None:
