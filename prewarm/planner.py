@@ -25,7 +25,8 @@ Rules, in order of precedence:
   model's size, so per-byte value decides what to load, not what to drop;
 * the budget a plan fills is the caller's: the live prewarmer and the replay pass
   ``VramAccount``'s allowance, so prewarming holds no more VRAM-hours than an
-  on-demand LRU cache would;
+  on-demand LRU cache would, and blend each model's idle-time history
+  (``RecentDemand``) into ``p_any`` over the horizon that cache keeps an idle model;
 * evictions come before loads, loads go one at a time with the soonest expected
   demand first, and no step ever leaves more than the budget resident unless the
   set was already over budget before the plan (and then only evictions happen).
@@ -117,58 +118,104 @@ def _describe(m: ModelView) -> str:
     return f"p_any={m.p_any:.2f} x load {m.load_seconds:.1f}s = {m.value:.2f}s expected cold-start cost, {_gb(m.size_bytes)}"
 
 
-def blend_recency(p_forecast: float, recent_rate_per_s: float, horizon_s: float) -> float:
-    """P(any request over the horizon) from the window forecast and the model's recent request rate.
-
-    The forecaster sees whole windows and the plan runs once per window; inside a
-    burst the best signal is recency. The two are combined as independent
-    sources of demand: 1 - (1 - p_forecast) x P(no request at the recent rate).
-    """
-    if recent_rate_per_s < 0 or horizon_s < 0:
-        raise ValueError(f"recent_rate_per_s and horizon_s must be >= 0, got {recent_rate_per_s}, {horizon_s}")
-    return 1.0 - (1.0 - p_forecast) * math.exp(-recent_rate_per_s * horizon_s)
-
-
 class RecentDemand:
-    """Each model's recent request rate and idle time, for blend_recency and the planner's LRU tie-break.
+    """Each model's idle-time history: P(a request within a horizon | idle so far), and its idle time.
 
-    The rate is an exponentially decayed request count (half-life = the plan
-    horizon), so a burst fades within a few horizons. Kept here, beside the rules
-    that read it, so the live prewarmer and the replay's forecast policy see
-    recency the same way. Keys are whatever the caller names models by.
+    The forecaster sees whole windows and the plan runs once per window; what a
+    model did lately says more about the next minutes and hours: a model asked
+    for every few seconds is wanted again soon, one whose requests come in
+    bursts three minutes apart is wanted again in three minutes, one asked for
+    each morning is not wanted at noon. So each model keeps a histogram of the
+    gaps between its requests (log-spaced bins, each gap weighing half as much
+    per ``memory_s`` of age, so demand that changed is forgotten), and the
+    probability of a request within ``h`` after ``a`` seconds idle is the share
+    of the gaps longer than ``a`` that end by ``a + h``, the hazard of the idle
+    time: ``(S(a) - S(a + h) + prior) / (S(a) + 1)``. One pseudo-gap, with
+    ``prior = h / (a + 2h)`` (the same hazard for a heavy-tailed, Lomax, idle time
+    of scale h: one half right after a request, less the longer the model has
+    been idle), keeps a model with little history, or idle longer than ever
+    before, from reading as certain or impossible. The same rules serve the live
+    prewarmer and the replay's
+    forecast policy. Keys are whatever the caller names models by.
     """
 
-    def __init__(self, half_life_s: float) -> None:
-        if not half_life_s > 0:
-            raise ValueError(f"half_life_s must be > 0, got {half_life_s}")
-        self.half_life_s = float(half_life_s)
+    MEMORY_S = 86400.0  # a gap weighs half as much per day of age: demand follows the working day
+    BIN_RATIO = 1.5  # bin k holds gaps in [1.5^k, 1.5^(k+1)) s (bin 0 also the shorter ones); 48 bins reach 9 years
+    BINS = 48
+    _REBASE = 64.0  # weights are kept as 2^(age / memory_s) up to 2^64, then rescaled
+
+    def __init__(self, memory_s: float = MEMORY_S) -> None:
+        if not (memory_s > 0 and math.isfinite(memory_s)):
+            raise ValueError(f"memory_s must be finite and > 0, got {memory_s}")
+        self.memory_s = float(memory_s)
         self.last: dict[Any, float] = {}
-        self._decayed: dict[Any, float] = {}
+        self._gaps: dict[Any, list[float]] = {}  # key -> weighted gap counts per bin, in units of its _since weight
+        self._since: dict[Any, float] = {}  # key -> time at which a gap weighs 1 in _gaps
+        self._tails: dict[Any, list[float]] = {}  # key -> suffix sums of _gaps, until the next gap
+        self._log_ratio = math.log(self.BIN_RATIO)
+
+    def _bin(self, x: float) -> int:
+        return 0 if x < self.BIN_RATIO else min(self.BINS - 1, int(math.log(x) / self._log_ratio))
 
     def observe(self, key: Any, t: float) -> None:
         """One request at ``t``."""
         last = self.last.get(key)
-        before = 0.0 if last is None else self._decayed[key] * 0.5 ** ((t - last) / self.half_life_s)
-        self._decayed[key] = before + 1.0
-        self.last[key] = t
+        self.last[key] = t if last is None else max(last, t)
+        if last is None:
+            return
+        counts = self._gaps.get(key)
+        if counts is None:
+            counts = self._gaps[key] = [0.0] * self.BINS
+            self._since[key] = t
+        age = (t - self._since[key]) / self.memory_s
+        if age > self._REBASE:
+            scale = 0.5**age
+            counts[:] = [c * scale for c in counts]
+            self._since[key] = t
+            age = 0.0
+        counts[self._bin(max(0.0, t - last))] += 2.0**age
+        self._tails.pop(key, None)
 
-    def rate(self, key: Any, t: float) -> float:
-        """Requests per second: the decayed count over its mean age, half-life / ln 2."""
+    def _survival(self, counts: list[float], tails: list[float], x: float) -> float:
+        """Weighted count of gaps longer than ``x`` (log-linear within a bin)."""
+        if x < 1.0:
+            return tails[0]
+        j = self._bin(x)
+        inside = (self._log_ratio * (j + 1) - math.log(x)) / self._log_ratio
+        return tails[j + 1] + counts[j] * min(1.0, max(0.0, inside))
+
+    def p_within(self, key: Any, t: float, horizon_s: float) -> float | None:
+        """P(a request for ``key`` within ``horizon_s`` of ``t``) from its idle time; None if never asked for."""
         last = self.last.get(key)
         if last is None:
-            return 0.0
-        h = self.half_life_s
-        return self._decayed[key] * 0.5 ** (max(0.0, t - last) / h) * math.log(2) / h
+            return None
+        idle = max(0.0, t - last)
+        prior = horizon_s / (idle + 2.0 * horizon_s) if horizon_s > 0 else 0.0
+        counts = self._gaps.get(key)
+        if counts is None:
+            return prior
+        tails = self._tails.get(key)
+        if tails is None:
+            tails = [0.0] * (self.BINS + 1)
+            for k in range(self.BINS - 1, -1, -1):
+                tails[k] = tails[k + 1] + counts[k]
+            self._tails[key] = tails
+        now = 2.0 ** ((last - self._since[key]) / self.memory_s)  # the latest gap's weight, in the stored units
+        longer = self._survival(counts, tails, idle) / now
+        ended = longer - self._survival(counts, tails, idle + horizon_s) / now
+        return min(1.0, (ended + prior) / (longer + 1.0))
 
     def idle_s(self, key: Any, t: float) -> float | None:
         last = self.last.get(key)
         return None if last is None else max(0.0, t - last)
 
-    def blend(self, key: Any, p_forecast: float, t: float) -> float:
-        """blend_recency over the half-life (the plan horizon) for this model."""
-        if key not in self.last:
+    def blend(self, key: Any, p_forecast: float, t: float, horizon_s: float) -> float:
+        """P(any request within ``horizon_s``) from the window forecast and the idle-time history, as independent
+        sources of demand: 1 - (1 - p_forecast) x (1 - p_within)."""
+        p_recent = self.p_within(key, t, horizon_s)
+        if p_recent is None:
             return p_forecast
-        return blend_recency(p_forecast, self.rate(key, t), self.half_life_s)
+        return 1.0 - (1.0 - p_forecast) * (1.0 - p_recent)
 
 
 class VramAccount:
@@ -198,6 +245,11 @@ class VramAccount:
     with (a serve bootstrapped from a trace, an empty log): the allowance is the
     budget and nothing is booked. The caller then seeds it with the resident set
     at the first request, so the models prewarmed meanwhile count as cached.
+
+    The shadow also says how far ahead keeping a model must look
+    (``keep_horizon_s``): an on-demand cache lets a model go once it has been idle
+    longer than its least recently used entry, so a model is worth its place if it
+    is asked for within that time, seconds on a small GPU, hours on a big one.
     """
 
     TARGET = 0.995
@@ -208,6 +260,7 @@ class VramAccount:
         self.horizon_s = float(horizon_s)
         self.lru: OrderedDict[Any, int] = OrderedDict()  # the shadow cache, least recently used first
         self.lru_bytes = 0
+        self.used_at: dict[Any, float] = {}  # the time of each cached key's latest request, where known
         self.balance = 0.0  # byte-seconds held under (> 0) or over (< 0) the target so far
         self.seen = False  # a request or a seed arrived: the account has a reference
         self._t: float | None = None
@@ -222,22 +275,36 @@ class VramAccount:
     def request(self, key: Any, size_bytes: int, t: float, held_bytes: int, budget_bytes: int) -> None:
         """A request for ``key`` at ``t``: the shadow cache loads it (evicting its least recently used) or touches it."""
         self.settle(t, held_bytes)
-        self.seed([(key, size_bytes)], budget_bytes)
+        self.seed([(key, size_bytes, t)], budget_bytes)
 
-    def seed(self, keys: Iterable[tuple[Any, int]], budget_bytes: int) -> None:
-        """Put (key, size) into the shadow cache, oldest use first, without booking time (e.g. from the request log)."""
-        lru = self.lru
-        for key, size in keys:
+    def seed(self, keys: Iterable[tuple[Any, int, float | None]], budget_bytes: int) -> None:
+        """Put (key, size, time of its latest request or None) into the shadow cache, oldest use first, without
+        booking time (e.g. from the request log)."""
+        lru, used_at = self.lru, self.used_at
+        for key, size, t in keys:
             self.seen = True
             old = lru.pop(key, None)
             if old is not None:
                 self.lru_bytes -= old
+            used_at.pop(key, None)
             if size > budget_bytes:
                 continue  # larger than the budget: no cache could hold it
             lru[key] = size
+            if t is not None:
+                used_at[key] = t
             self.lru_bytes += size
             while self.lru_bytes > budget_bytes:
-                self.lru_bytes -= lru.popitem(last=False)[1]
+                gone, gone_size = lru.popitem(last=False)
+                used_at.pop(gone, None)
+                self.lru_bytes -= gone_size
+
+    def keep_horizon_s(self, t: float, floor_s: float) -> float:
+        """How long a model idle now would stay in the on-demand cache: the idle time of its least recently used
+        entry (the cache's characteristic time), at least ``floor_s``."""
+        if not self.lru:
+            return floor_s
+        used = self.used_at.get(next(iter(self.lru)))
+        return floor_s if used is None else max(floor_s, t - used)
 
     def allowance(self, t: float, held_bytes: int, budget_bytes: int) -> int:
         """Bytes the plan may fill at ``t``: the cache's bytes plus the balance spread over the horizon, within the budget."""

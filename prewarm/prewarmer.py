@@ -23,7 +23,7 @@ import logging
 import time
 from collections import Counter, deque
 from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -45,7 +45,19 @@ log = logging.getLogger(__name__)
 # loads it starts: the window now running and the next one.
 PLAN_WINDOWS = 2
 # Models in order of their last request, oldest first: the on-demand cache the VRAM account starts from.
-LAST_USED_SQL = "SELECT model FROM requests WHERE model IS NOT NULL GROUP BY model ORDER BY max(ts_start)"
+LAST_USED_SQL = ("SELECT model, epoch(max(ts_start)) AS last_used FROM requests WHERE model IS NOT NULL "
+                 "GROUP BY model ORDER BY last_used")
+# The requests whose gaps seed each model's idle-time history (RecentDemand) at start: those of the last
+# RECENT_MEMORIES x its memory (older gaps weigh under 1/8).
+RECENT_MEMORIES = 3
+
+
+def recent_requests_sql(since: float) -> str:
+    """The log's requests from ``since`` (epoch seconds) on, oldest first."""
+    return (f"SELECT model, epoch(ts_start) AS ts FROM requests WHERE model IS NOT NULL "
+            f"AND ts_start >= to_timestamp({float(since)!r}) ORDER BY ts_start")
+
+
 # A model's first request is expected in the first window where p_any reaches this.
 DEMAND_P = 0.5
 # Ollama endpoints whose body carries keep_alive (its OpenAI-compatible /v1 API ignores it).
@@ -117,8 +129,10 @@ class Prewarmer:
         self.planned_resident: set[str] = set()
         self.forecast: dict[str, tuple[float, float | None]] = {}
         self.forecast_at: float | None = None
-        # Recency, as the replay's forecast policy sees it: blended into p_any and the LRU tie-break.
-        self.recent = RecentDemand(PLAN_WINDOWS * settings.window)
+        # Recency, as the replay's forecast policy sees it: each model's idle-time history, read over the
+        # on-demand cache's horizon (at least the plan's), blended into p_any; idle time for the LRU tie-break.
+        self.plan_horizon_s = PLAN_WINDOWS * settings.window
+        self.recent = RecentDemand()
         # Prewarming holds no more VRAM-hours than an on-demand LRU cache of the same requests would.
         self.account = VramAccount(settings.horizon_windows * settings.window)
         self.last_plan: list[PlanAction] = []
@@ -140,23 +154,39 @@ class Prewarmer:
             await self.tracker.refresh()
         await self.refresh_catalog()
         await self.refresh_budget()
-        last_used: list[str] = []
+        last_used: list[tuple[str, float]] = []
+        recent: list[tuple[str, float]] = []
         if self.store is not None:
             try:
-                last_used = [row[0] for row in (await self.store.query(LAST_USED_SQL))[1]]
-            except Exception as exc:  # the store may be unavailable: the account then starts from the resident set
-                log.warning("VRAM account: cannot read the log (%s); starting from the resident models", exc)
+                last_used = (await self.store.query(LAST_USED_SQL))[1]
+                recent = (await self.store.query(recent_requests_sql(self.recent_since())))[1]
+            except Exception as exc:  # the store may be unavailable: then start from the resident set alone
+                log.warning("cannot read the request log (%s); the VRAM account starts from the resident models "
+                            "and recency from nothing", exc)
+        self.seed_recent(recent)
         self.seed_account(last_used)
 
-    def seed_account(self, last_used: Sequence[str]) -> None:
-        """Start the VRAM account's on-demand cache from the resident models, then the log's, oldest use first.
+    def recent_since(self) -> float:
+        """Where the log's requests start to matter to RecentDemand (see RECENT_MEMORIES)."""
+        return self.clock() - RECENT_MEMORIES * self.recent.memory_s
+
+    def seed_recent(self, requests: Iterable[tuple[str, float]]) -> None:
+        """Replay the log's (model, epoch seconds) requests, oldest first, into the idle-time histories, so a
+        restarted serve reads recency as the one before it did."""
+        for m, ts in requests:
+            self.recent.observe(self.canonical(m), float(ts))
+
+    def seed_account(self, last_used: Sequence[tuple[str, float | None]]) -> None:
+        """Start the VRAM account's on-demand cache from the resident models, then the log's (model, time of its
+        latest request), oldest use first.
 
         A restarted serve then compares itself with the cache its traffic had
         built, not with an empty one (until the first request an empty account
         allows the whole budget, then what is resident plus what it brings).
         """
-        order = list(self._resident()) + [self.canonical(m) for m in last_used]
-        self.account.seed(((m, self.size_of(m)) for m in order), self._budget_bytes())
+        entries = [(m, self.size_of(m), None) for m in self._resident()]
+        entries += [(self.canonical(m), self.size_of(self.canonical(m)), t) for m, t in last_used]
+        self.account.seed(entries, self._budget_bytes())
 
     def allowance(self) -> int:
         """The bytes plans and make_room fill: VramAccount's allowance, within the budget."""
@@ -237,6 +267,7 @@ class Prewarmer:
         in_flight = self._in_flight()
         names = set(self.sizes) | set(self.forecast) | set(resident) | self.pins | set(extra)
         now = self.clock()
+        horizon = self.account.keep_horizon_s(now, self.plan_horizon_s)
         out = []
         for m in sorted(names):
             p, demand = self.forecast.get(m, (0.0, None))
@@ -245,7 +276,7 @@ class Prewarmer:
                     model=m,
                     size_bytes=resident.get(m) or self.size_of(m),
                     load_seconds=self.load_seconds_of(m),
-                    p_any=self.recent.blend(m, p, now),
+                    p_any=self.recent.blend(m, p, now, horizon),
                     next_demand_s=demand,
                     resident=m in resident,
                     in_flight=in_flight.get(m, 0),
@@ -559,7 +590,8 @@ async def _plan_command(settings: Settings, apply: bool) -> int:
 
     try:
         columns, rows = read_query(settings, LATEST_FORECASTS_SQL)
-        last_used = [row[0] for row in read_query(settings, LAST_USED_SQL)[1]]
+        last_used = read_query(settings, LAST_USED_SQL)[1]
+        recent = read_query(settings, recent_requests_sql(time.time() - RECENT_MEMORIES * RecentDemand.MEMORY_S))[1]
     except ReadError as exc:
         raise CommandError(str(exc)) from None
     forecasts = pd.DataFrame(rows, columns=columns)
@@ -585,8 +617,9 @@ async def _plan_command(settings: Settings, apply: bool) -> int:
             await pw.start(start_tracker=False)
         except BackendError as exc:
             raise CommandError(str(exc)) from None
-        if store is None:
-            pw.seed_account(last_used)  # with a store, start() read the log itself
+        if store is None:  # with a store, start() read the log itself
+            pw.seed_recent(recent)
+            pw.seed_account(last_used)
         allowance = pw.allowance()
         if apply:
             actions = await pw.apply_plan(forecasts, made_at)

@@ -13,8 +13,8 @@ from prewarm.planner import (
     ModelView,
     PlanAction,
     PlanConfig,
+    RecentDemand,
     VramAccount,
-    blend_recency,
     make_room,
     plan,
 )
@@ -290,26 +290,57 @@ def test_make_room_breaks_ties_by_least_recently_used():
     assert [a.model for a in acts] == ["stale"]
 
 
-def test_blend_recency_adds_recent_demand_as_an_independent_source():
-    assert blend_recency(0.0, 0.0, 600) == 0.0
-    assert blend_recency(0.5, 0.0, 600) == pytest.approx(0.5)
-    assert blend_recency(0.5, 1 / 600, 600) == pytest.approx(1 - 0.5 * math.exp(-1))
+def test_recent_demand_reads_the_hazard_of_a_models_idle_time():
+    rd = RecentDemand(memory_s=1e12)  # nothing forgotten: the counts below are exact
+    assert rd.p_within("m", 0.0, 60.0) is None and rd.idle_s("m", 0.0) is None and rd.blend("m", 0.2, 0.0, 60.0) == 0.2
+    rd.observe("m", 0.0)
+    # one request, no gap yet: the heavy-tailed prior alone, h / (idle + 2h)
+    assert rd.p_within("m", 0.0, 100.0) == pytest.approx(1 / 2)
+    assert rd.p_within("m", 100.0, 100.0) == pytest.approx(1 / 3)
+    # asked for every 3 minutes: ten gaps of 180 s (all in the bin [129.7, 194.6) s)
+    for k in range(1, 11):
+        rd.observe("m", 180.0 * k)
+    now = 1800.0
+    # idle 60 s: every gap is longer, none ends within the next minute -> (0 + prior 60/180) / (10 + 1)
+    assert rd.p_within("m", now + 60, 60.0) == pytest.approx((60 / 180) / 11)
+    # ... but all ten end within the next 150 s -> (10 + 150/360) / 11
+    assert rd.p_within("m", now + 60, 150.0) == pytest.approx((10 + 150 / 360) / 11)
+    # idle far longer than ever: only the prior speaks, and it fades with the idle time
+    assert rd.p_within("m", now + 3600, 600.0) == pytest.approx(600 / 4800)
+    assert rd.idle_s("m", now + 60) == 60.0
+    # blended with the forecast as an independent source of demand
+    p = rd.p_within("m", now + 60, 150.0)
+    assert rd.blend("m", 0.2, now + 60, 150.0) == pytest.approx(1 - 0.8 * (1 - p))
+
+
+def test_recent_demand_forgets_demand_that_changed():
+    def fed(memory_s: float) -> RecentDemand:
+        rd = RecentDemand(memory_s=memory_s)
+        for k in range(21):  # a day ago: every 5 minutes
+            rd.observe("m", 300.0 * k)
+        for k in range(11):  # now: every 30 s, after a long pause
+            rd.observe("m", 100_000.0 + 30.0 * k)
+        return rd
+
+    t = 100_300.0 + 60.0  # idle 60 s
+    # remembering everything, the old 5-minute gaps say a request within 600 s is nearly sure: of the 21 gaps
+    # longer than 60 s all but the pause end by 660 s
+    assert fed(1e12).p_within("m", t, 600.0) == pytest.approx((20 + 600 / 1260) / 22)
+    # with an hour's memory they are forgotten (weight ~2^-26); the pause, 300 s older than the latest gap
+    # (weight 2^(-300/3600)), is the only gap longer than 60 s: the prior speaks
+    pause = 2 ** (-300 / 3600)
+    assert fed(3600.0).p_within("m", t, 600.0) == pytest.approx((600 / 1260) / (pause + 1), rel=1e-6)
+
+
+def test_recent_demand_rescales_its_weights_instead_of_overflowing():
+    rd = RecentDemand(memory_s=1.0)
+    for k in range(101):  # 1000 s = 1000 memories: weights would reach 2^1000 without rescaling
+        rd.observe("m", 10.0 * k)
+    # the latest gap weighs 1, the one before 2^-10 ...: (S(5) - S(15) + 10/25) / (S(5) + 1), S(5) ~ 1.001
+    s5 = sum(2.0 ** (-10 * k) for k in range(100))
+    assert rd.p_within("m", 1005.0, 10.0) == pytest.approx((s5 + 10 / 25) / (s5 + 1))
     with pytest.raises(ValueError):
-        blend_recency(0.5, -1.0, 600)
-
-
-def test_recent_demand_decays_by_half_life_and_blends_into_p_any():
-    from prewarm.planner import RecentDemand
-
-    rd = RecentDemand(half_life_s=600.0)
-    assert rd.rate("m", 0.0) == 0.0 and rd.idle_s("m", 0.0) is None and rd.blend("m", 0.2, 0.0) == 0.2
-    for t in (0.0, 10.0, 20.0):
-        rd.observe("m", t)
-    now = rd.rate("m", 20.0)
-    assert rd.rate("m", 620.0) == pytest.approx(now / 2)
-    assert rd.idle_s("m", 50.0) == 30.0
-    assert 0.2 < rd.blend("m", 0.2, 20.0) < 1.0
-    assert rd.blend("m", 0.2, 20.0) > rd.blend("m", 0.2, 6000.0) > 0.2
+        RecentDemand(memory_s=0.0)
 
 
 def test_vram_account_shadow_is_an_lru_cache_under_the_budget():
@@ -322,8 +353,24 @@ def test_vram_account_shadow_is_an_lru_cache_under_the_budget():
     assert list(acc.lru) == ["c", "a", "d"] and acc.lru_bytes == 12 * GB
     acc.request("huge", 13 * GB, 5.0, 0, 12 * GB)  # larger than the budget: no cache holds it
     assert "huge" not in acc.lru and acc.lru_bytes == 12 * GB
-    acc.seed([("e", 4 * GB)], 8 * GB)  # a smaller budget (NVML says less is free): the oldest go
+    acc.seed([("e", 4 * GB, None)], 8 * GB)  # a smaller budget (NVML says less is free): the oldest go
     assert list(acc.lru) == ["d", "e"]
+
+
+def test_vram_account_keep_horizon_is_the_idle_time_of_the_caches_oldest_entry():
+    acc = VramAccount(horizon_s=3600.0)
+    assert acc.keep_horizon_s(50.0, 600.0) == 600.0  # empty cache: the floor
+    for t, key in ((0.0, "a"), (10.0, "b"), (20.0, "c")):
+        acc.request(key, 4 * GB, t, 0, 12 * GB)
+    # a model idle now would stay as long as a, requested 1000 s ago, has
+    assert acc.keep_horizon_s(1000.0, 600.0) == 1000.0
+    assert acc.keep_horizon_s(100.0, 600.0) == 600.0  # never under the floor (the plan's horizon)
+    acc.request("d", 4 * GB, 1000.0, 0, 12 * GB)  # a goes; b is the oldest
+    assert acc.keep_horizon_s(1000.0, 1.0) == 990.0
+    acc.seed([("b", 4 * GB, None), ("c", 4 * GB, None)], 12 * GB)  # from a log without times: d is the oldest
+    assert acc.keep_horizon_s(1100.0, 1.0) == 100.0
+    acc.seed([("d", 4 * GB, None)], 12 * GB)  # nothing known: the floor
+    assert acc.keep_horizon_s(1100.0, 7.0) == 7.0
 
 
 def test_vram_account_lends_saved_vram_hours_over_the_horizon_and_takes_back_overspending():

@@ -320,3 +320,26 @@ async def test_request_gives_up_waiting_for_room_and_is_forwarded(aiohttp_client
     await long_answer
     failed = await rig.rows("SELECT model, ok, error FROM prewarm_actions WHERE NOT ok")
     assert failed == [("qwen2.5-coder:14b", False, "no room")]
+
+
+async def test_a_restarted_prewarmer_reads_recency_and_the_on_demand_cache_from_the_log(aiohttp_client, tmp_path,
+                                                                                      rigs):
+    rig = await build(aiohttp_client, tmp_path)
+    rigs.append(rig)
+    for model in ["mistral:7b", "llama3.1:8b", "mistral:7b"]:
+        await rig.generate(model)
+    await rig.store.flush()
+    old = rig.prewarmer
+    fresh = Prewarmer(old.settings, old.backend, rig.store, catalog=old.catalog)
+    await fresh.start(start_tracker=False)
+    # the log's requests replayed into the idle-time histories: mistral's gap is known, llama's last use too
+    assert set(fresh.recent.last) == {"mistral:7b", "llama3.1:8b"}
+    assert fresh.recent.last["mistral:7b"] == pytest.approx(old.recent.last["mistral:7b"], abs=1.0)
+    assert fresh.recent.p_within("mistral:7b", fresh.clock(), 600.0) == pytest.approx(
+        old.recent.p_within("mistral:7b", fresh.clock(), 600.0), abs=0.01)
+    # the shadow cache: oldest use first, with the times of the latest requests, so it knows its horizon
+    assert list(fresh.account.lru)[-2:] == ["llama3.1:8b", "mistral:7b"]
+    assert fresh.account.used_at["llama3.1:8b"] == pytest.approx(old.recent.last["llama3.1:8b"], abs=1.0)
+    oldest = next(iter(fresh.account.lru))
+    expected = fresh.clock() - fresh.account.used_at.get(oldest, fresh.clock())
+    assert fresh.account.keep_horizon_s(fresh.clock(), 0.0) == pytest.approx(expected, abs=1.0)

@@ -116,8 +116,9 @@ class ForecastPolicy(Policy):
         self.want: set[int] = set()
         self.index = {name: k for k, name in enumerate(trace.names)}
         self.next_event = self.windows[0].at if self.windows else INF
-        # recency: an exponentially decayed request count per model, half-life = the plan horizon
-        self.recent = RecentDemand(PLAN_WINDOWS * self.schedule.window_s)
+        # recency: each model's idle-time history, read over the on-demand cache's horizon (at least the plan's)
+        self.plan_horizon_s = PLAN_WINDOWS * self.schedule.window_s
+        self.recent = RecentDemand()
         # the VRAM-hours an on-demand LRU cache would hold: the plan's and make_room's allowance
         self.account = VramAccount(self.schedule.horizon * self.schedule.window_s)
 
@@ -133,7 +134,8 @@ class ForecastPolicy(Policy):
     def _view(self, m: int, resident: bool, x: float) -> ModelView:
         p, demand = self.current.get(m, (0.0, None))
         gpu = self.gpu
-        return ModelView(self.trace.names[m], gpu.sizes[m], gpu.load_seconds[m], self.recent.blend(m, p, x), demand,
+        p_any = self.recent.blend(m, p, x, self.account.keep_horizon_s(x, self.plan_horizon_s))
+        return ModelView(self.trace.names[m], gpu.sizes[m], gpu.load_seconds[m], p_any, demand,
                          resident=resident, idle_s=self.recent.idle_s(m, x))
 
     def advance(self, x: float) -> None:
@@ -153,7 +155,7 @@ class ForecastPolicy(Policy):
         """
         gpu = self.gpu
         status = gpu.status
-        recent = x - 8 * self.recent.half_life_s
+        recent = x - 8 * self.plan_horizon_s
         ids = set(self.current) | {m for m, st in enumerate(status) if st != ABSENT}
         ids |= {m for m, last in self.recent.last.items() if last >= recent}
         views = [self._view(m, status[m] != ABSENT, x) for m in sorted(ids)]

@@ -1,7 +1,8 @@
 """The oracle: perfect knowledge of future requests, the limit no online policy should beat.
 
-* Eviction is Belady's: the resident model whose next request is farthest away
-  goes first (a model never asked for again goes before any other).
+* Eviction: the resident model whose eviction costs the fewest cold requests
+  (see ``victim``); Belady's rule (next request farthest away; a model never asked
+  for again first) among equals.
 * Prefetch: whenever the loader is idle, the non-resident model needed soonest is
   loaded, if it fits, or if Belady allows making room for it (evicting only
   models needed later than it). The loader is then busy for that load; the next
@@ -18,6 +19,11 @@ import numpy as np
 from prewarm.sim.gpu import SimGPU
 from prewarm.sim.policies.base import ABSENT, INF, Policy
 from prewarm.sim.trace import Trace
+
+
+# Windows over which a victim's future requests are counted (see OraclePolicy.victim): the first ends when
+# it could be back, each next one is twice as long and its requests weigh half.
+COST_DOUBLINGS = 5
 
 
 def next_request_times(ts: np.ndarray, mid: np.ndarray) -> np.ndarray:
@@ -75,7 +81,11 @@ class OraclePolicy(Policy):
 
         Evicted at ``t``, model ``v`` cannot be back before the loads queued now
         (``m``'s and those behind it) and its own load are done, so every request for
-        it until then would be cold: that count is the cost of evicting it.
+        it until then is cold. Under a busy loader that is not the whole cost: a
+        model that is evicted, reloaded and squeezed again pays for its later
+        requests too, the more surely the sooner they come. So the window is
+        doubled ``COST_DOUBLINGS - 1`` times and the requests in each doubling
+        count half as much as the previous ones.
         """
         cand = self.resident.copy()
         cand[m] = False
@@ -86,9 +96,12 @@ class OraclePolicy(Policy):
         ls = self.load_np
         backlog = ls[m] + (float(ls[list(gpu.queue)].sum()) if gpu.queue else 0.0)
         base = idx * self.key_range - self.t0
-        lo = np.searchsorted(self.keys, base + t, side="left")
-        hi = np.searchsorted(self.keys, base + (t + backlog) + ls[idx], side="right")
-        cost = hi - lo
+        before = np.searchsorted(self.keys, base + t, side="left")
+        cost = np.zeros(idx.size)
+        for j in range(COST_DOUBLINGS):
+            upto = np.searchsorted(self.keys, base + (t + 2**j * backlog) + ls[idx], side="right")
+            cost += (upto - before) * 0.5**j
+            before = upto
         cheapest = idx[cost == cost.min()]
         return int(cheapest[np.argmax(self.next_use[cheapest])])
 
