@@ -44,10 +44,10 @@ def budgets_by_share(costs: ModelCosts) -> list[int]:
 
 def markdown(results, title: str, command: str, notes: list[str]) -> str:
     lines = [f"### {title}", "", f"`{command}`", ""] + [f"{n}  " for n in notes] + [""]
-    lines.append("| budget | policy | cold % | added s (total) | p99 added s | VRAM GB-h | loads | loader busy % |")
-    lines.append("|---:|---|---:|---:|---:|---:|---:|---:|")
+    lines.append("| budget | policy | cold % | cold | added s (total) | p99 added s | VRAM GB-h | loads | loader busy % |")
+    lines.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        lines.append(f"| {r.budget / 1e9:g} GB | {r.policy} | {100 * r.cold_start_rate:.2f} | "
+        lines.append(f"| {r.budget / 1e9:g} GB | {r.policy} | {100 * r.cold_start_rate:.2f} | {r.cold_starts} | "
                      f"{r.added_latency_s_total:.0f} | {r.p99_added_latency_s:.1f} | {r.vram_gb_hours:.1f} | "
                      f"{r.loads} | {100 * r.loader_utilization:.0f} |")
     return "\n".join(lines) + "\n"
