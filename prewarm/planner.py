@@ -135,8 +135,8 @@ class RecentDemand:
     of scale h: one half right after a request, less the longer the model has
     been idle), keeps a model with little history, or idle longer than ever
     before, from reading as certain or impossible. The same rules serve the live
-    prewarmer and the replay's
-    forecast policy. Keys are whatever the caller names models by.
+    prewarmer and the replay's forecast policy. Keys are whatever the caller
+    names models by.
     """
 
     MEMORY_S = 86400.0  # a gap weighs half as much per day of age: demand follows the working day
