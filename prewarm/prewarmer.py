@@ -52,10 +52,12 @@ LAST_USED_SQL = ("SELECT model, epoch(max(ts_start)) AS last_used FROM requests 
 RECENT_MEMORIES = 3
 
 
-def recent_requests_sql(since: float) -> str:
-    """The log's requests from ``since`` (epoch seconds) on, oldest first."""
+def recent_requests_sql(now: float) -> str:
+    """The log's requests of the last RECENT_MEMORIES x RecentDemand's memory before ``now`` (epoch seconds),
+    oldest first."""
+    since = float(now) - RECENT_MEMORIES * RecentDemand.MEMORY_S
     return (f"SELECT model, epoch(ts_start) AS ts FROM requests WHERE model IS NOT NULL "
-            f"AND ts_start >= to_timestamp({float(since)!r}) ORDER BY ts_start")
+            f"AND ts_start >= to_timestamp({since!r}) ORDER BY ts_start")
 
 
 # A model's first request is expected in the first window where p_any reaches this.
@@ -159,16 +161,12 @@ class Prewarmer:
         if self.store is not None:
             try:
                 last_used = (await self.store.query(LAST_USED_SQL))[1]
-                recent = (await self.store.query(recent_requests_sql(self.recent_since())))[1]
+                recent = (await self.store.query(recent_requests_sql(self.clock())))[1]
             except Exception as exc:  # the store may be unavailable: then start from the resident set alone
                 log.warning("cannot read the request log (%s); the VRAM account starts from the resident models "
                             "and recency from nothing", exc)
         self.seed_recent(recent)
         self.seed_account(last_used)
-
-    def recent_since(self) -> float:
-        """Where the log's requests start to matter to RecentDemand (see RECENT_MEMORIES)."""
-        return self.clock() - RECENT_MEMORIES * self.recent.memory_s
 
     def seed_recent(self, requests: Iterable[tuple[str, float]]) -> None:
         """Replay the log's (model, epoch seconds) requests, oldest first, into the idle-time histories, so a
@@ -591,7 +589,7 @@ async def _plan_command(settings: Settings, apply: bool) -> int:
     try:
         columns, rows = read_query(settings, LATEST_FORECASTS_SQL)
         last_used = read_query(settings, LAST_USED_SQL)[1]
-        recent = read_query(settings, recent_requests_sql(time.time() - RECENT_MEMORIES * RecentDemand.MEMORY_S))[1]
+        recent = read_query(settings, recent_requests_sql(time.time()))[1]
     except ReadError as exc:
         raise CommandError(str(exc)) from None
     forecasts = pd.DataFrame(rows, columns=columns)
