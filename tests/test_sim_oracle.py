@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from prewarm.sim.engine import Span, replay
+from prewarm.sim.gpu import SimGPU
 from prewarm.sim.policies.histogram import HistogramPolicy
 from prewarm.sim.policies.lru import LRUPolicy
 from prewarm.sim.policies.ollama import OllamaPolicy
@@ -110,3 +111,21 @@ def test_oracle_keeps_a_victim_the_other_evictions_already_make_room_for():
     assert len(stays) == 1 and stays[0].start == 0.0 and stays[0].end == 1000.0
     assert out[-1] == -1.0
     assert max_overlap(gpu) <= 4 * GB
+
+
+def test_a_victims_cost_window_never_reaches_into_the_next_models_requests():
+    # Every request is one sorted key, model id x key_range + time; the longest cost window (16 backlogs and a
+    # load after a load start at the end of the trace) must stay inside the victim's own range. At 2000, a (no
+    # request left) and b (asked for at 2050) are resident and c needs room: a costs nothing and goes. Had a's
+    # window run past its range, b's eleven early requests would count against a, and b would go instead.
+    tr = make_trace([(float(k), "b") for k in range(11)] + [(20.0, "a"), (2000.0, "c"), (2050.0, "b")])
+    sizes = {n: GB for n in "abc"}
+    loads = {n: 100.0 for n in "abc"}
+    gpu = SimGPU([sizes[n] for n in tr.names], [loads[n] for n in tr.names], 2 * GB, 0.0, 1e12, len(tr))
+    oracle = OraclePolicy()
+    oracle.bind(gpu, tr)
+    ids = {n: k for k, n in enumerate(tr.names)}
+    oracle.resident[[ids["a"], ids["b"]]] = True
+    oracle.next_use[ids["a"]] = float("inf")
+    oracle.next_use[ids["b"]] = 2050.0
+    assert oracle.victim(ids["c"], 2000.0) == ids["a"]

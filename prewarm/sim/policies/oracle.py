@@ -53,7 +53,10 @@ class OraclePolicy(Policy):
         self.blocked_at = INF  # next_use of the last refused prefetch candidate
         # every request as one sorted key (model id * key_range + time), to count a model's requests in a span
         self.t0 = float(trace.ts[0])
-        self.key_range = float(trace.ts[-1]) - self.t0 + (2 * n + 2) * max(gpu.load_seconds, default=0.0) + 1.0
+        # wide enough for the longest cost window (victim): a load start up to n loads after the last request,
+        # then 2^(COST_DOUBLINGS - 1) x a backlog of up to n + 1 loads, then the victim's own load
+        reach = (n + (2 ** (COST_DOUBLINGS - 1) + 1) * (n + 1)) * max(gpu.load_seconds, default=0.0)
+        self.key_range = float(trace.ts[-1]) - self.t0 + reach + 1.0
         order = np.lexsort((trace.ts, trace.mid))
         self.keys = trace.mid[order] * self.key_range + (trace.ts[order] - self.t0)
         self.load_np = np.asarray(gpu.load_seconds, dtype=np.float64)
@@ -83,9 +86,9 @@ class OraclePolicy(Policy):
         (``m``'s and those behind it) and its own load are done, so every request for
         it until then is cold. Under a busy loader that is not the whole cost: a
         model that is evicted, reloaded and squeezed again pays for its later
-        requests too, the more surely the sooner they come. So the window is
-        doubled ``COST_DOUBLINGS - 1`` times and the requests in each doubling
-        count half as much as the previous ones.
+        requests too, the more surely the sooner they come. So the backlog part of
+        the window is doubled ``COST_DOUBLINGS - 1`` times and the requests each
+        doubling adds count half as much as those before.
         """
         cand = self.resident.copy()
         cand[m] = False
