@@ -588,8 +588,9 @@ async def _plan_command(settings: Settings, apply: bool) -> int:
 
     try:
         columns, rows = read_query(settings, LATEST_FORECASTS_SQL)
-        last_used = read_query(settings, LAST_USED_SQL)[1]
-        recent = read_query(settings, recent_requests_sql(time.time()))[1]
+        # with --apply the store is opened and start() reads the log itself
+        last_used = [] if apply else read_query(settings, LAST_USED_SQL)[1]
+        recent = [] if apply else read_query(settings, recent_requests_sql(time.time()))[1]
     except ReadError as exc:
         raise CommandError(str(exc)) from None
     forecasts = pd.DataFrame(rows, columns=columns)
@@ -615,7 +616,7 @@ async def _plan_command(settings: Settings, apply: bool) -> int:
             await pw.start(start_tracker=False)
         except BackendError as exc:
             raise CommandError(str(exc)) from None
-        if store is None:  # with a store, start() read the log itself
+        if store is None:
             pw.seed_recent(recent)
             pw.seed_account(last_used)
         allowance = pw.allowance()
