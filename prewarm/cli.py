@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--db", help="DuckDB file (default data/prewarm.duckdb)")
     s.add_argument("--config", help="TOML config file")
     s.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    s.add_argument("--allow-files", action="store_true",
+                   help="let the query read files (read_csv, read_parquet, glob...); only on the database file "
+                        "itself, never through a running service")
     s.add_argument("query")
     s.set_defaults(func=_lazy("prewarm.store.commands", "run_sql"))
 

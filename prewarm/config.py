@@ -63,6 +63,17 @@ class Settings:
     request_timeout: float = 600.0  # seconds for one upstream request
     ps_refresh: float = 2.0  # seconds between /api/ps polls for the resident set
     room_wait: float = 120.0  # seconds a request waits for busy models to free VRAM before it goes anyway
+    # connections and bodies (docs/reliability.md)
+    idle_timeout: float = 60.0  # seconds a client connection may sit without a request (headers included)
+    body_timeout: float = 60.0  # seconds a request body may take to arrive
+    max_connections: int = 0  # client connections at once; 0 = derived from the open-file limit
+    max_buffered_bytes: int = 256 * 2**20  # request bodies held in memory at once, all requests together
+    shutdown_grace: float = 10.0  # seconds SIGTERM waits for requests in flight before cancelling them
+    open_management_routes: bool = False  # off loopback: let Ollama's pull/push/create/copy/delete pass without the admin token
+    model_state_ttl: float = 7 * 86400.0  # seconds after its last request that a model's per-model state is kept
+    # SQL answered for users (POST /prewarm/sql, prewarm sql)
+    sql_timeout: float = 30.0  # seconds before a query is interrupted
+    sql_concurrency: int = 2  # user queries at once through the service
     # request log
     log_flush_interval: float = 1.0
     log_batch_rows: int = 1000
@@ -101,8 +112,9 @@ def split_host_port(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-_SIZE_FIELDS = {"vram_budget", "vram_reserve", "max_body_bytes"}
-_DURATION_FIELDS = {"window", "request_timeout", "ps_refresh", "room_wait", "log_flush_interval"}
+_SIZE_FIELDS = {"vram_budget", "vram_reserve", "max_body_bytes", "max_buffered_bytes"}
+_DURATION_FIELDS = {"window", "request_timeout", "ps_refresh", "room_wait", "log_flush_interval", "idle_timeout",
+                    "body_timeout", "shutdown_grace", "model_state_ttl", "sql_timeout"}
 
 
 def _coerce(name: str, value: Any, template: Any) -> Any:
@@ -190,4 +202,11 @@ def load_settings(
     if settings.upstream_kind not in ("ollama", "vllm", "openai"):
         raise ConfigError(f"upstream_kind must be ollama, vllm or openai, not {settings.upstream_kind!r}")
     split_host_port(settings.listen)
+    if settings.admin_token is not None and not settings.admin_token.strip():
+        raise ConfigError("admin_token is empty or only whitespace: set a real token or leave it unset")
+    for name in ("idle_timeout", "body_timeout", "sql_timeout"):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"{name} must be more than 0 seconds, not {getattr(settings, name)!r}")
+    if settings.sql_concurrency < 1 or settings.max_connections < 0:
+        raise ConfigError("sql_concurrency must be at least 1 and max_connections 0 (automatic) or more")
     return settings

@@ -8,6 +8,7 @@ for the check: the proxy's own path is untouched by it.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
 import ipaddress
@@ -20,7 +21,7 @@ from aiohttp import web
 from prewarm import __version__
 from prewarm.config import ConfigError, Settings
 from prewarm.proxy.lag import LoopLag
-from prewarm.store.readonly import ReadOnlyError, jsonable
+from prewarm.store.readonly import QueryTimeout, ReadOnlyError, check_read_only, jsonable
 from prewarm.store.writer import Store, StoreUnavailable
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -38,6 +39,8 @@ def is_loopback(host: str) -> bool:
 
 def check_admin_token(settings: Settings) -> None:
     """Refuse to expose admin routes beyond loopback without a token."""
+    if settings.admin_token is not None and not settings.admin_token.strip():
+        raise ConfigError("admin_token is empty or only whitespace: set a real token or leave it unset")
     if not is_loopback(settings.listen_host) and not settings.admin_token:
         raise ConfigError(
             f"listening on {settings.listen_host} (not loopback) needs admin_token "
@@ -78,10 +81,16 @@ def guard_routes(routes: Iterable[web.RouteDef], settings: Settings) -> list[web
 def admin_routes(settings: Settings, store: Store, lag: LoopLag | None = None) -> list[web.RouteDef]:
     """GET /prewarm/health (with the event loop's lag when `lag` is given) and POST /prewarm/sql, behind the guard."""
 
+    slots = asyncio.Semaphore(settings.sql_concurrency)
+
     async def health(request: web.Request) -> web.Response:
+        """200 while the proxy and its request log work; 503 with the reason when the log writer does not."""
+        store.ensure_writer()
+        writer_ok, problem = store.healthy
         return web.json_response(
             {
-                "ok": True,
+                "ok": writer_ok,
+                "problems": [] if writer_ok else [problem],
                 "version": __version__,
                 "pid": os.getpid(),
                 "upstream": settings.upstream,
@@ -89,7 +98,8 @@ def admin_routes(settings: Settings, store: Store, lag: LoopLag | None = None) -
                 "db_available": store.available,
                 "store": store.counters,
                 "loop_lag": lag.summary() if lag is not None else None,
-            }
+            },
+            status=200 if writer_ok else 503,
         )
 
     async def sql(request: web.Request) -> web.Response:
@@ -103,14 +113,26 @@ def admin_routes(settings: Settings, store: Store, lag: LoopLag | None = None) -
         if not isinstance(body, dict) or not isinstance(body.get("sql"), str):
             return _err(400, 'body must be JSON {"sql": "..."}')
         try:
-            await store.flush()  # read your writes: rows accepted before this query are in its answer
-            columns, rows = await store.query(body["sql"])
+            check_read_only(body["sql"])  # refused before it waits for a slot or a flush
+            async with asyncio.timeout(settings.sql_timeout):
+                await slots.acquire()
         except ReadOnlyError as exc:
             return _err(400, str(exc))
+        except TimeoutError:
+            return _err(503, f"{settings.sql_concurrency} queries are already running; try again later")
+        try:
+            await store.flush(timeout=settings.sql_timeout)  # read your writes: rows accepted before it are in
+            columns, rows = await store.query(body["sql"], timeout=settings.sql_timeout)
+        except ReadOnlyError as exc:
+            return _err(400, str(exc))
+        except QueryTimeout as exc:
+            return _err(408, str(exc))
         except StoreUnavailable as exc:
             return _err(503, str(exc))
         except Exception as exc:  # a DuckDB error in the user's SQL (unknown column...)
             return _err(400, _one_line(exc))
+        finally:
+            slots.release()
         payload = {"columns": columns, "rows": [[jsonable(v) for v in row] for row in rows]}
         return web.json_response(payload, dumps=lambda o: json.dumps(o, allow_nan=False))
 

@@ -140,6 +140,9 @@ class _Forwarder:
                 info = parse_request(endpoint, data)
                 model = event.model = info.model
                 event.stream = info.stream
+                if info.refused:
+                    event.user_id = user_of(request.headers, None, self.settings)
+                    return self._error(event, endpoint, 400, info.error or "invalid model name")
                 if info.error:
                     event.error = info.error
                 headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in REQUEST_DROP)

@@ -35,6 +35,9 @@ RUNNER_OPTIONS = frozenset(
 )
 
 MAX_USER_CHARS = 256
+# Longer names are refused: no real model is named like that, and each name a client makes up would
+# otherwise cost memory (and a row) for as long as it is remembered.
+MAX_MODEL_NAME_BYTES = 256
 _BEARER = "bearer "
 
 HOP_BY_HOP = frozenset(
@@ -64,6 +67,7 @@ class RequestInfo:
     body: dict[str, Any] | None  # the parsed body, for hooks; None when it was not a JSON object
     user: str | None  # the OpenAI body's `user`
     error: str | None = None  # why the body could not be read (forwarded untouched anyway)
+    refused: bool = False  # the model name is unusable: answer 400 with `error`, do not forward
 
 
 def api_of(path: str) -> str:
@@ -95,12 +99,41 @@ def parse_request(endpoint: str, raw: bytes) -> RequestInfo:
             model = None
     stream = body.get("stream", default_stream)
     user = body.get("user")
+    if model is not None:
+        problem = model_name_problem(model)
+        if problem is not None:
+            return RequestInfo(None, stream if isinstance(stream, bool) else default_stream, None, None, problem, True)
     return RequestInfo(
         model=model,
         stream=stream if isinstance(stream, bool) else default_stream,
         body=body,
         user=user if isinstance(user, str) and endpoint.startswith("/v1/") else None,
     )
+
+
+def model_name_problem(name: str) -> str | None:
+    """Why a client's model name cannot be served or stored, else None.
+
+    Every name the proxy keeps passes here first: it must be valid Unicode text
+    (a lone surrogate cannot be encoded, and once killed the log writer), at most
+    MAX_MODEL_NAME_BYTES bytes, with no control characters. The message shows the
+    name escaped, so the log row and the client's error are plain text.
+    """
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return f"model name {escape_name(name)} is not valid Unicode text"
+    if size > MAX_MODEL_NAME_BYTES:
+        return f"model name of {size} bytes is longer than the {MAX_MODEL_NAME_BYTES}-byte limit"
+    if not name.isprintable():
+        return f"model name {escape_name(name)} has control characters"
+    return None
+
+
+def escape_name(name: str, limit: int = 80) -> str:
+    """A client's string as printable ASCII-safe text (quoted, backslash escapes), cut to `limit` characters."""
+    text = ascii(name[:limit])
+    return text if len(name) <= limit else text[:-1] + "...'"
 
 
 def runner_options(body: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -207,6 +240,7 @@ def error_body(endpoint: str, status: int, message: str) -> bytes:
 
 
 _OPENAI_ERRORS = {
+    400: ("invalid_request_error", "invalid_model"),
     413: ("invalid_request_error", "request_too_large"),
     502: ("api_error", "upstream_unreachable"),
     504: ("api_error", "upstream_timeout"),

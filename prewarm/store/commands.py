@@ -19,7 +19,7 @@ from prewarm.store.writer import spill_path
 def run_sql(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, {"db": args.db})
     try:
-        columns, rows = read_query(settings, args.query)
+        columns, rows = read_query(settings, args.query, allow_files=args.allow_files)
     except (ReadOnlyError, ReadError) as exc:
         raise CommandError(str(exc)) from None
     sys.stdout.write(format_rows(columns, rows, args.format))

@@ -20,7 +20,7 @@ import duckdb
 
 from prewarm.config import Settings
 from prewarm.store.discovery import ServiceInfo, pid_alive, read_service_file
-from prewarm.store.readonly import check_read_only, execute_read, jsonable
+from prewarm.store.readonly import QueryTimeout, check_read_only, execute_read, jsonable, sandbox_config
 
 SERVICE_TIMEOUT_S = 30.0
 
@@ -38,14 +38,19 @@ class Reader(Protocol):
 
 
 class FileReader:
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: str) -> None:
+    """The file opened read-only and sandboxed (readonly.SANDBOX_CONFIG; files only with allow_files)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: str, allow_files: bool = False,
+                 timeout: float | None = None) -> None:
         self.con = con
         self.via = f"file {path}"
+        self.allow_files = allow_files
+        self.timeout = timeout
 
     def query(self, sql: str) -> tuple[list[str], list[list[Any]]]:
         try:
-            columns, rows = execute_read(self.con, sql)
-        except duckdb.Error as exc:
+            columns, rows = execute_read(self.con, sql, allow_files=self.allow_files, timeout=self.timeout)
+        except (duckdb.Error, QueryTimeout) as exc:
             raise ReadError(_one_line(exc)) from None
         return columns, [[jsonable(v) for v in row] for row in rows]
 
@@ -86,18 +91,22 @@ class ServiceReader:
         pass
 
 
-def open_reader(settings: Settings) -> FileReader | ServiceReader:
-    """The file read-only when free, else the service that holds it."""
+def open_reader(settings: Settings, allow_files: bool = False) -> FileReader | ServiceReader:
+    """The file read-only when free, else the service that holds it (which never reads files for SQL)."""
     path = settings.db
     if not Path(path).exists():
         raise ReadError(f"no database at {path} (run `prewarm serve` first, or pass --db; `prewarm demo --workdir DIR` leaves DIR/demo.duckdb)")
     try:
-        return FileReader(duckdb.connect(path, read_only=True), path)
+        con = duckdb.connect(path, read_only=True, config=sandbox_config(allow_files))
+        return FileReader(con, path, allow_files, settings.sql_timeout)
     except duckdb.Error as exc:
         locked = "lock" in str(exc).lower()
         reason = _one_line(exc)
     info = read_service_file(path)
     if info is not None and pid_alive(info.pid):
+        if allow_files:
+            raise ReadError(f"--allow-files reads through the database file, which the service at {info.url} "
+                            "holds; the service never reads files for SQL (stop it, or drop --allow-files)")
         if info.admin_token_required and not settings.admin_token:
             raise ReadError(f"the service at {info.url} needs admin_token (config file or PREWARM_ADMIN_TOKEN)")
         return ServiceReader(info, settings.admin_token)
@@ -106,9 +115,9 @@ def open_reader(settings: Settings) -> FileReader | ServiceReader:
     raise ReadError(f"cannot open {path}: {reason}")
 
 
-def read_query(settings: Settings, sql: str) -> tuple[list[str], list[list[Any]]]:
-    check_read_only(sql)  # refuse before touching the file or the service
-    reader = open_reader(settings)
+def read_query(settings: Settings, sql: str, allow_files: bool = False) -> tuple[list[str], list[list[Any]]]:
+    check_read_only(sql, allow_files)  # refuse before touching the file or the service
+    reader = open_reader(settings, allow_files)
     try:
         return reader.query(sql)
     finally:

@@ -14,6 +14,14 @@ head of the in-memory queue and waits for the next flush. Nothing accepted by
 `put` is lost by `close()` while the file or the spill can be written; only a full
 queue drops rows (or a shutdown with neither writable), and every row is counted
 as written, spilled or dropped.
+
+One bad row must never cost the others: a batch that DuckDB or pandas refuses for
+its data (not for the disk) is split until the offending rows are found, and only
+those are dropped, counted by reason. The thread itself survives any exception
+(it logs, backs off and goes on); should it die anyway, the next `put` burst or
+health check starts a new one, and `healthy` says so in the meantime. A disk that
+stays full is retried with a doubling back-off (up to `RETRY_MAX_S`) rather than on
+every wake-up, and each state change is logged once.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import logging
 import operator
 import os
 import threading
+import time
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -35,7 +44,7 @@ import pandas as pd
 
 from prewarm.config import Settings
 from prewarm.records import RequestEvent
-from prewarm.store.readonly import execute_read
+from prewarm.store.readonly import apply_sandbox, execute_read
 from prewarm.store.schema import migrate
 
 log = logging.getLogger(__name__)
@@ -46,6 +55,14 @@ _event_tuple = operator.attrgetter(*REQUEST_COLUMNS)
 UPSERT_KEYS = {"model_catalog": "model"}
 WRITABLE_TABLES = {"requests", "forecasts", "training_runs", "prewarm_actions", "model_catalog"}
 MAX_INSERT_ROWS = 50_000
+# Waiting for a flush longer than this means the writer is stuck: callers get StoreUnavailable, not a hang.
+FLUSH_TIMEOUT_S = 30.0
+# Longest pause between retries of a database and spill that are both unwritable (disk full).
+RETRY_MAX_S = 30.0
+# Errors that are about a batch's data, not the disk: the batch is split to find the rows at fault (pandas
+# and pyarrow raise the Python ones while building a frame, DuckDB the others while casting it). Anything
+# else (I/O, an invalidated connection, a schema that does not match) spills the batch instead.
+_DATA_ERRORS: tuple[type[BaseException], ...] = (duckdb.DataError, duckdb.IntegrityError, ValueError, TypeError)
 
 
 class StoreUnavailable(RuntimeError):
@@ -80,6 +97,15 @@ class Store:
         self.spilled = 0
         self.dropped = 0
         self.loaded_from_spill = 0
+        self.quarantined = 0
+        self.drop_reasons: collections.Counter[str] = collections.Counter()
+        self.writer_restarts = 0
+        self._user_cursors: set[duckdb.DuckDBPyConnection] = set()  # interrupted by close()
+        self._in_batch = 0  # rows taken off the queue by the batch being written now
+        self._beat = time.monotonic()  # the writer thread's last sign of life
+        self._retry_at = 0.0  # with both the file and the spill unwritable: no new attempt before this
+        self._retry_delay = 0.0
+        self._retry_now = False
         self._spill_error: str | None = None
 
     # -- lifecycle -------------------------------------------------------------
@@ -95,8 +121,35 @@ class Store:
             self._connect()
         except StoreUnavailable as exc:
             log.warning("request log: %s; rows spill to %s until it can be opened", exc, spill_path(self.path))
+        self._start_thread()
+
+    def _start_thread(self) -> None:
+        self._beat = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="prewarm-store-writer", daemon=True)
         self._thread.start()
+
+    def ensure_writer(self) -> bool:
+        """Start a new writer thread if the last one died; True when one had to be started."""
+        thread = self._thread
+        if thread is None or thread.is_alive() or self._stopping:
+            return False
+        log.error("request log: the writer thread died; starting a new one")
+        self.writer_restarts += 1
+        self._start_thread()
+        return True
+
+    @property
+    def healthy(self) -> tuple[bool, str | None]:
+        """(True, None) while the writer runs and keeps up; else False and why, for /prewarm/health."""
+        thread = self._thread
+        if thread is None:
+            return False, "the request log writer is not running"
+        if not thread.is_alive():
+            return False, "the request log writer thread died"
+        stuck = time.monotonic() - self._beat
+        if stuck > max(FLUSH_TIMEOUT_S, 5 * float(self.settings.log_flush_interval)):
+            return False, f"the request log writer has not made progress for {stuck:.0f} s"
+        return True, None
 
     def _connect(self) -> None:
         try:
@@ -107,6 +160,8 @@ class Store:
         try:
             migrate(con)
             self._load_spill(con)
+            # Users' SQL runs on cursors of this connection: no file access, no extensions, settings locked.
+            apply_sandbox(con)
         except BaseException:
             con.close()
             raise
@@ -119,22 +174,35 @@ class Store:
         await asyncio.to_thread(self.close_sync)
 
     def close_sync(self) -> None:
+        for cur in list(self._user_cursors):  # a user's long query must not hold the shutdown
+            try:
+                cur.interrupt()
+            except duckdb.Error:
+                pass
+        self.ensure_writer()  # a dead writer would leave the queue unwritten
         self._stopping = True
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        left = self._count_rows(self._queue)
+        if left:  # the writer could not run to the end: these rows are lost, and say so
+            self._drop(left, "writer stopped before writing them")
+            self._queue.clear()
         with self._db_lock:
             if self._con is not None:
                 self._con.close()
                 self._con = None
 
-    async def flush(self) -> None:
-        """Wait until every row put so far is written (or spilled)."""
+    async def flush(self, timeout: float = FLUSH_TIMEOUT_S) -> None:
+        """Wait until every row put so far is written (or spilled); StoreUnavailable after `timeout` seconds."""
+        self.ensure_writer()
+        self._retry_now = True  # a reader asks for its rows: try now, whatever the back-off says
         barrier = _Barrier()
         self._queue.append(barrier)
         self._wake.set()
-        await asyncio.to_thread(barrier.done.wait)
+        if not await asyncio.to_thread(barrier.done.wait, timeout):
+            raise StoreUnavailable(f"the request log writer did not flush within {timeout:.0f} s")
 
     # -- writing ---------------------------------------------------------------
 
@@ -142,11 +210,12 @@ class Store:
         """Queue one request row; never blocks. A full queue drops the row and counts it."""
         q = self._queue
         if len(q) >= self.settings.log_queue_max:
-            self.dropped += 1
+            self._drop(1, "queue full")
             return
         q.append(event)
         if len(q) >= self.settings.log_batch_rows:
             self._wake.set()
+            self.ensure_writer()
 
     def put_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
         """Queue rows for another table (same buffered path); JSON columns may be dicts."""
@@ -155,11 +224,16 @@ class Store:
         q = self._queue
         for row in rows:
             if len(q) >= self.settings.log_queue_max:
-                self.dropped += 1
+                self._drop(1, "queue full")
                 continue
             q.append((table, row))
         if len(q) >= self.settings.log_batch_rows:
             self._wake.set()
+            self.ensure_writer()
+
+    def _drop(self, n: int, reason: str) -> None:
+        self.dropped += n
+        self.drop_reasons[reason] += n
 
     @property
     def counters(self) -> dict[str, int]:
@@ -167,9 +241,15 @@ class Store:
             "written": self.written,
             "spilled": self.spilled,
             "dropped": self.dropped,
-            "queued": sum(1 for item in list(self._queue) if not isinstance(item, _Barrier)),
+            "queued": self._count_rows(list(self._queue)) + self._in_batch,
             "loaded_from_spill": self.loaded_from_spill,
+            "quarantined": self.quarantined,
+            "writer_restarts": self.writer_restarts,
         }
+
+    @staticmethod
+    def _count_rows(items: Any) -> int:
+        return sum(1 for item in items if not isinstance(item, _Barrier))
 
     @property
     def available(self) -> bool:
@@ -178,15 +258,21 @@ class Store:
     def _run(self) -> None:
         interval = max(0.01, float(self.settings.log_flush_interval))
         while True:
+            self._beat = time.monotonic()
             self._wake.wait(timeout=interval)
             self._wake.clear()
+            self._beat = time.monotonic()
             stopping = self._stopping
-            progressed = self._drain()
+            try:
+                progressed = self._drain(stopping)
+            except Exception:  # a bug here must cost at most this pass, never the thread and every later row
+                log.exception("request log: the writer failed; retrying")
+                progressed = False
             if stopping and self._queue and not progressed:
                 # Shutting down with neither the file nor the spill writable: nothing can keep these rows.
-                n = sum(1 for item in self._queue if not isinstance(item, _Barrier))
+                n = self._count_rows(self._queue)
                 log.error("request log: %d rows could be neither written nor spilled at shutdown; dropped", n)
-                self.dropped += n
+                self._drop(n, "neither the database nor the spill file writable at shutdown")
                 for item in self._queue:
                     if isinstance(item, _Barrier):
                         item.done.set()
@@ -194,12 +280,20 @@ class Store:
             if stopping and not self._queue:
                 return
 
-    def _drain(self) -> bool:
-        """Write what is queued; False when a batch could be neither written nor spilled (it stays queued)."""
+    def _drain(self, stopping: bool = False) -> bool:
+        """Write what is queued; False when a batch could be neither written nor spilled (it stays queued).
+
+        While both stay unwritable, attempts wait out a doubling back-off instead
+        of rebuilding the backlog on every wake-up (barriers are released so no
+        reader hangs); shutdown tries once more regardless.
+        """
+        if self._retry_at and time.monotonic() < self._retry_at and not (stopping or self._retry_now):
+            return True
+        self._retry_now = False
         if self._con is None:
             try:
                 self._connect()
-                log.warning("request log: %s is writable again", self.path)
+                log.warning("request log: reopened %s", self.path)
             except StoreUnavailable:
                 pass
             except Exception as exc:  # a failing migration or spill load (disk still full) must not kill the thread
@@ -216,14 +310,35 @@ class Store:
                     barriers.append(item)
                     break
                 batch.append(item)
-            if batch and not self._write(batch):
+            self._in_batch = len(batch)
+            try:
+                ok = not batch or self._write(batch)
+            finally:
+                self._in_batch = 0
+            if not ok:
                 self._requeue(batch)
                 for b in barriers:
                     b.done.set()
+                self._release_barriers()  # nothing behind this batch can be written either
+                self._retry_delay = min(RETRY_MAX_S, max(2 * self._retry_delay, 0.5))
+                self._retry_at = time.monotonic() + self._retry_delay
                 return False
+            if self._retry_at:
+                log.warning("request log: writable again (%s)", "spill file" if self._con is None else self.path)
+                self._retry_at = self._retry_delay = 0.0
             for b in barriers:
                 b.done.set()
         return True
+
+    def _release_barriers(self) -> None:
+        """Unblock flush() callers while nothing can be written; the rows themselves stay queued."""
+        kept = [item for item in self._queue if not isinstance(item, _Barrier)]
+        if len(kept) != len(self._queue):
+            for item in self._queue:
+                if isinstance(item, _Barrier):
+                    item.done.set()
+            self._queue.clear()
+            self._queue.extend(kept)
 
     def _requeue(self, batch: list[Any]) -> None:
         """Put an unwritable batch back at the head of the queue (disk full: the spill file failed too).
@@ -234,32 +349,32 @@ class Store:
         """
         room = max(0, self.settings.log_queue_max - len(self._queue))
         keep = batch[len(batch) - room:] if room < len(batch) else batch
-        self.dropped += len(batch) - len(keep)
+        if len(batch) > len(keep):
+            self._drop(len(batch) - len(keep), "queue full while the disk was full")
         self._queue.extendleft(reversed(keep))
 
     def _write(self, batch: list[Any]) -> bool:
-        """Insert one batch, else spill it; False when neither worked."""
-        events = [item for item in batch if isinstance(item, RequestEvent)]
-        other: dict[str, list[dict[str, Any]]] = {}
-        for item in batch:
-            if not isinstance(item, RequestEvent):
-                other.setdefault(item[0], []).append(item[1])
-        frames: list[tuple[str, pd.DataFrame]] = []
-        if events:
-            frames.append(("requests", pd.DataFrame([_event_tuple(e) for e in events], columns=REQUEST_COLUMNS)))
-        for table, rows in other.items():
-            frames.append((table, _frame(table, rows)))
-        try:
-            with self._db_lock:
-                if self._con is None:
-                    raise StoreUnavailable(self._unavailable_reason or "database not open")
-                _insert_atomically(self._con, frames)
-            self.written += len(batch)
-            return True
-        except Exception as exc:
-            log.warning("request log: writing %d rows failed (%s); spilling", len(batch), _one_line(exc))
-            self._disconnect_after_failure()
-            return self._spill(events, other)
+        """Insert one batch, else spill it; False when neither worked. Rows refused for their data are dropped."""
+        with self._db_lock:
+            con = self._con
+            if con is not None:
+                try:
+                    bad = _insert_isolating(con, batch)
+                except Exception as exc:
+                    if self._spill_error is None:
+                        log.warning("request log: writing %d rows failed (%s); spilling", len(batch), _one_line(exc))
+                else:
+                    self._count_bad(bad, "refused by the database")
+                    self.written += len(batch) - len(bad)
+                    return True
+        self._disconnect_after_failure()
+        return self._spill(batch)
+
+    def _count_bad(self, bad: list[tuple[Any, str]], what: str) -> None:
+        for item, why in bad:
+            table = "requests" if isinstance(item, RequestEvent) else item[0]
+            log.error("request log: a %s row was %s and dropped: %s", table, what, why)
+            self._drop(1, f"{what}: {why}")
 
     def _disconnect_after_failure(self) -> None:
         """A failed write may leave DuckDB invalidated (disk full): reopen on the next flush."""
@@ -271,10 +386,14 @@ class Store:
                     pass
                 self._con = None
 
-    def _spill(self, events: list[RequestEvent], other: dict[str, list[dict[str, Any]]]) -> bool:
-        lines = [_spill_line("requests", dict(zip(REQUEST_COLUMNS, _event_tuple(e)))) for e in events]
-        for table, rows in other.items():
-            lines.extend(_spill_line(table, row) for row in rows)
+    def _spill(self, batch: list[Any]) -> bool:
+        lines: list[str] = []
+        for item in batch:
+            table, row = _as_row(item)
+            try:
+                lines.append(_spill_line(table, row))
+            except (ValueError, TypeError) as exc:  # not JSON-able: it could never be loaded back either
+                self._count_bad([(item, _one_line(exc))], "not storable")
         path = spill_path(self.path)
         try:
             size = path.stat().st_size if path.exists() else 0
@@ -290,34 +409,52 @@ class Store:
             return True
         except OSError as exc:
             if self._spill_error != str(exc):
-                log.error("request log: cannot spill %d rows to %s (%s); they stay queued in memory",
-                          len(lines), path, exc)
+                log.error("request log: cannot spill %d rows to %s (%s); they stay queued in memory, "
+                          "retried with a back-off of up to %.0f s", len(lines), path, exc, RETRY_MAX_S)
             self._spill_error = str(exc)
             _truncate(path, size)  # a half-written batch would be loaded back twice once it is retried
             return False
 
     def _load_spill(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Insert rows spilled by an earlier run, in one transaction, then remove the file."""
+        """Insert rows spilled by an earlier run, in one transaction, then remove the file.
+
+        A line that cannot be read or inserted (cut short by a crash, edited by
+        hand, a value its column refuses) goes to ``<db>.spill.quarantine.jsonl``
+        with the reason, and is counted: it never stops the service from starting.
+        """
         path = spill_path(self.path)
         if not path.exists():
             return
-        per_table: dict[str, list[dict[str, Any]]] = {}
-        bad = 0
-        with open(path, encoding="utf-8") as fh:
+        items: list[tuple[str, dict[str, Any]]] = []
+        raw: list[str] = []
+        quarantine: list[tuple[str, str]] = []
+        with open(path, encoding="utf-8", errors="surrogateescape") as fh:
             for line in fh:
                 try:
                     item = json.loads(line)
-                    per_table.setdefault(item["table"], []).append(item["row"])
-                except (ValueError, KeyError, TypeError):
-                    bad += 1  # a line cut short by a crash while spilling
-        unknown = set(per_table) - WRITABLE_TABLES
-        for table in unknown:
-            bad += len(per_table.pop(table))
-        _insert_atomically(con, [(t, _frame(t, rows)) for t, rows in per_table.items()])
+                    table, row = item["table"], item["row"]
+                    if table not in WRITABLE_TABLES or not isinstance(row, dict):
+                        raise ValueError(f"not a row of a known table: {str(table)[:40]}")
+                except (ValueError, KeyError, TypeError) as exc:
+                    if line.strip():
+                        quarantine.append((line, _one_line(exc)))
+                    continue
+                items.append((table, row))
+                raw.append(line)
+        bad = _insert_isolating(con, items, live=False)
+        why_bad = {id(item): why for item, why in bad}
+        quarantine += [(line, why_bad[id(item)]) for line, item in zip(raw, items) if id(item) in why_bad]
+        if quarantine:
+            qpath = Path(f"{self.path}.spill.quarantine.jsonl")
+            with open(qpath, "a", encoding="utf-8", errors="surrogateescape") as fh:
+                for line, why in quarantine:
+                    fh.write(json.dumps({"reason": why, "line": line.rstrip("\n")}) + "\n")
+            self.quarantined += len(quarantine)
+            log.error("request log: %d spilled lines could not be loaded; moved to %s", len(quarantine), qpath)
         path.unlink()
-        n = sum(len(rows) for rows in per_table.values())
+        n = len(items) - len(bad)
         self.loaded_from_spill += n
-        log.warning("request log: loaded %d spilled rows from %s (%d unreadable lines skipped)", n, path, bad)
+        log.warning("request log: loaded %d spilled rows from %s", n, path)
 
     # -- reading ---------------------------------------------------------------
 
@@ -329,21 +466,71 @@ class Store:
                 )
             return self._con.cursor()
 
-    def _query_sync(self, sql: str, params: Any = None) -> tuple[list[str], list[tuple]]:
+    def _query_sync(self, sql: str, params: Any = None, timeout: float | None = None) -> tuple[list[str], list[tuple]]:
         cur = self._cursor()
+        self._user_cursors.add(cur)
         try:
-            return execute_read(cur, sql, params)
+            return execute_read(cur, sql, params, timeout=timeout)
         finally:
+            self._user_cursors.discard(cur)
             cur.close()
 
-    async def query(self, sql: str, params: Any = None) -> tuple[list[str], list[tuple]]:
-        """Run one read-only statement on its own cursor, off the event loop."""
-        return await asyncio.to_thread(self._query_sync, sql, params)
+    async def query(self, sql: str, params: Any = None, timeout: float | None = None) -> tuple[list[str], list[tuple]]:
+        """Run one read-only statement on its own cursor, off the event loop; interrupted after `timeout` s."""
+        return await asyncio.to_thread(self._query_sync, sql, params, timeout)
 
     def read_df(self, sql: str, params: Any = None) -> pd.DataFrame:
         """A read-only query as a DataFrame, for worker threads (training, planning)."""
         columns, rows = self._query_sync(sql, params)
         return pd.DataFrame(rows, columns=columns)
+
+
+def _as_row(item: Any) -> tuple[str, dict[str, Any]]:
+    if isinstance(item, RequestEvent):
+        return "requests", dict(zip(REQUEST_COLUMNS, _event_tuple(item)))
+    return item[0], item[1]
+
+
+def _frames(items: list[Any]) -> list[tuple[str, pd.DataFrame]]:
+    events = [item for item in items if isinstance(item, RequestEvent)]
+    other: dict[str, list[dict[str, Any]]] = {}
+    for item in items:
+        if not isinstance(item, RequestEvent):
+            other.setdefault(item[0], []).append(item[1])
+    frames: list[tuple[str, pd.DataFrame]] = []
+    if events:
+        frames.append(("requests", pd.DataFrame([_event_tuple(e) for e in events], columns=REQUEST_COLUMNS)))
+    frames.extend((table, _frame(table, rows)) for table, rows in other.items())
+    return frames
+
+
+def _insert_isolating(con: duckdb.DuckDBPyConnection, items: list[Any], live: bool = True) -> list[tuple[Any, str]]:
+    """Insert `items` (RequestEvents or (table, row) pairs); return the ones refused for their data, with why.
+
+    The whole list goes in one transaction; when its data is refused, it is split
+    in halves until the rows at fault are alone, so n good rows cost O(log n)
+    extra inserts per bad row. Errors of the disk or the connection propagate. For
+    `live` batches, every row refused alike is taken for a database fault instead
+    (the rows spill and are kept); a spill file being loaded has no such fallback.
+    """
+    bad = _isolate(con, items)
+    if live and len(items) > 1 and len(bad) == len(items):
+        # Every row refused alike is no bad row but a bad database (or schema): keep them all by spilling.
+        raise duckdb.OperationalError(f"every row of a {len(items)}-row batch was refused: {bad[0][1]}")
+    return bad
+
+
+def _isolate(con: duckdb.DuckDBPyConnection, items: list[Any]) -> list[tuple[Any, str]]:
+    if not items:
+        return []
+    try:
+        _insert_atomically(con, _frames(items))
+        return []
+    except _DATA_ERRORS as exc:
+        if len(items) == 1:
+            return [(items[0], _one_line(exc))]
+    mid = len(items) // 2
+    return _isolate(con, items[:mid]) + _isolate(con, items[mid:])
 
 
 def _frame(table: str, rows: list[dict[str, Any]]) -> pd.DataFrame:
