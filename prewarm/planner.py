@@ -176,6 +176,20 @@ class RecentDemand:
         counts[self._bin(max(0.0, t - last))] += 2.0**age
         self._tails.pop(key, None)
 
+    def forget_idle(self, now: float, idle_s: float, keep: Iterable[Any] = ()) -> list[Any]:
+        """Drop the history of every key without a request for `idle_s` seconds (except `keep`); returns them.
+
+        A service that runs for months must not remember every name it ever saw.
+        """
+        kept = set(keep)
+        gone = [k for k, t in self.last.items() if now - t > idle_s and k not in kept]
+        for k in gone:
+            self.last.pop(k, None)
+            self._gaps.pop(k, None)
+            self._since.pop(k, None)
+            self._tails.pop(k, None)
+        return gone
+
     def _survival(self, counts: list[float], tails: list[float], x: float) -> float:
         """Weighted count of gaps longer than ``x`` (log-linear within a bin)."""
         if x < 1.0:

@@ -60,6 +60,9 @@ def recent_requests_sql(now: float) -> str:
             f"AND ts_start >= to_timestamp({since!r}) ORDER BY ts_start")
 
 
+# An unknown model name makes the prewarmer ask the upstream for its models again, at most this often: a
+# flood of made-up names must not become a flood of /api/tags calls.
+SIZES_REFRESH_MIN_S = 5.0
 # A model's first request is expected in the first window where p_any reaches this.
 DEMAND_P = 0.5
 # Ollama endpoints whose body carries keep_alive (its OpenAI-compatible /v1 API ignores it).
@@ -142,6 +145,10 @@ class Prewarmer:
         self.last_actions: deque[dict[str, Any]] = deque(maxlen=50)
         self._options: dict[str, Counter[tuple]] = {}
         self._reserved: dict[str, int] = {}  # model -> bytes made room for, until its request finishes
+        # Models being unloaded now: not resident for any request that arrives meanwhile (it waits for the
+        # unload, then makes room like any cold request), so the upstream never reloads one beside a newcomer.
+        self._evicting: set[str] = set()
+        self._sizes_at = 0.0  # monotonic time of the last sizes() refresh for an unknown name
         self._too_large: set[str] = set()  # models already reported as larger than the budget
         self._op_lock = asyncio.Lock()  # one load or unload at a time, as the upstream does them
         self._request_done = asyncio.Event()  # set (and replaced) whenever a request finishes: room may be free
@@ -294,14 +301,22 @@ class Prewarmer:
     def is_resident(self, model: str) -> bool | None:
         if not getattr(self.backend, "resident_known", True):
             return None
-        return self.tracker.is_resident(self.canonical(model))
+        m = self.canonical(model)
+        if m in self._evicting:
+            return False
+        return self.tracker.is_resident(m)
+
+    def _resident_now(self, model: str) -> bool:
+        return model not in self._evicting and bool(self.tracker.is_resident(model))
 
     async def before_forward(self, model: str, body: dict[str, Any], endpoint: str) -> dict[str, Any] | None:
         m = self.canonical(model)
+        if not await self._known_model(m):
+            return None  # the upstream will answer 404: nothing to make room for, nothing to remember
+        self._observe(m)
         self._tally_options(m, body)
-        if self.backend.resident_known and not self.tracker.is_resident(m) and m not in self._reserved:
-            if await self._known_model(m):
-                await self._make_room_for(m, f"request for {m}")
+        if self.backend.resident_known and not self._resident_now(m) and m not in self._reserved:
+            await self._make_room_for(m, f"request for {m}")
         if m in self.planned_resident or m in self.pins:
             if self.backend.kind == "ollama" and endpoint in KEEP_ALIVE_ENDPOINTS:
                 want = keep_alive_value(self.settings.plan_keep_alive)
@@ -314,13 +329,20 @@ class Prewarmer:
 
         A model pulled since the last size refresh is found by refreshing once.
         """
-        if model in self.sizes or model in self.catalog:
+        if self._known_now(model):
             return True
+        now = time.monotonic()
+        if now - self._sizes_at < SIZES_REFRESH_MIN_S:
+            return False
+        self._sizes_at = now
         try:
             self.sizes = await self.backend.sizes()
         except BackendError as exc:
             log.warning("sizes: %s", exc)
         return model in self.sizes
+
+    def _known_now(self, model: str) -> bool:
+        return model in self.sizes or model in self.catalog or model in self.tracker.resident
 
     def upstream_for(self, model: str) -> str | None:
         if self.backend.kind != "vllm":
@@ -332,7 +354,10 @@ class Prewarmer:
 
     def request_started(self, model: str) -> None:
         self.tracker.request_started(model)
-        m, now = self.canonical(model), self.clock()
+
+    def _observe(self, m: str) -> None:
+        """A request for a model the upstream serves: recency and the VRAM account's on-demand cache see it."""
+        now = self.clock()
         self.recent.observe(m, now)
         if self.budget is not None:
             if not self.account.seen:
@@ -346,8 +371,18 @@ class Prewarmer:
             self._reserved.pop(m, None)
         self._request_done.set()
         self._request_done = asyncio.Event()
-        known = m in self.sizes or m in self.catalog or m in self.tracker.resident
-        self.metrics.observe_request(m if known else "other", event)
+        self.metrics.observe_request(m if self._known_now(m) else "other", event)
+
+    def prune(self) -> list[str]:
+        """Forget the per-model state of models without a request for model_state_ttl that are neither
+        served, resident nor pinned (names from the log of an upstream that no longer has them)."""
+        keep = set(self.sizes) | set(self.catalog.entries) | set(self.tracker.resident) | self.pins
+        gone = self.recent.forget_idle(self.clock(), self.settings.model_state_ttl, keep)
+        for m in set(self._options) - keep:
+            if m in gone or m not in self.recent.last:
+                self._options.pop(m, None)
+                getattr(self.backend, "load_options", {}).pop(m, None)
+        return gone
 
     def _tally_options(self, model: str, body: dict[str, Any]) -> None:
         """Count the runner options traffic uses per model; loads use the most common so Ollama does not reload."""
@@ -371,7 +406,7 @@ class Prewarmer:
         while True:
             freed = self._request_done
             async with self._op_lock:
-                if self.tracker.is_resident(model) or model in self._reserved:
+                if self._resident_now(model) or model in self._reserved:
                     return
                 if self.budget is None:
                     await self.refresh_budget()
@@ -390,8 +425,15 @@ class Prewarmer:
                 if actions is None:
                     actions = make_room(views, model, self._budget_bytes())
                 if actions is not None:
-                    for a in actions:
-                        await self._do_unload(a.model, a.reason)
+                    # Every victim counts as leaving from now: a request for one of them waits behind this
+                    # lock instead of being forwarded to a model that is about to go.
+                    victims = [a.model for a in actions]
+                    self._evicting.update(victims)
+                    try:
+                        for a in actions:
+                            await self._do_unload(a.model, a.reason)
+                    finally:
+                        self._evicting.difference_update(victims)
                     if self.backend.loads_on_request:
                         self._reserved[model] = self.size_of(model)
                     else:
@@ -420,11 +462,14 @@ class Prewarmer:
     async def _do_unload(self, model: str, reason: str) -> bool:
         before = self._resident_bytes()
         t0 = time.perf_counter()
+        self._evicting.add(model)
         try:
             await self.backend.unload(model)
         except BackendError as exc:
             self._record(model, "unload", reason, before, before, _ms(t0), False, str(exc))
             return False
+        finally:
+            self._evicting.discard(model)
         self.tracker.mark_unloaded(model)
         await self.tracker.refresh()
         self.planned_resident.discard(model)
@@ -470,6 +515,7 @@ class Prewarmer:
         if forecasts is None or forecasts.empty:
             raise PrewarmError("no forecasts: refusing to plan, it would unload every model that is not pinned")
         now = self.clock()
+        self.prune()
         self.forecast = {self.canonical(m): v for m, v in horizon_views(forecasts, now).items()}
         self.forecast_at = made_at if made_at is not None else now
         self.metrics.forecast_made(self.forecast_at)

@@ -50,14 +50,19 @@ class ResidencyTracker:
             self._task = None
 
     async def refresh(self) -> None:
-        """Poll now. A failed poll keeps the last known set rather than calling everything cold."""
+        """Poll now. A failed poll empties the set: what a restarted upstream holds is nothing."""
         started = time.monotonic()
         try:
             fresh = await self._fetch()
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError, BackendError) as exc:
             if self.last_error is None:
-                log.warning("residency: cannot read the resident set: %s", exc)
+                log.warning("residency: cannot read the resident set (%s); counting every model cold until it "
+                            "answers again", exc)
             self.last_error = str(exc) or type(exc).__name__
+            # An upstream that does not answer has most likely restarted, and a restarted one holds nothing:
+            # the requests that reach it next wait for a load, so they are cold, and the prewarmer makes room.
+            self.resident = {}
+            self._marked = {}
             return
         # A request that finished while the poll was in flight is newer than the poll.
         for model, when in self._marked.items():

@@ -1,8 +1,11 @@
 """`prewarm serve`: settings, store, residency, proxy app, discovery file, clean shutdown.
 
-Shutdown order matters for "nothing already logged is lost": stop accepting and
-finish (or cancel, logging 499) the requests in flight, stop the background parts,
-then flush the store, and only then give the database file back.
+Shutdown order matters for "nothing already logged is lost" and "no request goes
+unanswered": stop listening; keep the open connections while requests are in
+flight (up to `shutdown_grace`), answering each new one with `Connection: close`
+so that no client sends on a connection about to close; then close what is left
+(cancelling, and logging as 499, what still runs), stop the background parts,
+flush the store, and only then give the database file back.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from prewarm.config import Settings, load_settings
 from prewarm.prewarmer import Prewarmer
 from prewarm.proxy.admin_prewarm import routes as admin_prewarm_routes
 from prewarm.proxy.admin import check_admin_token
-from prewarm.proxy.app import make_proxy_app, make_upstream_session
+from prewarm.proxy.app import DRAIN_KEY, make_proxy_app, make_upstream_session
+from prewarm.proxy.connections import ConnectionCap, default_max_connections, quiet_request_errors
 from prewarm.proxy.hooks import ProxyHooks
 from prewarm.cli import CommandError
 from prewarm.store.discovery import ServiceInfo, pid_alive, read_service_file, remove_service_file, write_service_file
@@ -39,7 +43,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("prewarm.serve")
 
 Callback = Callable[[], Awaitable[None]]
-SHUTDOWN_GRACE_S = 5.0
+# While stopping: the connections are closed once no request has run for this long (a client between two
+# requests of a burst gets its next answer, with Connection: close, rather than a reset).
+DRAIN_QUIET_S = 0.5
 
 
 @dataclass
@@ -117,6 +123,27 @@ def schedule_routes(sched: "ForecastScheduler") -> list[web.RouteDef]:
     return [web.post("/prewarm/train", train), web.post("/prewarm/forecast", forecast)]
 
 
+async def drain(runner: web.AppRunner, app: web.Application, grace: float) -> None:
+    """Stop listening, answer what comes on open connections with Connection: close, until quiet or `grace`."""
+    app[DRAIN_KEY].on = True
+    for site in list(runner.sites):
+        await site.stop()
+    server = runner.server
+    if server is None:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    quiet_since = loop.time()
+    seen = server.requests_count
+    while loop.time() < deadline and server.connections:
+        busy = any(getattr(c, "_request_in_progress", False) for c in server.connections)
+        if busy or server.requests_count != seen:
+            seen, quiet_since = server.requests_count, loop.time()
+        elif loop.time() - quiet_since >= DRAIN_QUIET_S:
+            break
+        await asyncio.sleep(0.02)
+
+
 def service_host(listen_host: str) -> str:
     """Where a reader on this machine reaches the service: loopback behind a wildcard bind, else the address
     bound (a service on one interface only does not answer on 127.0.0.1)."""
@@ -163,8 +190,13 @@ async def serve(settings: Settings, schedule: bool = True) -> None:
     try:
         wiring = build_wiring(settings, store, schedule)
         app = make_proxy_app(settings, store, wiring.hooks, wiring.extra_routes, session=session)
-        runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
+        # keepalive_timeout counts from a connection's start too: silent and slow-header clients are closed.
+        runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
+                               shutdown_timeout=settings.shutdown_grace, keepalive_timeout=settings.idle_timeout)
         await runner.setup()
+        assert runner.server is not None
+        cap = ConnectionCap(runner.server, settings.max_connections or default_max_connections())
+        quiet_request_errors()
         # Everything is up before the port opens: a client that sees the port sees the whole service.
         for cb in wiring.startup:
             await cb()
@@ -179,8 +211,10 @@ async def serve(settings: Settings, schedule: bool = True) -> None:
             file=sys.stdout,
             flush=True,
         )
+        log.info("accepting at most %d client connections at once", cap.limit)
         await stop.wait()
         log.info("stopping: finishing requests in flight, then flushing the request log")
+        await drain(runner, app, settings.shutdown_grace)
     finally:
         if runner is not None:
             await runner.cleanup()

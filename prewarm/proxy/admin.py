@@ -73,6 +73,21 @@ def admin_guard(settings: Settings) -> Callable[[Handler], Handler]:
     return wrap
 
 
+# Ollama's routes that change what the server holds on disk; off loopback they are admin operations.
+MANAGEMENT_PATHS = ("/api/delete", "/api/pull", "/api/push", "/api/create", "/api/copy")
+
+
+def management_guard(settings: Settings) -> Callable[[Handler], Handler]:
+    """Off loopback, Ollama's management routes need the admin token unless open_management_routes says not.
+
+    Anyone who can reach the proxy can send a prompt; deleting or pulling models
+    is another matter. On loopback they pass as before (only local users get there).
+    """
+    if is_loopback(settings.listen_host) or settings.open_management_routes:
+        return lambda handler: handler
+    return admin_guard(settings)
+
+
 def guard_routes(routes: Iterable[web.RouteDef], settings: Settings) -> list[web.RouteDef]:
     guard = admin_guard(settings)
     return [web.RouteDef(r.method, r.path, guard(r.handler), dict(r.kwargs)) for r in routes]

@@ -23,7 +23,8 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from prewarm.config import Settings
-from prewarm.proxy.admin import admin_routes, fallback_route, guard_routes
+from prewarm.proxy.connections import BodyBudget
+from prewarm.proxy.admin import MANAGEMENT_PATHS, admin_routes, fallback_route, guard_routes, management_guard
 from prewarm.proxy.hooks import ProxyHooks
 from prewarm.proxy.lag import LoopLag
 from prewarm.proxy.protocol import (
@@ -47,6 +48,20 @@ log = logging.getLogger(__name__)
 
 SESSION_KEY = web.AppKey("prewarm_upstream_session", aiohttp.ClientSession)
 LAG_KEY = web.AppKey("prewarm_loop_lag", LoopLag)
+
+
+class Draining:
+    """Set once serve stops: every answer from then on closes its connection, so no client reuses one
+    that is about to go away (a request sent on a connection as it closes would get no answer at all)."""
+
+    __slots__ = ("on",)
+
+    def __init__(self) -> None:
+        self.on = False
+
+
+DRAIN_KEY = web.AppKey("prewarm_draining", Draining)
+BODY_BUDGET_KEY = web.AppKey("prewarm_body_budget", BodyBudget)
 STATUS_CLIENT_GONE = 499
 _DELIVERED = web.RequestKey("prewarm_delivered", bool)  # the upstream's whole answer went to the client
 _STREAMED_BODY_DROP = HOP_BY_HOP | {"host"}
@@ -80,6 +95,8 @@ def make_proxy_app(
     """The proxy app. `session` lets serve share its pooled session; else the app owns one."""
     app = web.Application(client_max_size=settings.max_body_bytes)
     lag = app[LAG_KEY] = LoopLag()
+    drain = app[DRAIN_KEY] = Draining()
+    budget = app[BODY_BUDGET_KEY] = BodyBudget(settings.max_buffered_bytes)
 
     async def upstream_session(app: web.Application) -> Any:
         own = session is None
@@ -95,16 +112,23 @@ def make_proxy_app(
     app.add_routes(guard_routes(extra_routes, settings))
     app.add_routes(fallback_route(settings))
     # [\s\S], not ".": a path with an encoded newline (%0a) must be proxied and logged like any other.
-    app.router.add_route("*", r"/{tail:[\s\S]*}", _Forwarder(settings, store, hooks).handle)
+    forwarder = _Forwarder(settings, store, hooks, drain, budget)
+    management = management_guard(settings)
+    for path in MANAGEMENT_PATHS:
+        app.router.add_route("*", path, management(forwarder.handle))
+    app.router.add_route("*", r"/{tail:[\s\S]*}", forwarder.handle)
     return app
 
 
 class _Forwarder:
-    def __init__(self, settings: Settings, store: Store, hooks: ProxyHooks) -> None:
+    def __init__(self, settings: Settings, store: Store, hooks: ProxyHooks, drain: Draining,
+                 budget: BodyBudget) -> None:
         self.settings = settings
         self.store = store
         self.hooks = hooks
         self.base = settings.upstream.rstrip("/")
+        self.drain = drain
+        self.budget = budget
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         t0 = time.perf_counter()
@@ -124,6 +148,7 @@ class _Forwarder:
         )
         model: str | None = None
         loads = False
+        held = 0  # bytes of the body budget this request holds
         try:
             data: Any = None
             info: RequestInfo | None = None
@@ -132,11 +157,24 @@ class _Forwarder:
                 if request.content_length is not None and request.content_length > limit:
                     event.user_id = user_of(request.headers, None, self.settings)  # the body's user is unread
                     return self._error(event, endpoint, 413, f"request body over the {limit}-byte limit")
+                want = limit if request.content_length is None else request.content_length
+                if not self.budget.take(want):
+                    event.user_id = user_of(request.headers, None, self.settings)
+                    return self._error(event, endpoint, 503, "too many request bytes in flight; try again soon",
+                                       {"Retry-After": "1"})
+                held = want
                 try:
-                    data = await request.read()
+                    async with asyncio.timeout(self.settings.body_timeout):
+                        data = await request.read()
                 except web.HTTPRequestEntityTooLarge:
                     event.user_id = user_of(request.headers, None, self.settings)
                     return self._error(event, endpoint, 413, f"request body over the {limit}-byte limit")
+                except TimeoutError:
+                    event.user_id = user_of(request.headers, None, self.settings)
+                    resp = self._error(event, endpoint, 408,
+                                       f"request body not received within {self.settings.body_timeout:g} s")
+                    resp.force_close()  # the rest of the body may still come: this connection cannot be reused
+                    return resp
                 info = parse_request(endpoint, data)
                 model = event.model = info.model
                 event.stream = info.stream
@@ -148,7 +186,7 @@ class _Forwarder:
                 headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in REQUEST_DROP)
             else:
                 if request.body_exists:
-                    data = request.content
+                    data = _timed_body(request.content, self.settings.body_timeout)
                 headers = CIMultiDict(
                     (k, v) for k, v in request.headers.items() if k.lower() not in _STREAMED_BODY_DROP
                 )
@@ -174,6 +212,8 @@ class _Forwarder:
                 event.error = "client disconnected"
             raise
         finally:
+            if held:
+                self.budget.give(held)
             now = time.perf_counter()
             event.ts_end = datetime.now(_UTC)
             event.total_ms = (now - t0) * 1000.0
@@ -202,7 +242,10 @@ class _Forwarder:
         t0: float,
     ) -> web.StreamResponse:
         session = request.app[SESSION_KEY]
-        url = URL(base + request.raw_path, encoded=True)
+        target = request.raw_path
+        if target[:1] != "/":  # absolute-form (GET http://host/path): the upstream gets the path alone
+            target = request.rel_url.raw_path_qs
+        url = URL(base + target, encoded=True)
         endpoint = event.endpoint
         try:
             up_cm = session.request(request.method, url, headers=headers, data=data, allow_redirects=False)
@@ -218,6 +261,8 @@ class _Forwarder:
             headers=CIMultiDict((k, v) for k, v in up.headers.items() if k.lower() not in HOP_BY_HOP),
         )
         event.status = up.status
+        if self.drain.on:
+            resp.force_close()
         tail = bytearray() if known or up.status >= 400 else None
         try:
             await resp.prepare(request)
@@ -272,11 +317,25 @@ class _Forwarder:
         event.completion_tokens = usage.completion_tokens
         event.load_ms = usage.load_ms
 
-    @staticmethod
-    def _error(event: RequestEvent, endpoint: str, status: int, message: str) -> web.Response:
+    def _error(self, event: RequestEvent, endpoint: str, status: int, message: str,
+               headers: dict[str, str] | None = None) -> web.Response:
         event.status = status
         event.error = message
-        return web.Response(status=status, body=error_body(endpoint, status, message), content_type="application/json")
+        resp = web.Response(status=status, body=error_body(endpoint, status, message), content_type="application/json",
+                            headers=headers)
+        if self.drain.on:
+            resp.force_close()
+        return resp
+
+
+async def _timed_body(content: aiohttp.StreamReader, timeout: float) -> Any:
+    """A streamed request body whose every next chunk must arrive within `timeout` seconds."""
+    while True:
+        async with asyncio.timeout(timeout):
+            chunk = await content.readany()
+        if not chunk:
+            return
+        yield chunk
 
 
 def _upstream_error(tail: bytes) -> str:

@@ -241,7 +241,9 @@ def error_body(endpoint: str, status: int, message: str) -> bytes:
 
 _OPENAI_ERRORS = {
     400: ("invalid_request_error", "invalid_model"),
+    408: ("invalid_request_error", "request_timeout"),
     413: ("invalid_request_error", "request_too_large"),
+    503: ("api_error", "overloaded"),
     502: ("api_error", "upstream_unreachable"),
     504: ("api_error", "upstream_timeout"),
 }
