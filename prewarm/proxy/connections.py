@@ -58,10 +58,13 @@ class ConnectionCap:
 
     def _connection_made(self, handler: Any, transport: Any) -> None:
         self._inner(handler, transport)
-        open_ = self.server.connections
-        if len(open_) <= self.limit:
+        if len(self.server.connections) <= self.limit:
             return
-        for other in open_:  # oldest first: the dict keeps the order connections were made in
+        # A closed connection stays listed until its handler task ends: count and displace live ones only.
+        live = [c for c in self.server.connections if c.transport is not None and not c.transport.is_closing()]
+        if len(live) <= self.limit:
+            return
+        for other in live:  # oldest first: the dict keeps the order connections were made in
             if other is not handler and not getattr(other, "_request_in_progress", True):
                 self.displaced += 1
                 other.force_close()

@@ -293,7 +293,8 @@ class Store:
         if self._con is None:
             try:
                 self._connect()
-                log.warning("request log: reopened %s", self.path)
+                if not self._retry_at:  # in a back-off, the "writable again" line says when it really is
+                    log.warning("request log: reopened %s", self.path)
             except StoreUnavailable:
                 pass
             except Exception as exc:  # a failing migration or spill load (disk still full) must not kill the thread
@@ -454,7 +455,8 @@ class Store:
         path.unlink()
         n = len(items) - len(bad)
         self.loaded_from_spill += n
-        log.warning("request log: loaded %d spilled rows from %s", n, path)
+        if n:
+            log.warning("request log: loaded %d spilled rows from %s", n, path)
 
     # -- reading ---------------------------------------------------------------
 
@@ -564,7 +566,10 @@ def _insert_frames(con: duckdb.DuckDBPyConnection, frames: list[tuple[str, pd.Da
         try:
             con.execute(f"{verb} {table} BY NAME SELECT * FROM _prewarm_batch")
         finally:
-            con.unregister("_prewarm_batch")
+            try:
+                con.unregister("_prewarm_batch")
+            except duckdb.Error:
+                pass  # an aborted transaction refuses this too; the next register replaces the name anyway
 
 
 def _truncate(path: Path, size: int) -> None:
