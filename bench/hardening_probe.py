@@ -111,7 +111,7 @@ def hammer(tmp: Path) -> list[str]:
             stats = json.loads(r.read())
         ok = sum(1 for x in statuses if x == 200)
         return [f"hammer: 800 requests over 9 models from 32 clients in {took:.1f} s ({ok} answered 200); "
-                f"emulator peak resident {stats['peak_vram_used'] / 1e9:.2f} GB (budget: 10.00 GB), "
+                f"emulator peak resident {stats['peak_vram_used']:,} bytes (budget: 10,000,000,000), "
                 f"{stats['loads']} loads, {stats['unloads']} unloads"]
     finally:
         s.close()
