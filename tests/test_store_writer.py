@@ -215,3 +215,67 @@ async def test_store_reconnects_when_lock_is_released(tmp_path: Path) -> None:
     _, rows = await store.query("SELECT id FROM requests ORDER BY id")
     assert rows == [("r1",), ("r2",)]
     await store.close()
+
+
+async def test_a_row_the_database_cannot_store_is_dropped_alone_and_counted(tmp_path: Path) -> None:
+    """Behind the proxy's name check: a row pandas cannot encode costs itself, not its batch or the writer."""
+    store = Store(str(tmp_path / "log.duckdb"), Settings(log_flush_interval=0.05))
+    store.open()
+    for i in range(200):
+        store.put(event(i, model="\ud800" if i in (17, 150) else "llama3.2:1b"))
+    await store.flush()
+    store.put(event(500))
+    await store.flush()
+    _, rows = await store.query("SELECT count(*) FROM requests")
+    assert rows == [(199,)]
+    c = store.counters
+    assert c["written"] == 199 and c["dropped"] == 2 and c["queued"] == 0
+    assert sum(store.drop_reasons.values()) == 2 and all("refused" in r for r in store.drop_reasons)
+    assert store.healthy == (True, None)
+    await store.close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+async def test_a_dead_writer_turns_health_red_and_is_restarted(tmp_path: Path, monkeypatch) -> None:
+    store = Store(str(tmp_path / "log.duckdb"), Settings(log_flush_interval=0.05))
+    store.open()
+    real_drain = store._drain
+
+    def die(stopping: bool = False) -> bool:
+        raise SystemExit("simulated death")  # not an Exception: the loop's own guard does not catch it
+
+    monkeypatch.setattr(store, "_drain", die)
+    store.put(event(1))
+    store._wake.set()
+    assert store._thread is not None
+    store._thread.join(timeout=5)
+    ok, why = store.healthy
+    assert not ok and "died" in (why or "")
+    monkeypatch.setattr(store, "_drain", real_drain)
+    assert store.ensure_writer()
+    await store.flush()
+    _, rows = await store.query("SELECT count(*) FROM requests")
+    assert rows == [(1,)] and store.counters["writer_restarts"] == 1
+    assert store.healthy == (True, None)
+    await store.close()
+
+
+async def test_flush_gives_up_when_the_writer_is_stuck(tmp_path: Path, monkeypatch) -> None:
+    from prewarm.store.writer import StoreUnavailable
+
+    store = Store(str(tmp_path / "log.duckdb"), Settings(log_flush_interval=0.05))
+    store.open()
+    gate = __import__("threading").Event()
+    real_write = store._write
+
+    def stuck(batch):  # a write that hangs (a wedged disk)
+        gate.wait(10)
+        return real_write(batch)
+
+    monkeypatch.setattr(store, "_write", stuck)
+    store.put(event(1))
+    with pytest.raises(StoreUnavailable, match="did not flush within"):
+        await store.flush(timeout=0.3)
+    gate.set()
+    await store.close()
+    assert store.counters["written"] == 1

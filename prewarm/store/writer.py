@@ -65,6 +65,14 @@ RETRY_MAX_S = 30.0
 _DATA_ERRORS: tuple[type[BaseException], ...] = (duckdb.DataError, duckdb.IntegrityError, ValueError, TypeError)
 
 
+def _is_data_error(exc: BaseException) -> bool:
+    """Whether `exc` is about the rows themselves (DuckDB reports a Python value it cannot convert, such as
+    a lone surrogate, as an invalid-input error)."""
+    if isinstance(exc, _DATA_ERRORS):
+        return True
+    return isinstance(exc, duckdb.InvalidInputException) and "Conversion" in str(exc)
+
+
 class StoreUnavailable(RuntimeError):
     """The database file cannot be opened now (locked by another process, unreadable)."""
 
@@ -528,7 +536,9 @@ def _isolate(con: duckdb.DuckDBPyConnection, items: list[Any]) -> list[tuple[Any
     try:
         _insert_atomically(con, _frames(items))
         return []
-    except _DATA_ERRORS as exc:
+    except Exception as exc:
+        if not _is_data_error(exc):
+            raise
         if len(items) == 1:
             return [(items[0], _one_line(exc))]
     mid = len(items) // 2
