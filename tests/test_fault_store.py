@@ -35,22 +35,6 @@ def settings(**kw) -> Settings:
     return Settings(**({"log_flush_interval": 0.05, "log_batch_rows": 100} | kw))
 
 
-@pytest.fixture
-def tiny_fs(tmp_path: Path):
-    """A 4 MB tmpfs: a real ENOSPC without filling the machine's disk. Needs root (mount)."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root; the disk-full path is then untested here")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
 def fill(fs: Path, leave: int) -> Path:
     st = os.statvfs(fs)
     filler = fs / f"filler-{uuid.uuid4().hex}"

@@ -242,21 +242,6 @@ def test_large_bodies_buffered_at_once_are_capped(stack_factory) -> None:
 
 # -- 8. disk full ------------------------------------------------------------------------------------------
 
-@pytest.fixture
-def tiny_fs(tmp_path: Path):
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
 def test_a_full_disk_counts_every_row_and_backs_off(stack_factory, tiny_fs: Path) -> None:
     s = stack_factory(db=tiny_fs / "log.duckdb", env={"PREWARM_LOG_BATCH_ROWS": "100"})
     assert s.generate("qwen2.5:0.5b") == 200
