@@ -113,7 +113,9 @@ async def client_main(base: str, clients: int, duration: float, tokens: int, pau
     async with aiohttp.ClientSession(connector=conn) as session:
         await asyncio.gather(*(loop(k, session) for k in range(clients)))
     latencies.sort()
-    pick = lambda q: round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 3) if latencies else None
+    def pick(q: float) -> float | None:
+        return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 3) if latencies else None
+
     return {"sent": sent, "outcomes": dict(outcomes), "statuses": {str(k): v for k, v in statuses.items()},
             "latency_s": {"p50": pick(0.5), "p99": pick(0.99), "max": latencies[-1] if latencies else None}}
 

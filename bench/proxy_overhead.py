@@ -48,7 +48,7 @@ class Sample:
     proxy_cpu_s: float = 0.0
     upstream_cpu_s: float = 0.0
 
-    def merge(self, other: "Sample") -> None:
+    def merge(self, other: Sample) -> None:
         self.latencies.extend(other.latencies)
         self.elapsed += other.elapsed
         self.errors += other.errors

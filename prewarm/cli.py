@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from prewarm import __version__
 
@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="TOML config file")
     s.add_argument("--vram-budget", help="VRAM budget, e.g. 24GB or 22GiB")
     s.add_argument("--catalog", help="catalog CSV model,size_bytes,load_seconds")
-    s.add_argument("--no-schedule", action="store_true", help="no scheduled training, forecasting or planned loads (the VRAM budget is still enforced)")
+    s.add_argument("--no-schedule", action="store_true",
+                   help="no scheduled training, forecasting or planned loads (the VRAM budget is still enforced)")
     s.set_defaults(func=_lazy("prewarm.serve", "run"))
 
     s = sub.add_parser("emulate", help="run the built-in Ollama emulator (no GPU needed)")
@@ -116,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--vram-budget", help="budget or comma-separated budgets to sweep, e.g. 24GB,48GB")
     s.add_argument("--policy", help="comma-separated: ollama,lru,topn,histogram,forecast,oracle (default all)")
     s.add_argument("--warmup", type=float, default=0.3, help="fraction of the trace's span not scored (default 0.3)")
-    s.add_argument("--train-fraction", type=float, default=None, help="forecast policy: initial training part (default = --warmup)")
+    s.add_argument("--train-fraction", type=float, default=None,
+                   help="forecast policy: initial training part (default = --warmup)")
     s.add_argument("--retrain-every", default=None,
                    help="forecast policy: refit interval in trace time (default: 1d or a tenth of the trace, the shorter)")
     s.add_argument("--window", default="5m", help="forecast/plan window (default 5m)")

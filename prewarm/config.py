@@ -27,9 +27,10 @@ import dataclasses
 import hashlib
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from prewarm.units import parse_duration, parse_size
 

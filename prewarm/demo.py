@@ -26,6 +26,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -67,7 +68,7 @@ class DemoPlan:
     horizon: int = 3
 
     @classmethod
-    def for_args(cls, quick: bool) -> "DemoPlan":
+    def for_args(cls, quick: bool) -> DemoPlan:
         return cls(days=5, users=40, compress=2880.0) if quick else cls()  # live: a Friday
 
 
@@ -82,7 +83,7 @@ def demo_workload(plan: DemoPlan, catalog: Catalog) -> pd.DataFrame:
     names = [e.model for e in sorted(catalog, key=lambda e: e.size_bytes)]
     rng = np.random.default_rng(plan.seed)
     rng.shuffle(names)
-    mapping = dict(zip(by_popularity, names))
+    mapping = dict(zip(by_popularity, names, strict=False))
     events = events[events["model"].isin(mapping)].copy()
     events["model"] = events["model"].map(mapping)
     return events.reset_index(drop=True)
@@ -122,6 +123,7 @@ class LiveDay:
         self.plans = 0
 
     async def _request(self, session: aiohttp.ClientSession, model: str, user: str) -> None:
+        body: dict[str, Any]
         if "embed" in model:
             path, body = "/api/embed", {"model": model, "input": "hello from the demo"}
         else:

@@ -16,9 +16,9 @@ that has the same function names where the real C library cannot be loaded.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Any, Iterable
+from typing import Any
 
 from prewarm.config import ConfigError, Settings
 from prewarm.units import format_size
@@ -65,7 +65,8 @@ class Budget:
     reading: VramReading | None = field(default=None)
 
 
-def _load_pynvml() -> ModuleType | None:
+def _load_pynvml() -> Any | None:
+    """The pynvml module (typed Any: tests hand GpuMonitor a fake with the same functions), or None."""
     try:
         import pynvml
     except ImportError:
@@ -78,7 +79,7 @@ class GpuMonitor:
 
     def __init__(self, settings: Settings, nvml: Any | None = None, upstream_pids: Iterable[int] | None = None):
         self.settings = settings
-        self._nvml = nvml if nvml is not None else _load_pynvml()
+        self._nvml: Any = nvml if nvml is not None else _load_pynvml()
         self.upstream_pids: set[int] | None = set(upstream_pids) if upstream_pids is not None else None
         self._initialised = False
         self._unavailable_reason: str | None = None
@@ -188,7 +189,8 @@ class GpuMonitor:
             )
             if configured is not None and configured <= room:
                 return Budget(configured, "config", f"configured vram_budget (within {words})", reading)
-            return Budget(room, "nvml", words + ("" if configured is None else f" (< configured {format_size(configured)})"), reading)
+            note = "" if configured is None else f" (< configured {format_size(configured)})"
+            return Budget(room, "nvml", words + note, reading)
         reason = self._unavailable_reason or "NVML unavailable"
         if configured is not None:
             return Budget(configured, "config", f"configured vram_budget; {reason}")

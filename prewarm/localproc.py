@@ -51,7 +51,8 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
             err = proc.stderr.read() if proc.stderr else ""
             if isinstance(err, bytes):
                 err = err.decode("utf-8", "replace")
-            raise ProcessFailed(f"{' '.join(map(str, proc.args[:4]))} exited with {proc.returncode}: {err[-2000:]}")
+            args = proc.args if isinstance(proc.args, (list, tuple)) else [proc.args]
+            raise ProcessFailed(f"{' '.join(map(str, args[:4]))} exited with {proc.returncode}: {err[-2000:]}")
         try:
             with LOOPBACK.open(url, timeout=2):
                 return

@@ -76,7 +76,7 @@ class PrewarmMetrics:
     def evicted(self, model: str) -> None:
         self.evictions.labels(model).inc()
 
-    def set_budget(self, budget: "Budget") -> None:
+    def set_budget(self, budget: Budget) -> None:
         self.vram_budget.set(budget.bytes)
         for source in ("nvml", "config", "upstream"):
             self.budget_source.labels(source).set(1 if source == budget.source else 0)

@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +218,7 @@ class RecentDemand:
         now = 2.0 ** ((last - self._since[key]) / self.memory_s)  # the latest gap's weight, in the stored units
         longer = self._survival(counts, tails, idle) / now
         ended = longer - self._survival(counts, tails, idle + horizon_s) / now
-        return min(1.0, (ended + prior) / (longer + 1.0))
+        return float(min(1.0, (ended + prior) / (longer + 1.0)))
 
     def idle_s(self, key: Any, t: float) -> float | None:
         last = self.last.get(key)

@@ -22,8 +22,9 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -101,7 +102,7 @@ def horizon_views(forecasts: pd.DataFrame, now: float) -> dict[str, tuple[float,
     p_any = np.clip(-np.expm1(np.bincount(codes, weights=log_q, minlength=len(names))), 0.0, 1.0)
     hit = np.flatnonzero(probs >= DEMAND_P)
     hit_models, first = np.unique(codes[hit], return_index=True)  # rows are sorted: the first hit is the earliest
-    demand = dict(zip(hit_models.tolist(), np.maximum(starts[hit[first]] - now, 0.0).tolist()))
+    demand = dict(zip(hit_models.tolist(), np.maximum(starts[hit[first]] - now, 0.0).tolist(), strict=False))
     return {str(name): (float(p_any[k]), demand.get(k)) for k, name in enumerate(names)}
 
 
@@ -189,7 +190,7 @@ class Prewarmer:
         built, not with an empty one (until the first request an empty account
         allows the whole budget, then what is resident plus what it brings).
         """
-        entries = [(m, self.size_of(m), None) for m in self._resident()]
+        entries: list[tuple[str, int, float | None]] = [(m, self.size_of(m), None) for m in self._resident()]
         entries += [(self.canonical(m), self.size_of(self.canonical(m)), t) for m, t in last_used]
         self.account.seed(entries, self._budget_bytes())
 
@@ -442,7 +443,7 @@ class Prewarmer:
                     return
             try:
                 await asyncio.wait_for(freed.wait(), max(0.0, deadline - loop.time()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("no room for %s under the %d-byte budget after %.0f s: models in flight or pinned "
                             "hold it; forwarding anyway", model, self._budget_bytes(), self.settings.room_wait)
                 self._record(model, "unload", f"{why}: no evictable model frees enough room", None, None,
@@ -453,7 +454,7 @@ class Prewarmer:
 
     def _record(self, model: str, action: str, reason: str, before: int | None, after: int | None,
                 duration_ms: float, ok: bool, error: str | None) -> None:
-        row = dict(ts=datetime.now(timezone.utc), model=model, action=action, reason=reason, vram_before=before,
+        row = dict(ts=datetime.now(UTC), model=model, action=action, reason=reason, vram_before=before,
                    vram_after=after, duration_ms=duration_ms, ok=ok, error=error)
         self.last_actions.append(row)
         if self.store is not None:
@@ -663,8 +664,8 @@ async def _plan_command(settings: Settings, apply: bool) -> int:
         except BackendError as exc:
             raise CommandError(str(exc)) from None
         if store is None:
-            pw.seed_recent(recent)
-            pw.seed_account(last_used)
+            pw.seed_recent((str(m), float(t)) for m, t in recent)
+            pw.seed_account([(str(m), None if t is None else float(t)) for m, t in last_used])
         allowance = pw.allowance()
         if apply:
             actions = await pw.apply_plan(forecasts, made_at)
@@ -678,7 +679,7 @@ async def _plan_command(settings: Settings, apply: bool) -> int:
     assert pw.budget is not None
     print(f"budget {pw.budget.bytes / 1e9:.2f} GB ({pw.budget.source}: {pw.budget.detail}); "
           f"the plan fills {allowance / 1e9:.2f} GB (what loading on demand would hold, VramAccount); "
-          f"forecast made {datetime.fromtimestamp(made_at, timezone.utc).isoformat(timespec='seconds')}")
+          f"forecast made {datetime.fromtimestamp(made_at, UTC).isoformat(timespec='seconds')}")
     table_rows = [[a.action, a.model, f"{a.resident_bytes_after / 1e9:.2f}", a.reason] for a in actions]
     print(format_table(["action", "model", "resident_gb_after", "reason"], table_rows), end="")
     if apply:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 
@@ -54,7 +55,7 @@ class ResidencyTracker:
         started = time.monotonic()
         try:
             fresh = await self._fetch()
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError, BackendError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError, BackendError) as exc:
             if self.last_error is None:
                 log.warning("residency: cannot read the resident set (%s); counting every model cold until it "
                             "answers again", exc)

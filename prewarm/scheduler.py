@@ -20,10 +20,11 @@ import logging
 import math
 import multiprocessing
 import time
-from datetime import datetime, timezone
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import pandas as pd
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -71,7 +72,7 @@ class ForecastScheduler:
     def start(self, train_at_start: bool = False) -> None:
         """Add the jobs; forecasts fire at window boundaries, so each covers whole windows from its start."""
         window = float(self.settings.window)
-        first_boundary = datetime.fromtimestamp(math.ceil(time.time() / window) * window, tz=timezone.utc)
+        first_boundary = datetime.fromtimestamp(math.ceil(time.time() / window) * window, tz=UTC)
         train = CronTrigger.from_crontab(self.settings.train_cron, timezone="UTC")
         self._scheduler.add_job(self.train_now, train, id="train", max_instances=1, coalesce=True,
                                 misfire_grace_time=300)

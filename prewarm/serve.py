@@ -16,22 +16,22 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from aiohttp import web
 
 from prewarm.backends.factory import make_backend
 from prewarm.catalog import load_catalog
+from prewarm.cli import CommandError
 from prewarm.config import Settings, load_settings
 from prewarm.prewarmer import Prewarmer
-from prewarm.proxy.admin_prewarm import routes as admin_prewarm_routes
 from prewarm.proxy.admin import check_admin_token
+from prewarm.proxy.admin_prewarm import routes as admin_prewarm_routes
 from prewarm.proxy.app import DRAIN_KEY, make_proxy_app, make_upstream_session
 from prewarm.proxy.connections import ConnectionCap, default_max_connections, quiet_request_errors
 from prewarm.proxy.hooks import ProxyHooks
-from prewarm.cli import CommandError
 from prewarm.store.discovery import ServiceInfo, pid_alive, read_service_file, remove_service_file, write_service_file
 from prewarm.store.writer import Store
 
@@ -83,7 +83,7 @@ def build_wiring(
     if schedule:
         from prewarm.scheduler import ForecastScheduler
 
-        async def plan_from(forecasts: "pd.DataFrame") -> None:
+        async def plan_from(forecasts: pd.DataFrame) -> None:
             if forecasts.empty:
                 log.info("forecast: no model has a forecast yet; nothing to plan")
                 return
@@ -103,7 +103,7 @@ def build_wiring(
     return wiring
 
 
-def schedule_routes(sched: "ForecastScheduler") -> list[web.RouteDef]:
+def schedule_routes(sched: ForecastScheduler) -> list[web.RouteDef]:
     """POST /prewarm/train and /prewarm/forecast: run a job now (what `prewarm train` asks a running service)."""
 
     async def train(request: web.Request) -> web.Response:

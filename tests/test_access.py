@@ -1,6 +1,6 @@
 """Access: admin routes and /metrics need the token off loopback (a real `prewarm serve` listening on
-0.0.0.0, reached over 127.0.0.1 so no traffic leaves loopback), the token is compared with hmac.compare_digest, `prewarm sql` stays
-read-only on both paths, API keys are only kept hashed, and neither the logs nor the database hold a
+0.0.0.0, reached over 127.0.0.1 so no traffic leaves loopback), the token is compared with hmac.compare_digest,
+`prewarm sql` stays read-only on both paths, API keys are only kept hashed, and neither the logs nor the database hold a
 secret after a run.
 
 Already covered elsewhere: the guard in-process (tests/test_proxy_app.py::test_admin_guard_off_loopback,
@@ -22,15 +22,15 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from proxy_helpers import idle_tracker
 
-from prewarm.localproc import PREWARM_CMD, clean_env, free_port
 from prewarm.cli import main
 from prewarm.config import Settings, hash_api_key, load_settings
+from prewarm.localproc import PREWARM_CMD, clean_env, free_port
 from prewarm.proxy import admin
 from prewarm.proxy.app import make_proxy_app
 from prewarm.store.readonly import ReadOnlyError, check_read_only
 from prewarm.store.writer import Store
-from proxy_helpers import idle_tracker
 
 PREWARM = PREWARM_CMD
 TOKEN = "tok-3f9a7c1e5b2d4e6f8a0b"

@@ -138,7 +138,8 @@ def test_catalog_rows_catalog_wins_then_measured_then_default_rule():
 async def vllm_pair(aiohttp_server):
     a = await aiohttp_server(make_vllm_app("org/model-a", 8 * GB, 10.0, time_scale=0.001))
     b = await aiohttp_server(make_vllm_app("org/model-b", 4 * GB, 5.0, time_scale=0.001))
-    cat = Catalog({"org/model-a": CatalogEntry("org/model-a", 8 * GB, 10.0), "org/model-b": CatalogEntry("org/model-b", 4 * GB, 5.0)})
+    cat = Catalog({"org/model-a": CatalogEntry("org/model-a", 8 * GB, 10.0),
+                   "org/model-b": CatalogEntry("org/model-b", 4 * GB, 5.0)})
     servers = {"org/model-a": str(a.make_url("")), "org/model-b": str(b.make_url(""))}
     yield servers, cat
 

@@ -374,7 +374,7 @@ async def test_one_load_at_a_time(app, client):
     bodies = [{"model": m, "prompt": "x", "stream": False} for m in ("alpha:1b", "beta:1b", "alpha:1b", "tiny-embed")]
     bodies[3] = {"model": "tiny-embed", "input": "x"}
     paths = ["/api/generate"] * 3 + ["/api/embed"]
-    rs = await asyncio.gather(*(client.post(p, json=b) for p, b in zip(paths, bodies)))
+    rs = await asyncio.gather(*(client.post(p, json=b) for p, b in zip(paths, bodies, strict=False)))
     assert [r.status for r in rs] == [200, 200, 200, 200]
     events = [e for e in engine_of(app).scheduler.events if e[0].startswith("load")]
     assert len(events) == 6  # alpha loaded once although asked twice at the same time

@@ -7,6 +7,7 @@ SIGTERM losing nothing in tests/test_proxy_serve.py (test_serve_and_emulate_proc
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -16,8 +17,6 @@ from pathlib import Path
 
 import pytest
 
-import datetime as dt
-
 from prewarm.config import Settings
 from prewarm.records import RequestEvent
 from prewarm.store.writer import Store, spill_path
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def event(i: int) -> RequestEvent:
-    now = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc) + dt.timedelta(seconds=i)
+    now = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC) + dt.timedelta(seconds=i)
     return RequestEvent(id=f"r{i}", ts_start=now, ts_end=now, model="llama3.2:1b", user_id="alice", api="ollama",
                         endpoint="/api/chat", stream=True, status=200, upstream="http://127.0.0.1:11434")
 

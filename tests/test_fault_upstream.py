@@ -24,10 +24,10 @@ from prewarm.backends.ollama import OllamaBackend
 from prewarm.catalog import load_catalog, sample_catalog_path
 from prewarm.config import Settings
 from prewarm.emulator.server import make_app
+from prewarm.localproc import PREWARM_CMD, clean_env, free_port, wait_http
 from prewarm.prewarmer import Prewarmer
 from prewarm.proxy.app import make_proxy_app
 from prewarm.store.writer import Store
-from prewarm.localproc import PREWARM_CMD, clean_env, free_port, wait_http
 
 GB = 10**9
 PREWARM = PREWARM_CMD

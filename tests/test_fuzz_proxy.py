@@ -16,7 +16,8 @@ import json
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from prewarm.backends.ollama import OllamaBackend
 from prewarm.catalog import load_catalog, sample_catalog_path

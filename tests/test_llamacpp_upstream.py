@@ -15,10 +15,11 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -28,8 +29,8 @@ pytest.importorskip(
 
 import duckdb  # noqa: E402
 import openai  # noqa: E402
-
 from llamacpp_model import write_tiny_llama  # noqa: E402
+
 from prewarm.backends.base import BackendError, Unsupported  # noqa: E402
 from prewarm.backends.openai_compat import OpenAICompatBackend  # noqa: E402
 from prewarm.catalog import Catalog  # noqa: E402

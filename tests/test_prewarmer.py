@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from argparse import Namespace
+from datetime import UTC
 
 import pandas as pd
 import pytest
@@ -14,7 +15,7 @@ from prewarm.backends.ollama import OllamaBackend
 from prewarm.catalog import load_catalog, sample_catalog_path
 from prewarm.config import Settings
 from prewarm.emulator.server import make_app
-from prewarm.prewarmer import PrewarmError, Prewarmer, horizon_views, run_plan_command
+from prewarm.prewarmer import Prewarmer, PrewarmError, horizon_views, run_plan_command
 from prewarm.proxy.admin_prewarm import routes
 from prewarm.proxy.app import make_proxy_app
 from prewarm.residency import ResidencyTracker
@@ -143,7 +144,7 @@ async def test_plan_loads_hot_unloads_cold_logs_actions_and_does_not_flap(aiohtt
     assert 6.2e9 < pw.allowance() < 6.2e9 + 5.1e9
     actions = await pw.apply_plan(forecasts)
     assert [(a.action, a.model) for a in actions] == [("unload", "gemma2:9b"), ("load", "llama3.1:8b")]
-    assert set((await rig.prewarmer.backend.list_resident())) == {"llama3.1:8b"}
+    assert set(await rig.prewarmer.backend.list_resident()) == {"llama3.1:8b"}
     again = await pw.apply_plan(forecasts)
     assert {a.action for a in again} == {"keep"}
     rows = await rig.rows("SELECT action, count(*) FROM prewarm_actions WHERE ok GROUP BY action ORDER BY action")
@@ -218,10 +219,11 @@ async def test_admin_unload_refuses_model_in_flight_and_load_refuses_impossible(
         assert r.status == 409
     async with rig.proxy.post("/prewarm/unload/llama3.1:8b") as r:
         assert r.status == 409
-    from prewarm.records import RequestEvent
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    pw.request_finished("llama3.1:8b", RequestEvent("x", datetime.now(timezone.utc), None, "llama3.1:8b", None,
+    from prewarm.records import RequestEvent
+
+    pw.request_finished("llama3.1:8b", RequestEvent("x", datetime.now(UTC), None, "llama3.1:8b", None,
                                                      "ollama", "/api/generate", False, 200))
     async with rig.proxy.post("/prewarm/unload/llama3.1:8b") as r:
         assert r.status == 200

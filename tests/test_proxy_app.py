@@ -14,18 +14,18 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from proxy_helpers import idle_tracker
 from yarl import URL
 
+from prewarm.backends.ollama import OllamaBackend
 from prewarm.catalog import load_catalog, sample_catalog_path
 from prewarm.config import ConfigError, Settings
 from prewarm.emulator.server import make_app
 from prewarm.proxy.admin import check_admin_token
 from prewarm.proxy.app import make_proxy_app
 from prewarm.records import RequestEvent
-from prewarm.backends.ollama import OllamaBackend
 from prewarm.residency import ResidencyTracker
 from prewarm.store.writer import Store
-from proxy_helpers import idle_tracker
 
 
 class Stack:
@@ -37,7 +37,7 @@ class Stack:
     async def rows(self, where: str = "true") -> list[dict[str, Any]]:
         await self.store.flush()
         cols, rows = await self.store.query(f"SELECT * FROM requests WHERE {where} ORDER BY ts_start")
-        return [dict(zip(cols, r)) for r in rows]
+        return [dict(zip(cols, r, strict=False)) for r in rows]
 
     async def wait_rows(self, where: str, n: int = 1) -> list[dict[str, Any]]:
         for _ in range(200):
@@ -199,7 +199,8 @@ async def test_non_loading_show_is_not_cold_and_unknown_model_error_logged(stack
     async with aiohttp.ClientSession() as s:
         async with s.post(stack.url + "/api/show", json={"model": "llama3.2:1b"}) as r:
             assert r.status == 200
-        async with s.post(stack.url + "/api/chat", json={"model": "no-such:1b", "messages": [{"role": "user", "content": "x"}]}) as r:
+        body = {"model": "no-such:1b", "messages": [{"role": "user", "content": "x"}]}
+        async with s.post(stack.url + "/api/chat", json=body) as r:
             assert r.status == 404
             assert "error" in await r.json()
     show, missing = await stack.rows()

@@ -24,7 +24,8 @@ from prewarm.residency import ResidencyTracker
 
 
 def test_parse_request_fields_and_defaults() -> None:
-    info = parse_request("/api/chat", b'{"model":"m:1b","messages":[],"keep_alive":"5m","options":{"num_ctx":8192,"temperature":0}}')
+    info = parse_request(
+        "/api/chat", b'{"model":"m:1b","messages":[],"keep_alive":"5m","options":{"num_ctx":8192,"temperature":0}}')
     assert (info.model, info.stream, info.error) == ("m:1b", True, None)
     assert runner_options(info.body) == {"num_ctx": 8192}
     assert parse_request("/v1/chat/completions", b'{"model":"m"}').stream is False
@@ -93,7 +94,7 @@ def test_error_shapes() -> None:
 def _event(model: str, status: int = 200, endpoint: str = "/api/chat") -> RequestEvent:
     import datetime as dt
 
-    return RequestEvent("x", dt.datetime.now(dt.timezone.utc), None, model, None, "ollama", endpoint, False, status)
+    return RequestEvent("x", dt.datetime.now(dt.UTC), None, model, None, "ollama", endpoint, False, status)
 
 
 async def test_residency_tracker_polls_and_learns_from_requests() -> None:

@@ -14,6 +14,7 @@ import duckdb
 import ollama
 import openai
 import pytest
+
 from prewarm.localproc import PREWARM_CMD, clean_env, free_port, wait_http
 
 PREWARM = PREWARM_CMD

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
@@ -25,9 +25,9 @@ async def service(tmp_path):
     ev = synth(models=4, users=30, days=3, seed=2, rate=3.0)
     shift = time.time() - 120 - float(ev["ts"].max())
     store.put_rows("requests", [
-        {"id": str(i), "ts_start": datetime.fromtimestamp(t + shift, tz=timezone.utc), "model": m, "user_id": u,
+        {"id": str(i), "ts_start": datetime.fromtimestamp(t + shift, tz=UTC), "model": m, "user_id": u,
          "api": "ollama", "endpoint": "/api/chat", "stream": False, "status": 200}
-        for i, (t, m, u) in enumerate(zip(ev["ts"], ev["model"], ev["user"]))
+        for i, (t, m, u) in enumerate(zip(ev["ts"], ev["model"], ev["user"], strict=False))
     ])
     await store.flush()
     yield settings, store

@@ -12,11 +12,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from test_proxy_serve import prewarm_sql
 
 from prewarm.catalog import default_entry
+from prewarm.localproc import LOOPBACK, clean_env, free_port, wait_http
+from prewarm.localproc import PREWARM_CMD as PREWARM
 from prewarm.workload import synth
-from prewarm.localproc import LOOPBACK, PREWARM_CMD as PREWARM, clean_env, free_port, wait_http
-from test_proxy_serve import prewarm_sql
 
 
 def post(url: str, body: dict | None = None) -> dict:

@@ -7,10 +7,10 @@ import json
 import duckdb
 import pandas as pd
 import pytest
+from sim_helpers import random_trace
 
 from prewarm.cli import main
 from prewarm.store.schema import migrate
-from sim_helpers import random_trace
 
 
 @pytest.fixture

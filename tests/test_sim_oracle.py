@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from sim_helpers import drive, make_trace, max_overlap, random_trace
 
 from prewarm.sim.engine import Span, replay
 from prewarm.sim.gpu import SimGPU
@@ -11,7 +12,6 @@ from prewarm.sim.policies.lru import LRUPolicy
 from prewarm.sim.policies.ollama import OllamaPolicy
 from prewarm.sim.policies.oracle import OraclePolicy, next_request_times
 from prewarm.sim.policies.topn import TopNPolicy
-from sim_helpers import drive, make_trace, max_overlap, random_trace
 
 GB = 10**9
 
@@ -72,7 +72,7 @@ def test_saturated_loader_hand_worked():
     sizes = {n: GB for n in "abc"}
     loads = {n: 10.0 for n in "abc"}
     out, gpu = drive(OraclePolicy(), tr, sizes, loads, 2 * GB)
-    got = {(t, tr.names[m]): w for t, m, w in zip(tr.ts.tolist(), tr.mid.tolist(), out)}
+    got = {(t, tr.names[m]): w for t, m, w in zip(tr.ts.tolist(), tr.mid.tolist(), out, strict=False)}
     assert got[(0.0, "a")] == 10.0 and got[(5.0, "a")] == 5.0
     assert got[(11.0, "b")] == 9.0 and got[(12.0, "c")] == 18.0
     assert got[(52.0, "b")] == -1.0
@@ -80,7 +80,7 @@ def test_saturated_loader_hand_worked():
     assert max_overlap(gpu) <= 2 * GB
     lru, _ = drive(LRUPolicy(), tr, sizes, loads, 2 * GB)
     assert sum(w >= 0 for w in out) == 4 and sum(w >= 0 for w in lru) == 5
-    lru_got = {(t, tr.names[m]): w for t, m, w in zip(tr.ts.tolist(), tr.mid.tolist(), lru)}
+    lru_got = {(t, tr.names[m]): w for t, m, w in zip(tr.ts.tolist(), tr.mid.tolist(), lru, strict=False)}
     assert lru_got[(12.0, "c")] == 19.0 and lru_got[(52.0, "b")] == 10.0
 
 

@@ -6,12 +6,12 @@ import hashlib
 
 import numpy as np
 import pytest
+from sim_helpers import drive, make_trace
 
 from prewarm.sim.policies.histogram import HistogramPolicy, IdleHistogram
 from prewarm.sim.policies.lru import LRUPolicy
 from prewarm.sim.policies.ollama import OllamaPolicy
 from prewarm.sim.policies.topn import TopNPolicy
-from sim_helpers import drive, make_trace
 
 GB = 10**9
 
@@ -70,7 +70,7 @@ def test_topn_reloads_the_top_models_at_each_reevaluation():
     tr = make_trace(sorted(ev))
     sizes, loads = same(["a", "b", "c", "d"])
     out, _ = drive(TopNPolicy(), tr, sizes, loads, 2 * GB)
-    res = dict(zip([(t, tr.names[m]) for t, m in zip(tr.ts.tolist(), tr.mid.tolist())], out))
+    res = dict(zip([(t, tr.names[m]) for t, m in zip(tr.ts.tolist(), tr.mid.tolist(), strict=False)], out, strict=False))
     # c at 45 evicts b (LRU). At 300: top = a(6), b(3), both fit 2 GB: b is loaded again, c goes.
     # d at 310 (a miss) evicts the least recent of the top two: a. At 600: last 15 min a 6, b 3, d 2:
     # a is loaded again in place of d, b stays, so b at 700 is warm where LRU has it cold.

@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 
 import pytest
+from proxy_helpers import idle_tracker
+from test_store_writer import event
 
 from prewarm.cli import main
 from prewarm.config import Settings
@@ -18,8 +20,6 @@ from prewarm.proxy.app import make_proxy_app
 from prewarm.store.discovery import ServiceInfo, remove_service_file, service_file, write_service_file
 from prewarm.store.readonly import ReadOnlyError, check_read_only
 from prewarm.store.writer import Store
-from proxy_helpers import idle_tracker
-from test_store_writer import event
 
 
 def make_db(path: Path, n: int = 5) -> None:
@@ -29,7 +29,7 @@ def make_db(path: Path, n: int = 5) -> None:
         store.put(event(i, model="a" if i % 2 else "b", user=f"u{i}"))
     store.put_rows(
         "prewarm_actions",
-        [{"ts": dt.datetime.now(dt.timezone.utc), "model": "a", "action": "load", "reason": "test", "ok": True}],
+        [{"ts": dt.datetime.now(dt.UTC), "model": "a", "action": "load", "reason": "test", "ok": True}],
     )
     store.close_sync()
 

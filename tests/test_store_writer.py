@@ -19,7 +19,7 @@ from prewarm.store.writer import Store, spill_path
 
 
 def event(i: int, model: str | None = "llama3.2:1b", user: str | None = "alice") -> RequestEvent:
-    now = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc) + dt.timedelta(seconds=i)
+    now = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC) + dt.timedelta(seconds=i)
     return RequestEvent(
         id=f"r{i}",
         ts_start=now,
@@ -58,7 +58,7 @@ async def test_rows_written_in_batches_with_types(tmp_path: Path) -> None:
         "count(*) FILTER (WHERE stream), min(ts_start) FROM requests"
     )
     assert rows[0][:5] == (250, 250 - len(range(0, 250, 3)), 249, 1, 125)
-    assert rows[0][5] == dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc)
+    assert rows[0][5] == dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
     assert store.counters["written"] == 250
     assert store.counters["queued"] == 0
     await store.close()
@@ -67,7 +67,7 @@ async def test_rows_written_in_batches_with_types(tmp_path: Path) -> None:
 async def test_put_rows_other_tables_and_upsert(tmp_path: Path) -> None:
     store = Store(str(tmp_path / "log.duckdb"), settings())
     store.open()
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     store.put_rows("training_runs", [{"run_id": "r1", "started_at": now, "params": {"window_s": 300}}])
     store.put_rows("model_catalog", [{"model": "a", "size_bytes": 1, "source": "x"}])
     await store.flush()
@@ -159,7 +159,7 @@ async def test_locked_database_spills_and_next_open_loads(tmp_path: Path) -> Non
         assert not store.available
         for i in range(1, 21):
             store.put(event(i))
-        store.put_rows("prewarm_actions", [{"ts": dt.datetime.now(dt.timezone.utc), "model": "m", "action": "load"}])
+        store.put_rows("prewarm_actions", [{"ts": dt.datetime.now(dt.UTC), "model": "m", "action": "load"}])
         await store.close()
         assert store.counters["spilled"] == 21
         assert store.counters["written"] == 0
@@ -178,7 +178,7 @@ async def test_locked_database_spills_and_next_open_loads(tmp_path: Path) -> Non
     assert not spill_path(db).exists()
     _, rows = await again.query("SELECT count(*), count(DISTINCT id), min(ts_start) FROM requests")
     assert rows[0][:2] == (21, 21)
-    assert rows[0][2] == dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc)
+    assert rows[0][2] == dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
     _, acts = await again.query("SELECT model, action FROM prewarm_actions")
     assert acts == [("m", "load")]
     await again.close()

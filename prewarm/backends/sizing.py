@@ -10,8 +10,9 @@ own timed loads.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 import pandas as pd
 
@@ -65,7 +66,11 @@ def load_ms_p50(df: pd.DataFrame | None) -> dict[str, float]:
     """model -> median load ms from a frame with columns model, load_ms_p50 (the result of LOAD_MS_SQL)."""
     if df is None or df.empty:
         return {}
-    return {str(r.model): float(r.load_ms_p50) for r in df.itertuples() if pd.notna(r.load_ms_p50)}
+    out: dict[str, float] = {}
+    for model, ms in zip(df["model"].tolist(), df["load_ms_p50"].tolist(), strict=True):
+        if ms is not None and ms == ms:  # NaN is the one value not equal to itself
+            out[str(model)] = float(ms)
+    return out
 
 
 def catalog_rows(
@@ -76,7 +81,7 @@ def catalog_rows(
     now: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """Rows for model_catalog (model, size_bytes, load_ms_p50, source, updated_at), catalog CSV winning."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     rows = []
     for model in sorted(set(sizes) | set(load_ms) | {e.model for e in catalog}):
         if model in catalog:

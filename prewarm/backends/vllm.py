@@ -59,7 +59,7 @@ class VllmBackend:
     async def list_resident(self) -> dict[str, int]:
         models = list(self.servers)
         states = await asyncio.gather(*(self._is_sleeping(m) for m in models))
-        return {m: self.catalog.get(m).size_bytes for m, asleep in zip(models, states) if asleep is False}
+        return {m: self.catalog.get(m).size_bytes for m, asleep in zip(models, states, strict=False) if asleep is False}
 
     async def load(self, model: str, keep_alive: str | None = None, options: dict[str, Any] | None = None) -> None:
         """Wake the server; after a level-2 sleep its weights are gone and must be reloaded too.

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 
 from prewarm.catalog import Catalog
 from prewarm.emulator import text
@@ -54,7 +55,7 @@ def _ns(seconds: float) -> int:
 class Generation:
     """A reply being produced on a held runner; ``metrics()`` gives the final chunk's numbers."""
 
-    engine: "Engine"
+    engine: Engine
     runner: Runner
     started: float
     load_s: float

@@ -175,7 +175,7 @@ class Scheduler:
             raise ServerBusy(f"server busy, please try again: {why}")
         try:
             await asyncio.wait_for(ev.wait(), remaining)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.stats.busy_errors += 1
             raise ServerBusy(f"server busy, please try again: {why}") from None
 

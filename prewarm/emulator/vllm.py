@@ -31,6 +31,7 @@ from aiohttp import web
 
 from prewarm.emulator import text
 from prewarm.emulator.engine import paced
+from prewarm.emulator.scheduler import BadRequest, EmulatorError
 from prewarm.emulator.web_common import (
     flag,
     json_response,
@@ -41,7 +42,6 @@ from prewarm.emulator.web_common import (
     sse_event,
     start_stream,
 )
-from prewarm.emulator.scheduler import BadRequest, EmulatorError
 
 KV_CACHE_FRACTION = 0.3
 WAKE_FRACTION = 0.1

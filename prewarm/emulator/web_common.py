@@ -4,7 +4,7 @@ error shapes, NDJSON and SSE streams."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -45,11 +45,11 @@ def flag(body: dict[str, Any], key: str, default: bool) -> bool:
 
 def iso(ts: float) -> str:
     """RFC 3339 in UTC with a Z, as Ollama writes created_at."""
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def iso_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def messages_text(messages: Any, allow_parts: bool = False) -> str:

@@ -14,7 +14,8 @@ import hmac
 import ipaddress
 import json
 import os
-from typing import Any, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from aiohttp import web
 

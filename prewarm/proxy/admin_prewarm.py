@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from prewarm.prewarmer import Prewarmer
 
 
-def routes(prewarmer: "Prewarmer") -> list[web.RouteDef]:
+def routes(prewarmer: Prewarmer) -> list[web.RouteDef]:
     from prewarm.prewarmer import PrewarmError
 
     def err(status: int, message: str) -> web.Response:

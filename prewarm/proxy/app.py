@@ -14,8 +14,9 @@ import json
 import logging
 import time
 import uuid
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -23,8 +24,8 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from prewarm.config import Settings
-from prewarm.proxy.connections import BodyBudget
 from prewarm.proxy.admin import MANAGEMENT_PATHS, admin_routes, fallback_route, guard_routes, management_guard
+from prewarm.proxy.connections import BodyBudget
 from prewarm.proxy.hooks import ProxyHooks
 from prewarm.proxy.lag import LoopLag
 from prewarm.proxy.protocol import (
@@ -65,7 +66,7 @@ BODY_BUDGET_KEY = web.AppKey("prewarm_body_budget", BodyBudget)
 STATUS_CLIENT_GONE = 499
 _DELIVERED = web.RequestKey("prewarm_delivered", bool)  # the upstream's whole answer went to the client
 _STREAMED_BODY_DROP = HOP_BY_HOP | {"host"}
-_UTC = timezone.utc
+_UTC = UTC
 
 
 def make_upstream_session(settings: Settings) -> aiohttp.ClientSession:
@@ -100,7 +101,7 @@ def make_proxy_app(
 
     async def upstream_session(app: web.Application) -> Any:
         own = session is None
-        app[SESSION_KEY] = make_upstream_session(settings) if own else session
+        app[SESSION_KEY] = session if session is not None else make_upstream_session(settings)
         lag.start()
         yield
         await lag.stop()
@@ -224,7 +225,8 @@ class _Forwarder:
     async def _before_forward(self, model: str, info: RequestInfo | None, endpoint: str) -> dict[str, Any] | None:
         """The prewarmer's chance to make room first; its failure must not fail the request."""
         try:
-            return await self.hooks.before_forward(model, info.body if info else {}, endpoint)
+            body = info.body if info is not None and info.body is not None else {}
+            return await self.hooks.before_forward(model, body, endpoint)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -250,7 +252,7 @@ class _Forwarder:
         try:
             up_cm = session.request(request.method, url, headers=headers, data=data, allow_redirects=False)
             up = await up_cm.__aenter__()
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return self._error(event, endpoint, 504, f"upstream {base} did not answer in time")
         except aiohttp.ClientError as exc:
             return self._error(event, endpoint, 502, f"upstream {base} unreachable: {_one_line(exc)}")
@@ -294,7 +296,7 @@ class _Forwarder:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return resp
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             # Headers are gone already: the client can only see the stream cut short.
             event.status = 502
             event.error = f"upstream stream broken: {_one_line(exc) or type(exc).__name__}"

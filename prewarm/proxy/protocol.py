@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from prewarm.config import Settings
 
@@ -191,8 +192,8 @@ class Usage:
 
 def _last_int(pattern: re.Pattern[bytes], text: bytes) -> int | None:
     found = None
-    for found in pattern.finditer(text):
-        pass
+    for match in pattern.finditer(text):
+        found = match
     return int(found.group(1)) if found else None
 
 

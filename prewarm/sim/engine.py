@@ -26,7 +26,7 @@ class Span:
     scored_to: float
 
     @classmethod
-    def from_warmup(cls, trace: Trace, warmup: float) -> "Span":
+    def from_warmup(cls, trace: Trace, warmup: float) -> Span:
         if not 0.0 <= warmup < 1.0:
             raise ValueError(f"--warmup must be in [0, 1), got {warmup}")
         t0, t1 = float(trace.ts[0]), float(trace.ts[-1])
@@ -88,7 +88,7 @@ def run_requests(policy: Policy, gpu: SimGPU, ts: list[float], mids: list[int], 
     in time order (a policy action first on a tie, so a keep-alive that ends as a load starts frees its room).
     After the last request, queued loads still start so their waiting requests learn their wait."""
     request = policy.request
-    for i, (t, m) in enumerate(zip(ts, mids)):
+    for i, (t, m) in enumerate(zip(ts, mids, strict=False)):
         if skip is not None and skip[m]:
             continue
         while policy.next_event <= t or gpu.next_start <= t:

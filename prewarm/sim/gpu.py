@@ -128,6 +128,7 @@ class SimGPU:
         m = self.queue.popleft()
         waiting = self.waiters[m]
         policy = self.policy
+        assert policy is not None, "the engine attaches its policy before the first request"
         if not waiting and not policy.wanted(m, s):
             self.status[m] = ABSENT
             self.cancelled += 1

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from prewarm.sim.engine import ReplayResult
 from prewarm.sim.trace import Trace
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 MAX_TIMELINE_MODELS = 40
 
@@ -42,7 +46,7 @@ def plot_results(results: Sequence[ReplayResult], trace: Trace, path: str) -> No
     plt.close(fig)
 
 
-def _timeline(ax, result: ReplayResult, trace: Trace) -> None:
+def _timeline(ax: Axes, result: ReplayResult, trace: Trace) -> None:
     """Resident intervals per model (most requested models only, so the chart stays legible)."""
     import numpy as np
 

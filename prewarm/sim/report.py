@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime, timezone
-from typing import Any, Sequence
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from prewarm.sim.engine import ReplayResult
 
@@ -22,7 +23,7 @@ QUIET_WHEN_ZERO = ("unserved_requests", "failed_loads", "cancelled_loads")
 def _when(ts: float) -> str:
     """Epoch-scale times (a serve database) read better as dates; trace seconds stay seconds."""
     if ts > 1e9:
-        return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return f"{ts:.0f} s"
 
 
@@ -57,10 +58,10 @@ def to_table(results: Sequence[ReplayResult], notes: Sequence[str] = ()) -> str:
     lines = list(notes)
     if results:
         lines.append(f"scored: {_when(results[0].scored_from)} .. {_when(results[0].scored_to)}")
-    lines.append("  ".join(h.rjust(w) for h, w in zip(header, widths)))
+    lines.append("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=False)))
     lines.append("  ".join("-" * w for w in widths))
     for row in rows:
-        lines.append("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+        lines.append("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=False)))
     for r in results:
         if r.oversized_models:
             lines.append(f"{r.policy} @ {r.budget / 1e9:g} GB: {r.oversized_requests} requests for "

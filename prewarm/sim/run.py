@@ -6,8 +6,8 @@ the same way.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from prewarm.catalog import DEFAULT_RULE, Catalog
 from prewarm.sim.engine import ReplayResult, Span, replay
@@ -22,7 +22,7 @@ from prewarm.sim.trace import Trace
 POLICY_NAMES = ("ollama", "lru", "topn", "histogram", "forecast", "oracle")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ForecastOptions:
     """How the forecast policy trains and plans (see prewarm.sim.policies.forecast)."""
 
@@ -38,7 +38,7 @@ class ModelCosts:
     defaulted: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_catalog(cls, trace: Trace, catalog: Catalog) -> "ModelCosts":
+    def from_catalog(cls, trace: Trace, catalog: Catalog) -> ModelCosts:
         entries = [catalog.get(name) for name in trace.names]
         return cls(
             sizes=[e.size_bytes for e in entries],
@@ -49,7 +49,8 @@ class ModelCosts:
     def note(self, n_models: int) -> str:
         if not self.defaulted:
             return f"catalog: all {n_models} models found"
-        return f"catalog: {len(self.defaulted)} of {n_models} models not in the catalog, sized by the default rule ({DEFAULT_RULE})"
+        return (f"catalog: {len(self.defaulted)} of {n_models} models not in the catalog, "
+                f"sized by the default rule ({DEFAULT_RULE})")
 
 
 def parse_policies(text: str | None) -> list[str]:

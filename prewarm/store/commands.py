@@ -11,8 +11,8 @@ from typing import Any
 
 from prewarm.cli import CommandError
 from prewarm.config import load_settings
-from prewarm.store.readonly import ReadOnlyError
 from prewarm.store.reader import ReadError, ServiceReader, open_reader, read_query
+from prewarm.store.readonly import ReadOnlyError
 from prewarm.store.writer import spill_path
 
 
@@ -28,7 +28,7 @@ def run_sql(args: argparse.Namespace) -> int:
 
 def format_rows(columns: list[str], rows: list[list[Any]], fmt: str) -> str:
     if fmt == "json":
-        return json.dumps([dict(zip(columns, row)) for row in rows]) + "\n"
+        return json.dumps([dict(zip(columns, row, strict=False)) for row in rows]) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
@@ -44,12 +44,12 @@ def format_table(columns: list[str], rows: list[list[Any]]) -> str:
     cells = [["NULL" if v is None else _cell(v) for v in row] for row in rows]
     widths = [len(c) for c in columns]
     for row in cells:
-        widths = [max(w, len(v)) for w, v in zip(widths, row)]
+        widths = [max(w, len(v)) for w, v in zip(widths, row, strict=False)]
     numeric = [all(isinstance(r[i], (int, float)) and not isinstance(r[i], bool) for r in rows if r[i] is not None)
                for i in range(len(columns))]
 
     def line(values: list[str]) -> str:
-        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
+        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=False)]
         return "  ".join(parts).rstrip()
 
     out = [line(columns), "  ".join("-" * w for w in widths)]

@@ -85,7 +85,8 @@ class ServiceReader:
         return list(body["columns"]), [list(r) for r in body["rows"]]
 
     def health(self) -> dict[str, Any]:
-        return self._call("GET", "/prewarm/health")
+        health: dict[str, Any] = self._call("GET", "/prewarm/health")
+        return health
 
     def close(self) -> None:
         pass
@@ -95,7 +96,8 @@ def open_reader(settings: Settings, allow_files: bool = False) -> FileReader | S
     """The file read-only when free, else the service that holds it (which never reads files for SQL)."""
     path = settings.db
     if not Path(path).exists():
-        raise ReadError(f"no database at {path} (run `prewarm serve` first, or pass --db; `prewarm demo --workdir DIR` leaves DIR/demo.duckdb)")
+        raise ReadError(f"no database at {path} (run `prewarm serve` first, or pass --db; "
+                        "`prewarm demo --workdir DIR` leaves DIR/demo.duckdb)")
     try:
         con = duckdb.connect(path, read_only=True, config=sandbox_config(allow_files))
         return FileReader(con, path, allow_files, settings.sql_timeout)

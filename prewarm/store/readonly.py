@@ -24,7 +24,8 @@ import json
 import math
 import threading
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import duckdb
 
@@ -180,7 +181,7 @@ def jsonable(value: Any) -> Any:
 
 
 def execute_read(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None, allow_files: bool = False,
-                 timeout: float | None = None) -> tuple[list[str], list[tuple]]:
+                 timeout: float | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run one checked read-only statement; columns and rows as DuckDB returns them.
 
     With `timeout`, a timer interrupts the query on `con` (use a cursor of its own)

@@ -452,7 +452,7 @@ class Store:
                 raw.append(line)
         bad = _insert_isolating(con, items, live=False)
         why_bad = {id(item): why for item, why in bad}
-        quarantine += [(line, why_bad[id(item)]) for line, item in zip(raw, items) if id(item) in why_bad]
+        quarantine += [(line, why_bad[id(item)]) for line, item in zip(raw, items, strict=False) if id(item) in why_bad]
         if quarantine:
             qpath = Path(f"{self.path}.spill.quarantine.jsonl")
             with open(qpath, "a", encoding="utf-8", errors="surrogateescape") as fh:
@@ -476,7 +476,7 @@ class Store:
                 )
             return self._con.cursor()
 
-    def _query_sync(self, sql: str, params: Any = None, timeout: float | None = None) -> tuple[list[str], list[tuple]]:
+    def _query_sync(self, sql: str, params: Any = None, timeout: float | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
         cur = self._cursor()
         self._user_cursors.add(cur)
         try:
@@ -485,7 +485,7 @@ class Store:
             self._user_cursors.discard(cur)
             cur.close()
 
-    async def query(self, sql: str, params: Any = None, timeout: float | None = None) -> tuple[list[str], list[tuple]]:
+    async def query(self, sql: str, params: Any = None, timeout: float | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run one read-only statement on its own cursor, off the event loop; interrupted after `timeout` s."""
         return await asyncio.to_thread(self._query_sync, sql, params, timeout)
 
@@ -497,7 +497,7 @@ class Store:
 
 def _as_row(item: Any) -> tuple[str, dict[str, Any]]:
     if isinstance(item, RequestEvent):
-        return "requests", dict(zip(REQUEST_COLUMNS, _event_tuple(item)))
+        return "requests", dict(zip(REQUEST_COLUMNS, _event_tuple(item), strict=False))
     return item[0], item[1]
 
 

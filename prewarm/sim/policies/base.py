@@ -13,7 +13,7 @@ evict, through ``victim``) and ``on_load``.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from prewarm.sim.gpu import ABSENT, INF, PRESENT, QUEUED, SimGPU
 from prewarm.sim.trace import Trace
@@ -99,7 +99,7 @@ class Policy:
         else:
             gpu.enqueue(m, t, i)
 
-    def report(self) -> dict:
+    def report(self) -> dict[str, Any]:
         """Policy-specific figures for the output (e.g. training time); none by default."""
         return {}
 

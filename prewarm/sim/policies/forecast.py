@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -225,7 +226,7 @@ class ForecastPolicy(Policy):
     def victim(self, m: int, t: float) -> int | None:
         raise AssertionError("forecast makes room through planner.make_room")
 
-    def report(self) -> dict:
+    def report(self) -> dict[str, Any]:
         s = self.schedule
         return {
             "train_seconds": round(s.train_seconds, 3),

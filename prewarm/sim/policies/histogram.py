@@ -36,6 +36,7 @@ from __future__ import annotations
 import heapq
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -220,5 +221,5 @@ class HistogramPolicy(KeepAliveExpiry, LRUPolicy):
     def expirable(self) -> list[int]:
         return list(self.order)
 
-    def report(self) -> dict:
+    def report(self) -> dict[str, Any]:
         return {"arima_fits": self.arima_fits}

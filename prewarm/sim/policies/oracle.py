@@ -14,12 +14,13 @@ GPU, with the same single loader and the same budget.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from prewarm.sim.gpu import SimGPU
 from prewarm.sim.policies.base import ABSENT, INF, Policy
 from prewarm.sim.trace import Trace
-
 
 # Windows over which a victim's future requests are counted (see OraclePolicy.victim): the first ends when
 # it could be back, each next one is twice as long and its requests weigh half.
@@ -178,5 +179,5 @@ class OraclePolicy(Policy):
         self.prefetches += 1
         gpu.enqueue(c, x)
 
-    def report(self) -> dict:
+    def report(self) -> dict[str, Any]:
         return {"prefetches": self.prefetches}
