@@ -14,7 +14,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from prewarm.forecast.model import MANIFEST_FILE, HeatForecaster
 
@@ -50,7 +50,7 @@ def set_latest(models_dir: Path, run_dir: Path) -> None:
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / MANIFEST_FILE).read_text(encoding="utf-8"))
+    return cast(dict[str, Any], json.loads((Path(run_dir) / MANIFEST_FILE).read_text(encoding="utf-8")))
 
 
 def load_latest(models_dir: str | Path) -> HeatForecaster:

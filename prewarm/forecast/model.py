@@ -22,18 +22,19 @@ import json
 import pickle
 import platform
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
 
 from prewarm.forecast.seasonal import DAY_S, SeasonalConfig, SeasonalFit, fit_seasonal
-from prewarm.forecast.threads import one_thread
 from prewarm.forecast.series import before, between, check_events, count_matrix
+from prewarm.forecast.threads import one_thread
 from prewarm.forecast.users import UserFeatures, build_user_features
 
 FEATURES = ("seasonal", "naive_day", "lag1", "lag3", "lag12", "user_recent", "user_expected",
@@ -108,7 +109,7 @@ def nb_p_any(mu: np.ndarray, k: float) -> np.ndarray:
     """P(N >= 1) for a negative binomial with mean mu and shape k (k = inf: Poisson)."""
     mu = np.maximum(np.asarray(mu, dtype=float), 0.0)
     if not np.isfinite(k):
-        return -np.expm1(-mu)
+        return np.asarray(-np.expm1(-mu), dtype=float)
     return 1.0 - np.power(1.0 + mu / k, -k)
 
 
@@ -142,7 +143,7 @@ class _Design:
 
 def _window_sums(cs: np.ndarray, rows: np.ndarray, end: np.ndarray, k: int) -> np.ndarray:
     """Sum of the k windows before ``end`` (relative column index) from a zero-padded cumulative sum."""
-    return cs[rows, end] - cs[rows, np.maximum(end - k, 0)]
+    return np.asarray(cs[rows, end] - cs[rows, np.maximum(end - k, 0)], dtype=float)
 
 
 class HeatForecaster:
@@ -232,7 +233,7 @@ class HeatForecaster:
         lap("seasonal_s")
         users_b = build_user_features(events, models, E * w, w, params.user_half_life_days)
         lap("users_s")
-        methods = dict(zip(models, fit_b.methods))
+        methods = dict(zip(models, fit_b.methods, strict=False))
         counts = pd.Series(fit_b.methods).value_counts().to_dict() if models else {}
         report.update({
             "methods": methods,
@@ -307,10 +308,10 @@ class HeatForecaster:
 
     def _mean(self, X: np.ndarray) -> np.ndarray:
         if self.combiner is None:
-            return np.maximum(X[:, FEATURES.index("seasonal")], 0.0)
+            return np.asarray(np.maximum(X[:, FEATURES.index("seasonal")], 0.0), dtype=float)
         Xr, scale = to_rate_space(X)
         with one_thread():
-            return self.combiner.predict(Xr) * scale
+            return np.asarray(self.combiner.predict(Xr) * scale, dtype=float)
 
     def predict(self, events: pd.DataFrame, now_ts: float, horizon: int) -> pd.DataFrame:
         """One row per model per window, starting with the window containing now_ts; only events before now_ts count."""

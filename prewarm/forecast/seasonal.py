@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import multiprocessing
 import warnings
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
-
-from prewarm.forecast.threads import one_thread
 
 import numpy as np
+
+from prewarm.forecast.threads import one_thread
 
 DAY_S = 86400.0
 WEEK_S = 7 * DAY_S
@@ -89,7 +89,7 @@ class SeasonalFit:
         if ok.any():
             path = self.path if rows is None else self.path[rows]
             out[:, ok] += path[:, rel[ok]]
-        return np.maximum(out, 0.0)
+        return np.asarray(np.maximum(out, 0.0), dtype=float)
 
 
 def _ewm_rate(y: np.ndarray, window_s: float, half_life_s: float) -> float:
@@ -121,7 +121,7 @@ def _quick_params(resid: np.ndarray, p: int, q: int) -> np.ndarray:
 
     hr = ARIMA(resid, order=(p, 0, q), trend="n", enforce_stationarity=False,
                enforce_invertibility=False).fit(method="hannan_rissanen")
-    return np.clip(np.asarray(hr.params[: p + q], dtype=float), -0.98, 0.98)
+    return np.asarray(np.clip(np.asarray(hr.params[: p + q], dtype=float), -0.98, 0.98), dtype=float)
 
 
 def fit_arma_task(task: tuple[np.ndarray, tuple[int, int], list[float] | None, int, bool]
@@ -172,7 +172,7 @@ def fit_seasonal(counts: np.ndarray, models: Sequence[str], first: int, window_s
     X_all = basis(np.arange(first, first + T), window_s, cfg)
     n_daily = 1 + 2 * cfg.daily_harmonics
     n_profile = 1 + 2 * cfg.profile_harmonics
-    tasks: list[tuple[int, tuple]] = []
+    tasks: list[tuple[int, tuple[np.ndarray, tuple[int, int], list[float] | None, int, bool]]] = []
     arma_len = int(round(cfg.arma_days * per_day))
     for i in range(M):
         y = counts[i]
@@ -208,7 +208,7 @@ def fit_seasonal(counts: np.ndarray, models: Sequence[str], first: int, window_s
     with one_thread():
         results = (executor.map(fit_arma_task, payloads, chunksize=max(1, total // 16))
                    if executor is not None and total > 1 else map(fit_arma_task, payloads))
-        for done, ((i, _), res) in enumerate(zip(tasks, results), start=1):
+        for done, ((i, _), res) in enumerate(zip(tasks, results, strict=False), start=1):
             if res is None:
                 methods[i] = "harmonic"
             else:

@@ -107,7 +107,8 @@ def events_sql(since_ts: float | None = None) -> str:
 
 def normalise_events(df: pd.DataFrame) -> pd.DataFrame:
     """Coerce a frame with ts, model, user columns to the events contract (float ts, object strings, None users)."""
-    users = df["user"].to_numpy(dtype=object, na_value=None) if "user" in df else np.full(len(df), None)
+    users = (df["user"].to_numpy(dtype=object, na_value=None)  # type: ignore[call-overload]  # stubs omit None
+             if "user" in df else np.full(len(df), None))
     return pd.DataFrame({
         "ts": df["ts"].to_numpy(dtype=float),
         "model": df["model"].to_numpy(dtype=object),
@@ -148,7 +149,7 @@ class CountMatrix:
 
     @property
     def n_windows(self) -> int:
-        return self.counts.shape[1]
+        return int(self.counts.shape[1])
 
 
 def window_index(ts: np.ndarray | float, window_s: float) -> np.ndarray:
@@ -168,7 +169,7 @@ def count_matrix(events: pd.DataFrame, first: int, last: int, window_s: float,
         codes, uniques = pd.factorize(part["model"], sort=False)
         models = [str(m) for m in uniques]
     else:
-        codes = pd.Index(models).get_indexer(part["model"])
+        codes = pd.Index(models).get_indexer(pd.Index(part["model"]))
     w = window_index(part["ts"].to_numpy(dtype=float), window_s) - first
     keep = codes >= 0
     flat = codes[keep].astype(np.int64) * n + w[keep]

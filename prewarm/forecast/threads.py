@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from functools import lru_cache
+from typing import cast
 
 import numpy  # noqa: F401  (loaded so the controller sees its BLAS)
 import sklearn.ensemble  # noqa: F401  (loaded so the controller sees its OpenMP)
@@ -22,6 +23,6 @@ def _controller() -> ThreadpoolController:
     return ThreadpoolController()
 
 
-def one_thread() -> AbstractContextManager:
+def one_thread() -> AbstractContextManager[object]:
     """Context in which BLAS and OpenMP use a single thread (cheap: ~0.05 ms)."""
-    return _controller().limit(limits=1)
+    return cast(AbstractContextManager[object], _controller().limit(limits=1))

@@ -12,7 +12,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ class TrainResult:
 
 
 def _utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=timezone.utc)
+    return datetime.fromtimestamp(ts, tz=UTC)
 
 
 def train_run(events: pd.DataFrame, params: ForecastParams, models_dir: str | Path, keep_runs: int = 5,
@@ -118,5 +118,5 @@ def forecast_rows(frame: pd.DataFrame, run_id: str | None, made_at: float) -> li
          "window_end": e.to_pydatetime(), "expected_requests": float(mu), "p_any": float(p),
          "lower": float(lo), "upper": float(hi)}
         for m, s, e, mu, p, lo, hi in zip(frame["model"], starts, ends, frame["expected_requests"],
-                                          frame["p_any"], frame["lower"], frame["upper"])
+                                          frame["p_any"], frame["lower"], frame["upper"], strict=False)
     ]

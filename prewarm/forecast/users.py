@@ -23,7 +23,8 @@ HOURS_PER_WEEK = 168
 
 
 def hour_of_week(ts: np.ndarray) -> np.ndarray:
-    return (np.floor(np.mod(np.asarray(ts, dtype=float), WEEK_S) / 3600.0)).astype(np.int64) % HOURS_PER_WEEK
+    how = (np.floor(np.mod(np.asarray(ts, dtype=float), WEEK_S) / 3600.0)).astype(np.int64) % HOURS_PER_WEEK
+    return np.asarray(how, dtype=np.int64)
 
 
 @dataclass
@@ -61,7 +62,7 @@ class UserFeatures:
         B = sparse.csr_matrix((np.ones(int(known.sum())), (w[known], codes[known])), shape=(n, len(self.users)))
         out = (B @ self.prefs).toarray()
         unknown = np.bincount(w[~known], minlength=n).astype(float)
-        return (out + unknown[:, None] * self.global_share[None, :]).T
+        return np.asarray((out + unknown[:, None] * self.global_share[None, :]).T, dtype=float)
 
 
 def build_user_features(events: pd.DataFrame, models: list[str], end_ts: float, window_s: float,
@@ -72,7 +73,7 @@ def build_user_features(events: pd.DataFrame, models: list[str], end_ts: float, 
         return UserFeatures(pd.Index([], dtype=object), sparse.csr_matrix((0, M)), np.zeros(M),
                             np.zeros((M, HOURS_PER_WEEK)))
     ts = events["ts"].to_numpy(dtype=float)
-    m_codes = pd.Index(models).get_indexer(events["model"])
+    m_codes = pd.Index(models).get_indexer(pd.Index(events["model"]))
     weight = 0.5 ** ((end_ts - ts) / (half_life_days * DAY_S))
     has_model = m_codes >= 0
     global_w = np.bincount(m_codes[has_model], weights=weight[has_model], minlength=M)
