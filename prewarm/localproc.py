@@ -88,7 +88,11 @@ class LocalStack:
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=self.env, preexec_fn=limit,
         )
         self.url = f"http://127.0.0.1:{self.port}"
-        wait_http(self.url + "/api/version", self.serve)  # forwarded: answers with or without an admin token
+        try:
+            wait_http(self.url + "/api/version", self.serve)  # forwarded: answers with or without an admin token
+        except BaseException:
+            self.close()  # a serve that did not start must not leave its emulator behind
+            raise
 
     def _start_emulator(self) -> subprocess.Popen[str]:
         emu = subprocess.Popen(PREWARM_CMD + ["emulate", "--listen", f"127.0.0.1:{self.emu_port}"] + self.emu_args,

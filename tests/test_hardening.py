@@ -339,13 +339,16 @@ MALFORMED = [
 def test_malformed_requests_log_one_line_per_cause(stack_factory) -> None:
     s = stack_factory()
     for i in range(140):
-        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as sock:
-            sock.sendall(MALFORMED[i % len(MALFORMED)])
-            try:
+        try:
+            with socket.create_connection(("127.0.0.1", s.port), timeout=1) as sock:
+                sock.sendall(MALFORMED[i % len(MALFORMED)])
                 sock.recv(4096)
-            except OSError:
-                pass
-    assert s.generate("qwen2.5:0.5b") == 200
+        except OSError:
+            pass  # an answer is not the point here: what the service logs about it is
+    try:
+        assert s.generate("qwen2.5:0.5b") == 200
+    except OSError as exc:
+        raise AssertionError(f"the proxy stopped answering after the malformed requests: {exc}") from None
     rc, err = s.stop()
     assert rc == 0
     assert err.count("Traceback") == 0, err[-3000:]
