@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from prewarm import __version__
+from prewarm.backends.registry import kind_names
 
 
 class CommandError(Exception):
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="run the proxy, forecaster schedule and prewarmer")
     s.add_argument("--upstream", help="upstream base URL (Ollama, vLLM or the emulator)")
-    s.add_argument("--upstream-kind", choices=["ollama", "vllm", "openai"], help="default: ollama")
+    s.add_argument("--upstream-kind", choices=kind_names(), help="default: ollama")
     s.add_argument("--listen", help="HOST:PORT to listen on (default 127.0.0.1:11435)")
     s.add_argument("--db", help="DuckDB file (default data/prewarm.duckdb)")
     s.add_argument("--config", help="TOML config file")

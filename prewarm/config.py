@@ -49,7 +49,7 @@ def hash_api_key(key: str) -> str:
 @dataclass
 class Settings:
     upstream: str = "http://127.0.0.1:11434"
-    upstream_kind: str = "ollama"  # ollama | vllm | openai
+    upstream_kind: str = "ollama"  # a name from prewarm.backends.registry
     listen: str = "127.0.0.1:11435"
     db: str = "data/prewarm.duckdb"
     models_dir: str = "models"
@@ -200,8 +200,10 @@ def load_settings(
 
     coerced = {k: _coerce(k, v, getattr(defaults, k)) for k, v in values.items()}
     settings = dataclasses.replace(defaults, **coerced)
-    if settings.upstream_kind not in ("ollama", "vllm", "openai"):
-        raise ConfigError(f"upstream_kind must be ollama, vllm or openai, not {settings.upstream_kind!r}")
+    from prewarm.backends.registry import kind_names  # names only: no adapter is imported
+
+    if settings.upstream_kind not in kind_names():
+        raise ConfigError(f"upstream_kind must be one of {', '.join(kind_names())}, not {settings.upstream_kind!r}")
     split_host_port(settings.listen)
     if settings.admin_token is not None and not settings.admin_token.strip():
         raise ConfigError("admin_token is empty or only whitespace: set a real token or leave it unset")

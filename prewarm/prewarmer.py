@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from prewarm.backends.base import Backend, BackendError
@@ -34,6 +33,7 @@ from prewarm.backends.ollama import keep_alive_value, runner_options
 from prewarm.backends.sizing import LOAD_MS_SQL, catalog_rows, load_ms_p50
 from prewarm.catalog import Catalog, load_catalog
 from prewarm.config import Settings
+from prewarm.forecast.horizon import PLAN_WINDOWS, canonical_views, horizon_views
 from prewarm.gpu import Budget, GpuMonitor
 from prewarm.metrics import PrewarmMetrics
 from prewarm.planner import ModelView, PlanAction, PlanConfig, RecentDemand, VramAccount, make_room, plan
@@ -42,9 +42,6 @@ from prewarm.residency import ResidencyTracker
 
 log = logging.getLogger(__name__)
 
-# The plan is redone every window, so it only has to cover until the next plan and the
-# loads it starts: the window now running and the next one.
-PLAN_WINDOWS = 2
 # Models in order of their last request, oldest first: the on-demand cache the VRAM account starts from.
 LAST_USED_SQL = ("SELECT model, epoch(max(ts_start)) AS last_used FROM requests WHERE model IS NOT NULL "
                  "GROUP BY model ORDER BY last_used")
@@ -64,46 +61,12 @@ def recent_requests_sql(now: float) -> str:
 # An unknown model name makes the prewarmer ask the upstream for its models again, at most this often: a
 # flood of made-up names must not become a flood of /api/tags calls.
 SIZES_REFRESH_MIN_S = 5.0
-# A model's first request is expected in the first window where p_any reaches this.
-DEMAND_P = 0.5
 # Ollama endpoints whose body carries keep_alive (its OpenAI-compatible /v1 API ignores it).
 KEEP_ALIVE_ENDPOINTS = frozenset({"/api/generate", "/api/chat", "/api/embed", "/api/embeddings"})
 
 
 class PrewarmError(RuntimeError):
     """An admin action cannot be carried out (no room, model busy); the message says why."""
-
-
-def horizon_views(forecasts: pd.DataFrame, now: float) -> dict[str, tuple[float, float | None]]:
-    """model -> (P(any request over the plan horizon), seconds until its likely first request).
-
-    Windows are treated as independent: P(any) = 1 - prod(1 - p_any) over the
-    PLAN_WINDOWS windows that have not ended yet. Vectorised (one sort, no
-    per-model pandas work): the replay calls it every window for hundreds of models.
-    """
-    if forecasts is None or forecasts.empty:
-        return {}
-    bounds = {}
-    for col in ("window_start", "window_end"):
-        s = forecasts[col]
-        if not pd.api.types.is_numeric_dtype(s):
-            s = pd.to_datetime(s, utc=True).map(lambda t: t.timestamp())
-        bounds[col] = s.to_numpy(dtype=float)
-    live = bounds["window_end"] > now
-    codes, names = pd.factorize(forecasts["model"].to_numpy(dtype=object)[live])
-    if len(names) == 0:
-        return {}
-    starts = bounds["window_start"][live]
-    probs = np.clip(np.nan_to_num(forecasts["p_any"].to_numpy(dtype=float)[live], nan=0.0), 0.0, 1.0)
-    order = np.lexsort((starts, codes))
-    codes, starts, probs = codes[order], starts[order], probs[order]
-    rank = np.arange(len(codes)) - np.searchsorted(codes, codes, side="left")  # window's place within its model
-    log_q = np.where(rank < PLAN_WINDOWS, np.log1p(-np.minimum(probs, 1.0 - 1e-15)), 0.0)
-    p_any = np.clip(-np.expm1(np.bincount(codes, weights=log_q, minlength=len(names))), 0.0, 1.0)
-    hit = np.flatnonzero(probs >= DEMAND_P)
-    hit_models, first = np.unique(codes[hit], return_index=True)  # rows are sorted: the first hit is the earliest
-    demand = dict(zip(hit_models.tolist(), np.maximum(starts[hit[first]] - now, 0.0).tolist(), strict=False))
-    return {str(name): (float(p_any[k]), demand.get(k)) for k, name in enumerate(names)}
 
 
 class Prewarmer:
@@ -122,7 +85,7 @@ class Prewarmer:
         self.settings = settings
         self.backend = backend
         self.store = store
-        self.tracker = tracker or ResidencyTracker(backend.list_resident, settings.ps_refresh)
+        self.tracker = tracker or ResidencyTracker(backend.list_resident, settings.ps_refresh, backend.canonical)
         self.gpu = gpu or GpuMonitor(settings)
         self.catalog = catalog or load_catalog(settings.catalog)
         self.metrics = metrics or PrewarmMetrics()
@@ -226,7 +189,7 @@ class Prewarmer:
                 self.load_ms = load_ms_p50(df)
             except Exception as exc:  # the store may be unavailable; load times then come from the catalog
                 log.warning("load times: cannot read the log (%s); using the catalog", exc)
-        source = getattr(self.backend, "size_source", {})
+        source = self.backend.size_source
         rows = catalog_rows(self.sizes, source, self.load_ms, self.catalog)
         if self.store is not None and rows:
             self.store.put_rows("model_catalog", rows)
@@ -300,7 +263,7 @@ class Prewarmer:
     # ------------------------------------------------------------------ ProxyHooks
 
     def is_resident(self, model: str) -> bool | None:
-        if not getattr(self.backend, "resident_known", True):
+        if not self.backend.resident_known:
             return None
         m = self.canonical(model)
         if m in self._evicting:
@@ -319,7 +282,7 @@ class Prewarmer:
         if self.backend.resident_known and not self._resident_now(m) and m not in self._reserved:
             await self._make_room_for(m, f"request for {m}")
         if m in self.planned_resident or m in self.pins:
-            if self.backend.kind == "ollama" and endpoint in KEEP_ALIVE_ENDPOINTS:
+            if self.backend.sets_keep_alive and endpoint in KEEP_ALIVE_ENDPOINTS:
                 want = keep_alive_value(self.settings.plan_keep_alive)
                 if body.get("keep_alive") != want:
                     return dict(body, keep_alive=want)
@@ -346,7 +309,7 @@ class Prewarmer:
         return model in self.sizes or model in self.catalog or model in self.tracker.resident
 
     def upstream_for(self, model: str) -> str | None:
-        if self.backend.kind != "vllm":
+        if not self.backend.routes_per_model:
             return None
         try:
             return self.backend.route_for(self.canonical(model))
@@ -382,7 +345,7 @@ class Prewarmer:
         for m in set(self._options) - keep:
             if m in gone or m not in self.recent.last:
                 self._options.pop(m, None)
-                getattr(self.backend, "load_options", {}).pop(m, None)
+                self.backend.load_options.pop(m, None)
         return gone
 
     def _tally_options(self, model: str, body: dict[str, Any]) -> None:
@@ -391,8 +354,7 @@ class Prewarmer:
         tally = self._options.setdefault(model, Counter())
         tally[tuple(sorted(opts.items()))] += 1
         best = dict(tally.most_common(1)[0][0])
-        if hasattr(self.backend, "load_options"):
-            self.backend.load_options[model] = best
+        self.backend.load_options[model] = best
 
     async def _make_room_for(self, model: str, why: str) -> None:
         """Evict under the planner's rules until `model` fits, then reserve its room; waits for a load in progress.
@@ -498,16 +460,15 @@ class Prewarmer:
         return True
 
     async def _do_keep(self, model: str, reason: str) -> bool:
-        """Ollama: renew keep_alive (a /v1 request may have reset its timer); same runner options, so no reload."""
+        """Renew the upstream's keep-alive (Ollama: a /v1 request may have reset its timer; same runner options,
+        so no reload); a no-op on upstreams without one."""
         now = self._resident_bytes()
         t0 = time.perf_counter()
         ok, error = True, None
-        keep = getattr(self.backend, "keep", None)
-        if keep is not None:
-            try:
-                await keep(model, self.settings.plan_keep_alive)
-            except BackendError as exc:
-                ok, error = False, str(exc)
+        try:
+            await self.backend.keep(model, self.settings.plan_keep_alive)
+        except BackendError as exc:
+            ok, error = False, str(exc)
         self._record(model, "keep", reason, now, now, _ms(t0), ok, error)
         return ok
 
@@ -517,7 +478,7 @@ class Prewarmer:
             raise PrewarmError("no forecasts: refusing to plan, it would unload every model that is not pinned")
         now = self.clock()
         self.prune()
-        self.forecast = {self.canonical(m): v for m, v in horizon_views(forecasts, now).items()}
+        self.forecast = canonical_views(horizon_views(forecasts, now), self.canonical)
         self.forecast_at = made_at if made_at is not None else now
         self.metrics.forecast_made(self.forecast_at)
         await self.tracker.refresh()
@@ -627,7 +588,7 @@ def run_plan_command(args: argparse.Namespace) -> int:
 
 
 async def _plan_command(settings: Settings, apply: bool) -> int:
-    from prewarm.backends.factory import make_backend
+    from prewarm.backends.registry import make_backend
     from prewarm.cli import CommandError
     from prewarm.store.commands import format_table
     from prewarm.store.discovery import pid_alive, read_service_file
@@ -670,7 +631,7 @@ async def _plan_command(settings: Settings, apply: bool) -> int:
         if apply:
             actions = await pw.apply_plan(forecasts, made_at)
         else:
-            pw.forecast = {pw.canonical(m): v for m, v in horizon_views(forecasts, pw.clock()).items()}
+            pw.forecast = canonical_views(horizon_views(forecasts, pw.clock()), pw.canonical)
             actions = plan(pw.views(), allowance, pw.plan_config)
     finally:
         await pw.stop(stop_tracker=False)

@@ -18,7 +18,6 @@ from typing import Any
 import aiohttp
 
 from prewarm.backends.base import BackendError
-from prewarm.proxy.protocol import NON_LOADING_ENDPOINTS
 from prewarm.records import RequestEvent
 
 log = logging.getLogger(__name__)
@@ -27,8 +26,10 @@ FetchResident = Callable[[], Awaitable[dict[str, int]]]
 
 
 class ResidencyTracker:
-    def __init__(self, fetch_resident: FetchResident, refresh_s: float) -> None:
+    def __init__(self, fetch_resident: FetchResident, refresh_s: float,
+                 canonical: Callable[[str], str] | None = None) -> None:
         self._fetch = fetch_resident
+        self._canonical = canonical
         self.refresh_s = max(0.05, float(refresh_s))
         self.resident: dict[str, int] = {}
         self.in_flight: dict[str, int] = {}
@@ -89,6 +90,9 @@ class ResidencyTracker:
 
     # -- ProxyHooks ----------------------------------------------------------
 
+    def canonical(self, model: str) -> str:
+        return self._canonical(model) if self._canonical is not None else model
+
     def is_resident(self, model: str) -> bool | None:
         if not self.known:
             return None
@@ -112,5 +116,5 @@ class ResidencyTracker:
             self.in_flight[model] = n
         else:
             self.in_flight.pop(model, None)
-        if event.status == 200 and event.endpoint not in NON_LOADING_ENDPOINTS:
+        if event.status == 200:  # the proxy calls the hooks only for endpoints that load the model
             self.mark_resident(model)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from prewarm.backends.factory import make_backend
+from prewarm.backends.registry import make_backend
 from prewarm.catalog import load_catalog
 from prewarm.cli import CommandError
 from prewarm.config import Settings, load_settings

@@ -206,3 +206,27 @@ async def test_openai_compat_lists_loads_and_says_it_cannot_unload(ollama, catal
     assert await backend.list_resident() == {}  # the OpenAI API cannot tell; documented
     with pytest.raises(Unsupported):
         await backend.unload("llama3.2:1b")
+
+
+def test_a_kind_registered_outside_prewarm_is_a_choice_of_the_cli_and_the_config(tmp_path) -> None:
+    """Adding an upstream kind touches nothing outside backends/: here one is registered by the test alone."""
+    from prewarm.backends import registry
+    from prewarm.backends.ollama import OllamaBackend
+    from prewarm.cli import build_parser
+    from prewarm.config import ConfigError, load_settings
+
+    class Stand(OllamaBackend):
+        kind = "stand-in"
+
+    registry.register(registry.BackendKind("stand-in", "a test's own kind",
+                                           lambda settings, catalog: Stand(settings.upstream, catalog)))
+    try:
+        settings = load_settings(None, {"upstream_kind": "stand-in", "db": str(tmp_path / "x.duckdb")}, environ={})
+        backend = registry.make_backend(settings, Catalog({}))
+        assert isinstance(backend, Stand) and backend.sets_keep_alive
+        args = build_parser().parse_args(["serve", "--upstream-kind", "stand-in"])
+        assert args.upstream_kind == "stand-in"
+    finally:
+        registry._KINDS.pop("stand-in")
+    with pytest.raises(ConfigError, match="one of ollama, vllm, openai"):
+        load_settings(None, {"upstream_kind": "stand-in"}, environ={})

@@ -15,7 +15,8 @@ from prewarm.backends.ollama import OllamaBackend
 from prewarm.catalog import load_catalog, sample_catalog_path
 from prewarm.config import Settings
 from prewarm.emulator.server import make_app
-from prewarm.prewarmer import Prewarmer, PrewarmError, horizon_views, run_plan_command
+from prewarm.forecast.horizon import horizon_views
+from prewarm.prewarmer import Prewarmer, PrewarmError, run_plan_command
 from prewarm.proxy.admin_prewarm import routes
 from prewarm.proxy.app import make_proxy_app
 from prewarm.residency import ResidencyTracker
@@ -345,3 +346,29 @@ async def test_a_restarted_prewarmer_reads_recency_and_the_on_demand_cache_from_
     oldest = next(iter(fresh.account.lru))
     expected = fresh.clock() - fresh.account.used_at.get(oldest, fresh.clock())
     assert fresh.account.keep_horizon_s(fresh.clock(), 0.0) == pytest.approx(expected, abs=1.0)
+
+
+def test_forecasts_for_one_model_under_two_names_combine() -> None:
+    """An old log may hold "llama3" and "llama3:latest": their forecasts are one model's, not a race to overwrite."""
+    from prewarm.backends.ollama import canonical_name
+    from prewarm.forecast.horizon import canonical_views
+
+    views = canonical_views({"llama3": (0.9, 100.0), "llama3:latest": (0.1, None), "qwen2.5:7b": (0.3, 50.0)},
+                            canonical_name)
+    assert views == {"llama3:latest": (pytest.approx(1 - 0.1 * 0.9), 100.0), "qwen2.5:7b": (0.3, 50.0)}
+
+
+async def test_an_untagged_name_is_logged_canonical_and_keeps_its_catalog_size(aiohttp_client, tmp_path, rigs):
+    """`nomic-embed-text` is the catalog's `nomic-embed-text:latest` (600 MB), not an unknown 5 GB model that
+    would push a resident one out."""
+    rig = await build(aiohttp_client, tmp_path)
+    rigs.append(rig)
+    await rig.generate("gemma2:9b")
+    await rig.generate("llama3.2:3b")  # 11.0 of the 12 GB budget
+    async with rig.proxy.post("/api/embed", json={"model": "nomic-embed-text", "input": "hi"}) as r:
+        assert r.status == 200, await r.text()
+    rows = await rig.rows("SELECT model FROM requests ORDER BY ts_start")
+    assert [m for (m,) in rows] == ["gemma2:9b", "llama3.2:3b", "nomic-embed-text:latest"]
+    assert await rig.rows("SELECT count(*) FROM prewarm_actions WHERE action = 'unload'") == [(0,)]
+    assert (await rig.stats())["evictions"] == 0
+    assert rig.prewarmer is not None and rig.prewarmer.size_of("nomic-embed-text:latest") == 600_000_000

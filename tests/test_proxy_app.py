@@ -349,6 +349,9 @@ class KeepAliveHooks:
         self.calls: list[tuple[str, str]] = []
         self.finished: list[RequestEvent] = []
 
+    def canonical(self, model: str) -> str:
+        return model
+
     def is_resident(self, model: str) -> bool | None:
         return model == "warm"
 

@@ -26,6 +26,10 @@ class Backend(Protocol):
     base_url: str
     resident_known: bool  # False when the upstream cannot say what is in GPU memory (OpenAI-compatible servers)
     loads_on_request: bool  # False when a request for an unloaded model fails instead (a sleeping vLLM server)
+    sets_keep_alive: bool  # the request body's keep_alive decides how long the upstream keeps a model (Ollama)
+    routes_per_model: bool  # each model has its own server (route_for differs per model: vLLM, SGLang)
+    load_options: dict[str, dict[str, Any]]  # model -> the runner options loads should use (traffic's most common)
+    size_source: dict[str, str]  # model -> where its size came from, for model_catalog.source
 
     def canonical(self, model: str) -> str:
         """The name the upstream reports for `model` (Ollama: "mistral" is "mistral:latest")."""
@@ -46,7 +50,10 @@ class Backend(Protocol):
         """The upstream's own figure for its VRAM, when it reports one (the budget fallback without NVML)."""
 
     def route_for(self, model: str) -> str:
-        """Base URL that serves `model` (differs per model only for vLLM: one server per model)."""
+        """Base URL that serves `model` (differs per model only where routes_per_model)."""
+
+    async def keep(self, model: str, keep_alive: str) -> None:
+        """Renew how long a resident model stays (Ollama's keep_alive); a no-op where the upstream has no timer."""
 
     async def close(self) -> None: ...
 

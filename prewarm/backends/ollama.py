@@ -14,9 +14,10 @@ import logging
 import time
 from typing import Any
 
-from prewarm.backends.base import BackendError, HttpClient
+from prewarm.backends.base import Backend, BackendError, HttpClient
 from prewarm.backends.sizing import DEFAULT_NUM_CTX, estimate_size
 from prewarm.catalog import Catalog
+from prewarm.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ class OllamaBackend:
     kind = "ollama"
     resident_known = True
     loads_on_request = True
+    sets_keep_alive = True
+    routes_per_model = False
 
     def __init__(self, base_url: str, catalog: Catalog | None = None, timeout_s: float = 600.0,
                  unload_wait_s: float = 30.0):
@@ -163,3 +166,8 @@ def _num_ctx_parameter(show: dict[str, Any]) -> int | None:
         if len(parts) == 2 and parts[0] == "num_ctx" and parts[1].isdigit():
             return int(parts[1])
     return None
+
+
+def from_settings(settings: Settings, catalog: Catalog) -> Backend:
+    """This kind's adapter from the settings (backends.registry calls it)."""
+    return OllamaBackend(settings.upstream, catalog, settings.request_timeout)

@@ -12,19 +12,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from prewarm.backends.base import BackendError, HttpClient, Unsupported
+from prewarm.backends.base import Backend, BackendError, HttpClient, Unsupported
 from prewarm.catalog import Catalog
+from prewarm.config import Settings
 
 
 class OpenAICompatBackend:
     kind = "openai"
     resident_known = False
     loads_on_request = True
+    sets_keep_alive = False
+    routes_per_model = False
 
     def __init__(self, base_url: str, catalog: Catalog | None = None, timeout_s: float = 600.0):
         self.base_url = base_url.rstrip("/")
         self.catalog = catalog or Catalog({})
         self.http = HttpClient(timeout_s)
+        self.load_options: dict[str, dict[str, Any]] = {}
+        self.size_source: dict[str, str] = {}
 
     def canonical(self, model: str) -> str:
         return model
@@ -62,3 +67,11 @@ class OpenAICompatBackend:
 
     async def close(self) -> None:
         await self.http.close()
+
+    async def keep(self, model: str, keep_alive: str) -> None:
+        """No keep-alive timer on this upstream: a resident model stays until unloaded."""
+
+
+def from_settings(settings: Settings, catalog: Catalog) -> Backend:
+    """This kind's adapter from the settings (backends.registry calls it)."""
+    return OpenAICompatBackend(settings.upstream, catalog, settings.request_timeout)

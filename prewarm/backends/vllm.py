@@ -14,8 +14,9 @@ import asyncio
 import logging
 from typing import Any
 
-from prewarm.backends.base import BackendError, HttpClient
+from prewarm.backends.base import Backend, BackendError, HttpClient
 from prewarm.catalog import Catalog
+from prewarm.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,8 @@ class VllmBackend:
     kind = "vllm"
     resident_known = True
     loads_on_request = False
+    sets_keep_alive = False
+    routes_per_model = True
 
     def __init__(self, servers: dict[str, str], catalog: Catalog | None = None, sleep_level: int = 1,
                  timeout_s: float = 600.0):
@@ -34,6 +37,8 @@ class VllmBackend:
         self.servers = {m: u.rstrip("/") for m, u in servers.items()}
         self.base_url = next(iter(self.servers.values()))
         self.catalog = catalog or Catalog({})
+        self.load_options: dict[str, dict[str, Any]] = {}  # a vLLM server's options are fixed at its start
+        self.size_source: dict[str, str] = {}
         self.sleep_level = sleep_level
         self.http = HttpClient(timeout_s)
         # The level each server was put to sleep at by us; a server found asleep is assumed at the configured level.
@@ -89,3 +94,11 @@ class VllmBackend:
 
     async def close(self) -> None:
         await self.http.close()
+
+    async def keep(self, model: str, keep_alive: str) -> None:
+        """No keep-alive timer on this upstream: a resident model stays until unloaded."""
+
+
+def from_settings(settings: Settings, catalog: Catalog) -> Backend:
+    """This kind's adapter from the settings (backends.registry calls it)."""
+    return VllmBackend(settings.vllm_servers, catalog, settings.vllm_sleep_level, settings.request_timeout)

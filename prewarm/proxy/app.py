@@ -177,7 +177,8 @@ class _Forwarder:
                     resp.force_close()  # the rest of the body may still come: this connection cannot be reused
                     return resp
                 info = parse_request(endpoint, data)
-                model = event.model = info.model
+                # Checked (parse_request) and canonicalised here, once: the log and every hook see one name per model.
+                model = event.model = None if info.model is None else self.hooks.canonical(info.model)
                 event.stream = info.stream
                 if info.refused:
                     event.user_id = user_of(request.headers, None, self.settings)

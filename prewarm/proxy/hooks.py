@@ -14,6 +14,10 @@ from prewarm.records import RequestEvent
 
 
 class ProxyHooks(Protocol):
+    def canonical(self, model: str) -> str:
+        """The upstream kind's own name for `model` (Ollama: "llama3" is "llama3:latest"). The proxy calls it
+        once, where a request enters: every other part, and the request log, sees only canonical names."""
+
     def is_resident(self, model: str) -> bool | None:
         """Whether the upstream holds the model now (None: not known). Must not do I/O."""
 

@@ -6,7 +6,7 @@
 * Every window (aligned to multiples of ``window_s``, as the forecaster aligns
   them) it predicts from the events before that instant only, turns the forecast
   into (P(any request over the plan horizon), seconds to the likely first request)
-  with the prewarmer's own ``horizon_views``, and runs ``planner.plan`` with the
+  with the same ``horizon_views`` as the prewarmer, and runs ``planner.plan`` with the
   resident set, sizes and load times, filling ``planner.VramAccount``'s allowance
   (what an on-demand LRU cache of the same requests would hold); the unloads and loads are carried out on the
   simulated GPU at that instant (loads through the single loader queue).
@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from prewarm.forecast.horizon import PLAN_WINDOWS, horizon_views
 from prewarm.forecast.model import ForecastParams, HeatForecaster
 from prewarm.planner import ModelView, PlanConfig, RecentDemand, VramAccount, make_room, plan
-from prewarm.prewarmer import PLAN_WINDOWS, horizon_views
 from prewarm.sim.gpu import SimGPU
 from prewarm.sim.policies.base import ABSENT, INF, QUEUED, Policy
 from prewarm.sim.trace import Trace
