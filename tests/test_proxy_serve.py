@@ -112,7 +112,7 @@ def test_serve_and_emulate_processes_log_every_request(tmp_path: Path) -> None:
         # More requests right before SIGTERM: they must not be lost in the queue.
         for i in range(5):
             oc.embed(model="nomic-embed-text", input=f"t{i}")
-            expected.append(("nomic-embed-text", "alice"))
+            expected.append(("nomic-embed-text:latest", "alice"))  # logged under its canonical name
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(timeout=60) == 0, serve.stderr.read() if serve.stderr else ""
         serve = None
