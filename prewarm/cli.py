@@ -13,10 +13,7 @@ from collections.abc import Callable, Sequence
 
 from prewarm import __version__
 from prewarm.backends.registry import kind_names
-
-
-class CommandError(Exception):
-    """An expected failure: printed as one line on stderr, exit status 1."""
+from prewarm.errors import CommandError
 
 
 def _lazy(module: str, func: str) -> Callable[[argparse.Namespace], int]:

@@ -24,8 +24,8 @@ from aiohttp import web
 
 from prewarm.backends.registry import make_backend
 from prewarm.catalog import load_catalog
-from prewarm.cli import CommandError
 from prewarm.config import Settings, load_settings
+from prewarm.errors import CommandError
 from prewarm.prewarmer import Prewarmer
 from prewarm.proxy.admin import check_admin_token
 from prewarm.proxy.admin_prewarm import routes as admin_prewarm_routes

@@ -162,7 +162,7 @@ def write_trace(df: pd.DataFrame, path: str | Path) -> None:
 
 def run_synth(args: argparse.Namespace) -> int:
     """`prewarm workload synth`: write the trace and say what is in it."""
-    from prewarm.cli import CommandError
+    from prewarm.errors import CommandError
 
     try:
         df = synth(args.models, args.users, args.days, args.seed, rate=args.rate)

@@ -255,7 +255,7 @@ async def test_plan_command_prints_plan_and_refuses_without_forecasts(aiohttp_cl
     args = Namespace(config=None, db=db, upstream=str(emulator.make_url("")), vram_budget="8GB", catalog=None,
                      apply=False)
     await store.close()
-    from prewarm.cli import CommandError
+    from prewarm.errors import CommandError
 
     with pytest.raises(CommandError, match="no forecasts"):
         await asyncio.to_thread(run_plan_command, args)

@@ -11,8 +11,8 @@ import signal
 from aiohttp import web
 
 from prewarm.catalog import Catalog, load_catalog, sample_catalog_path
-from prewarm.cli import CommandError
 from prewarm.emulator.modelinfo import normalize_name
+from prewarm.errors import CommandError
 from prewarm.units import format_size, parse_size
 
 log = logging.getLogger("prewarm.emulator")

@@ -61,7 +61,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def open_db(path: str) -> duckdb.DuckDBPyConnection:
     """Open (and migrate) the database, or explain in one line that a running service holds it."""
-    from prewarm.cli import CommandError
+    from prewarm.errors import CommandError
     from prewarm.store.discovery import read_service_file
     from prewarm.store.schema import migrate
 
@@ -84,7 +84,7 @@ def params_from_settings(settings: Settings) -> ForecastParams:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from prewarm.cli import CommandError
+    from prewarm.errors import CommandError
 
     settings = _settings(args)
     t0 = time.monotonic()

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from prewarm import __version__
 from prewarm.config import ConfigError, Settings
+from prewarm.errors import one_line
 from prewarm.proxy.lag import LoopLag
 from prewarm.store.readonly import QueryTimeout, ReadOnlyError, check_read_only, jsonable
 from prewarm.store.writer import Store, StoreUnavailable
@@ -146,7 +147,7 @@ def admin_routes(settings: Settings, store: Store, lag: LoopLag | None = None) -
         except StoreUnavailable as exc:
             return _err(503, str(exc))
         except Exception as exc:  # a DuckDB error in the user's SQL (unknown column...)
-            return _err(400, _one_line(exc))
+            return _err(400, one_line(exc))
         finally:
             slots.release()
         payload = {"columns": columns, "rows": [[jsonable(v) for v in row] for row in rows]}
@@ -166,8 +167,3 @@ def fallback_route(settings: Settings) -> list[web.RouteDef]:
 
 def _err(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -24,6 +24,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from prewarm.config import Settings
+from prewarm.errors import one_line
 from prewarm.proxy.admin import MANAGEMENT_PATHS, admin_routes, fallback_route, guard_routes, management_guard
 from prewarm.proxy.connections import BodyBudget
 from prewarm.proxy.hooks import ProxyHooks
@@ -256,7 +257,7 @@ class _Forwarder:
         except TimeoutError:
             return self._error(event, endpoint, 504, f"upstream {base} did not answer in time")
         except aiohttp.ClientError as exc:
-            return self._error(event, endpoint, 502, f"upstream {base} unreachable: {_one_line(exc)}")
+            return self._error(event, endpoint, 502, f"upstream {base} unreachable: {one_line(exc)}")
 
         resp = web.StreamResponse(
             status=up.status,
@@ -300,7 +301,7 @@ class _Forwarder:
         except (TimeoutError, aiohttp.ClientError) as exc:
             # Headers are gone already: the client can only see the stream cut short.
             event.status = 502
-            event.error = f"upstream stream broken: {_one_line(exc) or type(exc).__name__}"
+            event.error = f"upstream stream broken: {one_line(exc) or type(exc).__name__}"
             if request.transport is not None:
                 request.transport.close()
             return resp
@@ -352,8 +353,3 @@ def _upstream_error(tail: bytes) -> str:
     if isinstance(err, dict):
         err = err.get("message")
     return str(err)[:500] if err is not None else text[:500]
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from prewarm.catalog import load_catalog
-from prewarm.cli import CommandError
+from prewarm.errors import CommandError
 from prewarm.sim import report
 from prewarm.sim.engine import Span
 from prewarm.sim.run import ForecastOptions, ModelCosts, parse_policies, run_replays

@@ -9,8 +9,8 @@ import json
 import sys
 from typing import Any
 
-from prewarm.cli import CommandError
 from prewarm.config import load_settings
+from prewarm.errors import CommandError
 from prewarm.store.reader import ReadError, ServiceReader, open_reader, read_query
 from prewarm.store.readonly import ReadOnlyError
 from prewarm.store.writer import spill_path

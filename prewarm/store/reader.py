@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import duckdb
 
 from prewarm.config import Settings
+from prewarm.errors import one_line
 from prewarm.store.discovery import ServiceInfo, pid_alive, read_service_file
 from prewarm.store.readonly import QueryTimeout, check_read_only, execute_read, jsonable, sandbox_config
 
@@ -51,7 +52,7 @@ class FileReader:
         try:
             columns, rows = execute_read(self.con, sql, allow_files=self.allow_files, timeout=self.timeout)
         except (duckdb.Error, QueryTimeout) as exc:
-            raise ReadError(_one_line(exc)) from None
+            raise ReadError(one_line(exc)) from None
         return columns, [[jsonable(v) for v in row] for row in rows]
 
     def close(self) -> None:
@@ -103,7 +104,7 @@ def open_reader(settings: Settings, allow_files: bool = False) -> FileReader | S
         return FileReader(con, path, allow_files, settings.sql_timeout)
     except duckdb.Error as exc:
         locked = "lock" in str(exc).lower()
-        reason = _one_line(exc)
+        reason = one_line(exc)
     info = read_service_file(path)
     if info is not None and pid_alive(info.pid):
         if allow_files:
@@ -132,8 +133,3 @@ def _service_error(exc: urllib.error.HTTPError) -> str:
     except (ValueError, AttributeError, OSError):
         msg = None
     return str(msg) if msg else f"the service answered HTTP {exc.code}"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -29,6 +29,8 @@ from typing import Any
 
 import duckdb
 
+from prewarm.errors import one_line
+
 _READ_TYPES = {duckdb.StatementType.SELECT}
 
 # Table functions a read-only query may call: generators and the catalog's own descriptions. Everything
@@ -80,7 +82,7 @@ def check_read_only(sql: str, allow_files: bool = False) -> str:
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
-        raise ReadOnlyError(f"SQL does not parse: {_first_line(exc)}") from None
+        raise ReadOnlyError(f"SQL does not parse: {one_line(exc)}") from None
     if not statements:
         raise ReadOnlyError("no SQL statement given")
     if len(statements) > 1:
@@ -112,7 +114,7 @@ def _check_functions(query: str, allow_files: bool) -> None:
     try:
         tree = json.loads(_parser().execute("SELECT json_serialize_sql(?)", [query]).fetchone()[0])  # type: ignore[index]
     except (duckdb.Error, TypeError, ValueError) as exc:
-        raise ReadOnlyError(f"SQL does not parse: {_first_line(exc)}") from None
+        raise ReadOnlyError(f"SQL does not parse: {one_line(exc)}") from None
     if tree.get("error"):
         raise ReadOnlyError(f"SQL does not parse: {str(tree.get('error_message', ''))[:200]}")
     allowed = TABLE_FUNCTIONS | FILE_FUNCTIONS if allow_files else TABLE_FUNCTIONS
@@ -151,10 +153,6 @@ def _check_explained(query: str) -> str:
     if len(inner) != 1 or inner[0].type not in _READ_TYPES:
         raise ReadOnlyError("EXPLAIN only of a plain SELECT is allowed here")
     return inner[0].query
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def jsonable(value: Any) -> Any:

@@ -43,6 +43,7 @@ import duckdb
 import pandas as pd
 
 from prewarm.config import Settings
+from prewarm.errors import one_line
 from prewarm.records import RequestEvent
 from prewarm.store.readonly import apply_sandbox, execute_read
 from prewarm.store.schema import migrate
@@ -163,7 +164,7 @@ class Store:
         try:
             con = duckdb.connect(self.path)
         except duckdb.Error as exc:
-            self._unavailable_reason = _one_line(exc)
+            self._unavailable_reason = one_line(exc)
             raise StoreUnavailable(f"cannot open {self.path}: {self._unavailable_reason}") from None
         try:
             migrate(con)
@@ -306,9 +307,9 @@ class Store:
             except StoreUnavailable:
                 pass
             except Exception as exc:  # a failing migration or spill load (disk still full) must not kill the thread
-                if self._unavailable_reason != _one_line(exc):
-                    log.warning("request log: reopening %s failed: %s", self.path, _one_line(exc))
-                self._unavailable_reason = _one_line(exc)
+                if self._unavailable_reason != one_line(exc):
+                    log.warning("request log: reopening %s failed: %s", self.path, one_line(exc))
+                self._unavailable_reason = one_line(exc)
         q = self._queue
         while q:
             batch: list[Any] = []
@@ -371,7 +372,7 @@ class Store:
                     bad = _insert_isolating(con, batch)
                 except Exception as exc:
                     if self._spill_error is None:
-                        log.warning("request log: writing %d rows failed (%s); spilling", len(batch), _one_line(exc))
+                        log.warning("request log: writing %d rows failed (%s); spilling", len(batch), one_line(exc))
                 else:
                     self._count_bad(bad, "refused by the database")
                     self.written += len(batch) - len(bad)
@@ -402,7 +403,7 @@ class Store:
             try:
                 lines.append(_spill_line(table, row))
             except (ValueError, TypeError) as exc:  # not JSON-able: it could never be loaded back either
-                self._count_bad([(item, _one_line(exc))], "not storable")
+                self._count_bad([(item, one_line(exc))], "not storable")
         path = spill_path(self.path)
         try:
             size = path.stat().st_size if path.exists() else 0
@@ -446,7 +447,7 @@ class Store:
                         raise ValueError(f"not a row of a known table: {str(table)[:40]}")
                 except (ValueError, KeyError, TypeError) as exc:
                     if line.strip():
-                        quarantine.append((line, _one_line(exc)))
+                        quarantine.append((line, one_line(exc)))
                     continue
                 items.append((table, row))
                 raw.append(line)
@@ -540,7 +541,7 @@ def _isolate(con: duckdb.DuckDBPyConnection, items: list[Any]) -> list[tuple[Any
         if not _is_data_error(exc):
             raise
         if len(items) == 1:
-            return [(items[0], _one_line(exc))]
+            return [(items[0], one_line(exc))]
     mid = len(items) // 2
     return _isolate(con, items[:mid]) + _isolate(con, items[mid:])
 
@@ -598,8 +599,3 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, (dt.datetime, dt.date)):
         return value.isoformat()
     return str(value)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
