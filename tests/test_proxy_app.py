@@ -199,6 +199,7 @@ async def test_non_loading_show_is_not_cold_and_unknown_model_error_logged(stack
     async with aiohttp.ClientSession() as s:
         async with s.post(stack.url + "/api/show", json={"model": "llama3.2:1b"}) as r:
             assert r.status == 200
+        assert stack.tracker.is_resident("llama3.2:1b") is False  # metadata only: the hooks never heard of it
         body = {"model": "no-such:1b", "messages": [{"role": "user", "content": "x"}]}
         async with s.post(stack.url + "/api/chat", json=body) as r:
             assert r.status == 404

@@ -123,8 +123,8 @@ async def test_residency_tracker_polls_and_learns_from_requests() -> None:
     assert t.is_resident("b:1b") is False
     t.request_finished("b:1b", _event("b:1b"))
     assert t.in_flight == {} and t.is_resident("b:1b") is True
-    t.request_finished("c", _event("c", endpoint="/api/show"))
-    assert t.is_resident("c") is False
+    # /api/show never reaches the hooks (the proxy calls them only for endpoints that load the model:
+    # test_proxy_app's show tests), so the tracker no longer repeats that rule.
     t.mark_unloaded("b:1b")
     assert t.is_resident("b:1b") is False
     await t.refresh()
