@@ -133,8 +133,8 @@ async def test_bad_input(client):
 async def test_emulate_vllm_model_flag_serves_a_catalog_model(aiohttp_client):
     from argparse import Namespace
 
-    from prewarm.errors import CommandError
     from prewarm.emulator.main import build_app
+    from prewarm.errors import CommandError
 
     args = Namespace(catalog=None, time_scale=0.0, tokens_per_second=1000.0, vram="8GB", vllm_model="llama3.1:8b")
     app, what = build_app(args)
