@@ -26,7 +26,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -118,12 +120,23 @@ _DURATION_FIELDS = {"window", "request_timeout", "ps_refresh", "room_wait", "log
                     "body_timeout", "shutdown_grace", "model_state_ttl", "sql_timeout"}
 
 
+# A size given as a bare number below this is taken for a forgotten unit: `vram_budget = 16` meant 16 GB,
+# not 16 bytes (0 stays allowed: it is never a typo for a size).
+MIN_PLAIN_SIZE = 10**6
+# What Ollama accepts as keep_alive: a number of seconds (negative: forever) or a Go duration.
+_KEEP_ALIVE_RE = re.compile(r"-?\d+(\.\d+)?|-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+")
+
+
 def _coerce(name: str, value: Any, template: Any) -> Any:
     try:
         if value is None:
             return None
         if name in _SIZE_FIELDS:
-            return parse_size(value)
+            plain = isinstance(value, (int, float)) or (isinstance(value, str) and value.strip().isdigit())
+            size = parse_size(value.strip() if isinstance(value, str) else value)
+            if plain and 0 < size < MIN_PLAIN_SIZE:
+                raise ValueError(f"{size} bytes: give a unit, e.g. {value}GB (10^9 bytes) or {value}GiB")
+            return size
         if name in _DURATION_FIELDS:
             return parse_duration(value)
         if isinstance(template, bool):
@@ -205,11 +218,41 @@ def load_settings(
     if settings.upstream_kind not in kind_names():
         raise ConfigError(f"upstream_kind must be one of {', '.join(kind_names())}, not {settings.upstream_kind!r}")
     split_host_port(settings.listen)
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    """Refuse a setting no part could work with, naming it, before anything touches the upstream or a file."""
     if settings.admin_token is not None and not settings.admin_token.strip():
         raise ConfigError("admin_token is empty or only whitespace: set a real token or leave it unset")
-    for name in ("idle_timeout", "body_timeout", "sql_timeout"):
-        if getattr(settings, name) <= 0:
+    for name in ("window", "idle_timeout", "body_timeout", "sql_timeout", "request_timeout", "ps_refresh",
+                 "log_flush_interval", "shutdown_grace", "model_state_ttl"):
+        if not getattr(settings, name) > 0:
             raise ConfigError(f"{name} must be more than 0 seconds, not {getattr(settings, name)!r}")
-    if settings.sql_concurrency < 1 or settings.max_connections < 0:
-        raise ConfigError("sql_concurrency must be at least 1 and max_connections 0 (automatic) or more")
-    return settings
+    if settings.room_wait < 0:
+        raise ConfigError(f"room_wait must be 0 seconds or more, not {settings.room_wait!r}")
+    for name in ("horizon_windows", "sql_concurrency", "log_batch_rows", "log_queue_max", "keep_runs"):
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, not {getattr(settings, name)!r}")
+    if settings.max_connections < 0:
+        raise ConfigError(f"max_connections must be 0 (from the open-file limit) or more, not {settings.max_connections}")
+    if settings.max_body_bytes < 1 or settings.max_buffered_bytes < settings.max_body_bytes:
+        raise ConfigError("max_buffered_bytes must be at least max_body_bytes (one request must fit)")
+    if not _KEEP_ALIVE_RE.fullmatch(settings.plan_keep_alive.strip()):
+        raise ConfigError(f"plan_keep_alive {settings.plan_keep_alive!r} is not a keep_alive Ollama accepts: a "
+                          "duration (30m, 1h) or seconds; -1 means forever")
+    url = urllib.parse.urlsplit(settings.upstream)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ConfigError(f"upstream must be an http:// or https:// URL with a host, not {settings.upstream!r}")
+    if settings.vllm_sleep_level not in (1, 2):
+        raise ConfigError(f"vllm_sleep_level must be 1 or 2 (vLLM's sleep levels), not {settings.vllm_sleep_level}")
+    if settings.upstream_kind == "vllm" and not settings.vllm_servers:
+        raise ConfigError('upstream_kind = "vllm" needs [vllm.servers] in the config file (model = "http://host:port")')
+    if settings.train_cron != Settings.train_cron:
+        from apscheduler.triggers.cron import CronTrigger  # only for a cron other than the default
+
+        try:
+            CronTrigger.from_crontab(settings.train_cron)
+        except ValueError as exc:
+            raise ConfigError(f"train_cron {settings.train_cron!r} is not a crontab line (5 fields): {exc}") from None

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -169,14 +170,37 @@ def run(args: argparse.Namespace) -> int:
     if running is not None and running.pid != os.getpid() and pid_alive(running.pid):
         # Two services on one file: the second could only spill, and readers would find the wrong one.
         raise CommandError(f"{settings.db} is already served by pid {running.pid} at {running.url}")
+    load_catalog(settings.catalog)  # a bad catalog is a one-line error before the database file exists
+    # The port before anything else: a busy port is a one-line error, with no database file left behind.
+    sock = bind_listening_socket(settings.listen_host, settings.listen_port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    asyncio.run(serve(settings, schedule=not args.no_schedule))
+    try:
+        asyncio.run(serve(settings, schedule=not args.no_schedule, sock=sock))
+    finally:
+        sock.close()
     return 0
 
 
-async def serve(settings: Settings, schedule: bool = True) -> None:
-    """Run until SIGTERM or SIGINT, then shut down without losing a logged row."""
+def bind_listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port (not yet listening: the server starts that once everything is up)."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                          flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+async def serve(settings: Settings, schedule: bool = True, sock: socket.socket | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then shut down without losing a logged row (on `sock` when given)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -200,7 +224,8 @@ async def serve(settings: Settings, schedule: bool = True) -> None:
         # Everything is up before the port opens: a client that sees the port sees the whole service.
         for cb in wiring.startup:
             await cb()
-        site = web.TCPSite(runner, settings.listen_host, settings.listen_port)
+        site: web.BaseSite = (web.SockSite(runner, sock) if sock is not None
+                              else web.TCPSite(runner, settings.listen_host, settings.listen_port))
         await site.start()
         port = runner.addresses[0][1]
         url = f"http://{service_host(settings.listen_host)}:{port}"
