@@ -270,6 +270,9 @@ class Prewarmer:
             return False
         return self.tracker.is_resident(m)
 
+    def upstream_problem(self) -> str | None:
+        return self.tracker.upstream_problem()
+
     def _resident_now(self, model: str) -> bool:
         return model not in self._evicting and bool(self.tracker.is_resident(model))
 

@@ -423,3 +423,25 @@ def test_off_loopback_ollama_management_routes_need_the_admin_token(stack_factor
                               headers={"Authorization": "Bearer s3cret-token", "Content-Type": "application/json"})
         assert status != 401, (method, path)
     assert s.generate("qwen2.5:0.5b") == 200  # inference needs no token
+
+
+def test_health_says_503_with_the_reason_while_the_upstream_is_down(stack_factory) -> None:
+    """One health body for the writer and the upstream (issue 15 builds on it)."""
+    s = stack_factory(env={"PREWARM_PS_REFRESH": "0.2s"})
+    assert s.request("GET", "/prewarm/health")[0] == 200
+    s.emu.terminate()
+    s.emu.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status, body = s.request("GET", "/prewarm/health")
+        if status == 503:
+            break
+        time.sleep(0.2)
+    assert status == 503
+    health = json.loads(body)
+    assert health["ok"] is False and any("upstream does not answer" in p for p in health["problems"])
+    s.emu = s._start_emulator()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and s.request("GET", "/prewarm/health")[0] != 200:
+        time.sleep(0.2)
+    assert s.request("GET", "/prewarm/health")[0] == 200

@@ -353,6 +353,9 @@ class KeepAliveHooks:
     def canonical(self, model: str) -> str:
         return model
 
+    def upstream_problem(self) -> str | None:
+        return None
+
     def is_resident(self, model: str) -> bool | None:
         return model == "warm"
 

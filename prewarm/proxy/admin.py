@@ -22,6 +22,7 @@ from aiohttp import web
 from prewarm import __version__
 from prewarm.config import ConfigError, Settings
 from prewarm.errors import one_line
+from prewarm.proxy.hooks import ProxyHooks
 from prewarm.proxy.lag import LoopLag
 from prewarm.store.readonly import QueryTimeout, ReadOnlyError, check_read_only, jsonable
 from prewarm.store.writer import Store, StoreUnavailable
@@ -95,19 +96,24 @@ def guard_routes(routes: Iterable[web.RouteDef], settings: Settings) -> list[web
     return [web.RouteDef(r.method, r.path, guard(r.handler), dict(r.kwargs)) for r in routes]
 
 
-def admin_routes(settings: Settings, store: Store, lag: LoopLag | None = None) -> list[web.RouteDef]:
+def admin_routes(settings: Settings, store: Store, lag: LoopLag | None = None,
+                 hooks: ProxyHooks | None = None) -> list[web.RouteDef]:
     """GET /prewarm/health (with the event loop's lag when `lag` is given) and POST /prewarm/sql, behind the guard."""
 
     slots = asyncio.Semaphore(settings.sql_concurrency)
 
     async def health(request: web.Request) -> web.Response:
-        """200 while the proxy and its request log work; 503 with the reason when the log writer does not."""
+        """200 while the proxy, its request log and the upstream work; 503 with the reasons when one does not."""
         store.ensure_writer()
         writer_ok, problem = store.healthy
+        problems = [] if writer_ok else [problem]
+        upstream = hooks.upstream_problem() if hooks is not None else None
+        if upstream is not None:
+            problems.append(upstream)
         return web.json_response(
             {
-                "ok": writer_ok,
-                "problems": [] if writer_ok else [problem],
+                "ok": not problems,
+                "problems": problems,
                 "version": __version__,
                 "pid": os.getpid(),
                 "upstream": settings.upstream,
@@ -116,7 +122,7 @@ def admin_routes(settings: Settings, store: Store, lag: LoopLag | None = None) -
                 "store": store.counters,
                 "loop_lag": lag.summary() if lag is not None else None,
             },
-            status=200 if writer_ok else 503,
+            status=200 if not problems else 503,
         )
 
     async def sql(request: web.Request) -> web.Response:

@@ -110,7 +110,7 @@ def make_proxy_app(
             await app[SESSION_KEY].close()
 
     app.cleanup_ctx.append(upstream_session)
-    app.add_routes(admin_routes(settings, store, lag))
+    app.add_routes(admin_routes(settings, store, lag, hooks))
     app.add_routes(guard_routes(extra_routes, settings))
     app.add_routes(fallback_route(settings))
     # [\s\S], not ".": a path with an encoded newline (%0a) must be proxied and logged like any other.

@@ -18,6 +18,9 @@ class ProxyHooks(Protocol):
         """The upstream kind's own name for `model` (Ollama: "llama3" is "llama3:latest"). The proxy calls it
         once, where a request enters: every other part, and the request log, sees only canonical names."""
 
+    def upstream_problem(self) -> str | None:
+        """Why the upstream cannot be used now (it does not answer), else None; for /prewarm/health. No I/O."""
+
     def is_resident(self, model: str) -> bool | None:
         """Whether the upstream holds the model now (None: not known). Must not do I/O."""
 
