@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from prewarm.records import RequestEvent
 
@@ -61,6 +63,10 @@ class PrewarmMetrics:
         self.vram_allowance.set_function(
             lambda: float("nan") if prewarmer.budget is None else float(prewarmer.allowance()))
 
+        store = getattr(prewarmer, "store", None)
+        if store is not None:
+            self.registry.register(_LogRows(store))
+
     def _age(self) -> float:
         return float("nan") if self._forecast_at is None else max(0.0, time.time() - self._forecast_at)
 
@@ -86,6 +92,26 @@ class PrewarmMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _LogRows(Collector):
+    """prewarm_log_rows_total{outcome}: the request log writer's own counters, read at scrape time."""
+
+    OUTCOMES = ("written", "spilled", "dropped", "quarantined")
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def describe(self) -> list[CounterMetricFamily]:
+        return [CounterMetricFamily("prewarm_log_rows", "Rows of the request log by what became of them",
+                                    labels=["outcome"])]
+
+    def collect(self) -> list[CounterMetricFamily]:
+        family = self.describe()[0]
+        counters = self.store.counters
+        for outcome in self.OUTCOMES:
+            family.add_metric([outcome], float(counters.get(outcome, 0)))
+        return [family]
 
 
 def metrics_route(metrics: PrewarmMetrics) -> web.RouteDef:

@@ -188,6 +188,12 @@ async def test_metrics_parse_and_count(aiohttp_client, tmp_path, rigs):
     assert samples[("prewarm_vram_on_demand_bytes", None)] == 5_100_000_000
     assert 0 <= samples[("prewarm_vram_allowance_bytes", None)] <= 5_100_000_000
     assert "prewarm_load_seconds" in families and "prewarm_forecast_age_seconds" in families
+    await rig.store.flush()
+    async with rig.proxy.get("/metrics") as r:
+        text = await r.text()
+    rows = {s.labels["outcome"]: s.value for f in text_string_to_metric_families(text) if f.name == "prewarm_log_rows"
+            for s in f.samples}
+    assert rows["written"] >= 2 and rows["spilled"] == rows["dropped"] == rows["quarantined"] == 0
 
 
 async def test_admin_routes_need_token_off_loopback(aiohttp_client, tmp_path, rigs):
