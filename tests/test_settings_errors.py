@@ -56,3 +56,20 @@ def test_a_busy_port_is_one_line_and_leaves_no_database(tmp_path: Path, capsys: 
     err = capsys.readouterr().err
     assert rc == 1 and err.count("\n") == 1 and "cannot listen" in err and str(port) in err, err
     assert not list(tmp_path.iterdir())
+
+
+def test_every_cli_option_has_help() -> None:
+    import argparse
+
+    from prewarm.cli import build_parser
+
+    def parsers(p: argparse.ArgumentParser):
+        yield p
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    yield from parsers(child)
+
+    missing = [f"{p.prog} {a.option_strings or a.dest}" for p in parsers(build_parser()) for a in p._actions
+               if not isinstance(a, argparse._SubParsersAction) and a.dest != "help" and not (a.help or "").strip()]
+    assert missing == []
