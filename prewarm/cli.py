@@ -142,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--plot", help="write a PNG comparing the policies")
     s.set_defaults(func=_lazy("prewarm.sim.commands", "run_replay"))
 
+    s = sub.add_parser("config", formatter_class=_Help, help="print every setting with its default and meaning")
+    s.add_argument("--example", action="store_true", help="as a TOML file to edit (the only form for now)")
+    s.set_defaults(func=_lazy("prewarm.config_example", "run"))
+
     s = sub.add_parser("demo", formatter_class=_Help,
                        help="emulator + proxy + forecaster + prewarmer, end to end, in a few minutes")
     s.add_argument("--workdir", help="where the demo's database and models go (default: a temporary folder)")

@@ -73,3 +73,21 @@ def test_every_cli_option_has_help() -> None:
     missing = [f"{p.prog} {a.option_strings or a.dest}" for p in parsers(build_parser()) for a in p._actions
                if not isinstance(a, argparse._SubParsersAction) and a.dest != "help" and not (a.help or "").strip()]
     assert missing == []
+
+
+def test_config_example_lists_every_setting_and_parses_back_to_the_defaults(tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import dataclasses
+    import re
+
+    from prewarm.config import Settings, load_settings
+    from prewarm.config_example import MEANINGS
+
+    assert set(MEANINGS) == {f.name for f in dataclasses.fields(Settings)}
+    assert main(["config", "--example"]) == 0
+    text = capsys.readouterr().out
+    uncommented = "\n".join(re.sub(r"^# (?=[a-z_.]+ = )", "", line) for line in text.splitlines()
+                            if "(unset by default)" not in line)
+    path = tmp_path / "prewarm.toml"
+    path.write_text(uncommented)
+    assert load_settings(path, environ={}) == Settings()
