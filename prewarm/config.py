@@ -62,6 +62,10 @@ class Settings:
     admin_token: str | None = field(default=None, repr=False)  # a logged Settings must not show it
     api_keys: dict[str, str] = field(default_factory=dict)  # sha256:<hex> -> user
     pins: list[str] = field(default_factory=list)
+    # who a request is from: the first of these headers that is set (then the OpenAI body's user, then an API key)
+    user_headers: list[str] = field(default_factory=lambda: ["X-Prewarm-User", "X-OpenWebUI-User-Id",
+                                                             "X-OpenWebUI-User-Email"])
+    manual_hold: float = 1800.0  # seconds a model loaded by hand or by a hint is kept before a plan may unload it
     max_body_bytes: int = 32 * 2**20
     request_timeout: float = 600.0  # seconds for one upstream request
     ps_refresh: float = 2.0  # seconds between /api/ps polls for the resident set
@@ -117,7 +121,7 @@ def split_host_port(text: str) -> tuple[str, int]:
 
 _SIZE_FIELDS = {"vram_budget", "vram_reserve", "max_body_bytes", "max_buffered_bytes"}
 _DURATION_FIELDS = {"window", "request_timeout", "ps_refresh", "room_wait", "log_flush_interval", "idle_timeout",
-                    "body_timeout", "shutdown_grace", "model_state_ttl", "sql_timeout"}
+                    "body_timeout", "shutdown_grace", "model_state_ttl", "sql_timeout", "manual_hold"}
 
 
 # A size given as a bare number below this is taken for a forgotten unit: `vram_budget = 16` meant 16 GB,

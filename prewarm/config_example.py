@@ -27,6 +27,9 @@ MEANINGS: dict[str, str] = {
     "admin_token": "bearer token for /prewarm/*, /metrics and Ollama's management routes off loopback",
     "api_keys": "table: API key (or sha256:<hex> of it) -> user id, for requests that carry a key",
     "pins": "models always kept resident",
+    "user_headers": "headers naming the user, first set one wins (Open WebUI sends X-OpenWebUI-User-* when "
+                    "ENABLE_FORWARD_USER_INFO_HEADERS=true)",
+    "manual_hold": "seconds a model loaded by hand (/prewarm/load) or by a hint is kept before a plan may unload it",
     "max_body_bytes": "largest request body the proxy reads",
     "request_timeout": "seconds the proxy waits for each next chunk from the upstream (a model load included)",
     "ps_refresh": "seconds between polls of what the upstream holds",

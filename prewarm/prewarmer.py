@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import Counter, deque
@@ -61,6 +62,11 @@ def recent_requests_sql(now: float) -> str:
 # An unknown model name makes the prewarmer ask the upstream for its models again, at most this often: a
 # flood of made-up names must not become a flood of /api/tags calls.
 SIZES_REFRESH_MIN_S = 5.0
+# A user's presence (listing models) starts a hint at most this often, for at most this many users remembered.
+PRESENCE_EVERY_S = 60.0
+MAX_SEEN_USERS = 10_000
+USUAL_MODELS_SQL = ("SELECT model, count(*) AS n FROM requests WHERE user_id = ? AND model IS NOT NULL AND status = 200 "
+                    "AND ts_start >= now() - INTERVAL 7 DAY GROUP BY model ORDER BY n DESC, model LIMIT 5")
 # Ollama endpoints whose body carries keep_alive (its OpenAI-compatible /v1 API ignores it).
 KEEP_ALIVE_ENDPOINTS = frozenset({"/api/generate", "/api/chat", "/api/embed", "/api/embeddings"})
 
@@ -113,6 +119,9 @@ class Prewarmer:
         # unload, then makes room like any cold request), so the upstream never reloads one beside a newcomer.
         self._evicting: set[str] = set()
         self._sizes_at = 0.0  # monotonic time of the last sizes() refresh for an unknown name
+        self._held_until: dict[str, float] = {}  # model -> until when a manual load or a hint keeps it (clock())
+        self._seen_users: dict[str, float] = {}  # user -> when their presence last started a hint (clock())
+        self._hints: set[asyncio.Task[Any]] = set()  # presence hints running in the background
         self._too_large: set[str] = set()  # models already reported as larger than the budget
         self._op_lock = asyncio.Lock()  # one load or unload at a time, as the upstream does them
         self._request_done = asyncio.Event()  # set (and replaced) whenever a request finishes: room may be free
@@ -162,6 +171,8 @@ class Prewarmer:
         return self.account.allowance(self.clock(), self._resident_bytes(), self._budget_bytes())
 
     async def stop(self, stop_tracker: bool = True) -> None:
+        for task in list(self._hints):
+            task.cancel()
         if stop_tracker:
             await self.tracker.stop()
         await self.backend.close()
@@ -387,9 +398,14 @@ class Prewarmer:
                 views = self.views([model])
                 limit = self.account.room_limit(self.clock(), self._resident_bytes(), self._budget_bytes(),
                                                 request=True)
-                actions = make_room(views, model, limit)
-                if actions is None:
-                    actions = make_room(views, model, self._budget_bytes())
+                # A held model (loaded by hand or by a hint) goes only when nothing else makes room.
+                actions = None
+                for candidates in (self._holding(views), views):
+                    actions = make_room(candidates, model, limit)
+                    if actions is None:
+                        actions = make_room(candidates, model, self._budget_bytes())
+                    if actions is not None:
+                        break
                 if actions is not None:
                     # Every victim counts as leaving from now: a request for one of them waits behind this
                     # lock instead of being forwarded to a model that is about to go.
@@ -496,6 +512,10 @@ class Prewarmer:
                         self._record(a.model, "unload", a.reason, None, None, 0.0, False,
                                      "skipped: a request for it arrived while the plan ran")
                         continue
+                    if self._held(a.model):
+                        self._record(a.model, "unload", a.reason, None, None, 0.0, False,
+                                     "skipped: held after a manual load or a hint (manual_hold)")
+                        continue
                     await self._do_unload(a.model, a.reason)
                 elif a.action == "load":
                     if self.tracker.is_resident(a.model):
@@ -524,8 +544,79 @@ class Prewarmer:
                 await self._do_unload(a.model, a.reason)
             ok = await self._do_load(m, reason)
         self.planned_resident.add(m)
+        if ok:
+            self._held_until[m] = self.clock() + self.settings.manual_hold
         return {"model": m, "action": "load", "ok": ok, "evicted": [a.model for a in evictions],
                 "error": None if ok else self.last_actions[-1]["error"]}
+
+    # ------------------------------------------------------------------ presence hints
+
+    def _held(self, model: str) -> bool:
+        until = self._held_until.get(model)
+        if until is None:
+            return False
+        if until <= self.clock():
+            del self._held_until[model]
+            return False
+        return True
+
+    def _holding(self, views: list[ModelView]) -> list[ModelView]:
+        """The views with every held model pinned: make_room then looks elsewhere first."""
+        return [dataclasses.replace(v, pinned=True) if self._held(v.model) else v for v in views]
+
+    async def usual_models(self, user: str, limit: int = 2) -> list[str]:
+        """The models that make up at least a quarter of `user`'s answered requests over the last week, most
+        used first (at most `limit`): what a user who shows up is likely to ask for next."""
+        if self.store is None:
+            return []
+        _, rows = await self.store.query(USUAL_MODELS_SQL, [user])
+        total = sum(int(n) for _, n in rows)
+        return [self.canonical(str(m)) for m, n in rows if total and int(n) / total >= 0.25][:limit]
+
+    async def hint(self, user: str | None, model: str | None = None) -> dict[str, Any]:
+        """Have `model` (or `user`'s usual models) resident soon, under the budget and make_room's rules.
+
+        What is loaded is held for manual_hold, so the next plan does not undo it
+        before the user's first request arrives.
+        """
+        wanted = [self.canonical(model)] if model else (await self.usual_models(user) if user else [])
+        out: dict[str, Any] = {"user": user, "models": wanted, "loaded": [], "resident": [], "skipped": []}
+        for m in wanted:
+            if self._resident_now(m):
+                self._held_until[m] = self.clock() + self.settings.manual_hold
+                out["resident"].append(m)
+                continue
+            if not await self._known_model(m):
+                out["skipped"].append({"model": m, "reason": "the upstream does not serve it"})
+                continue
+            try:
+                result = await self.load_now(m, reason=f"hint for user {user}" if user else "hint")
+            except PrewarmError as exc:
+                out["skipped"].append({"model": m, "reason": str(exc)})
+                continue
+            (out["loaded"] if result["ok"] else out["skipped"]).append(
+                m if result["ok"] else {"model": m, "reason": result["error"]})
+        return out
+
+    def user_seen(self, user: str) -> None:
+        """Presence (a model list or a model's details asked for): a background hint, at most one a minute
+        per user; the table of users is bounded so client-chosen names cannot grow it."""
+        now = self.clock()
+        last = self._seen_users.get(user)
+        if last is not None and now - last < PRESENCE_EVERY_S:
+            return
+        if len(self._seen_users) >= MAX_SEEN_USERS:
+            self._seen_users.clear()
+        self._seen_users[user] = now
+        task = asyncio.get_running_loop().create_task(self._presence_hint(user))
+        self._hints.add(task)
+        task.add_done_callback(self._hints.discard)
+
+    async def _presence_hint(self, user: str) -> None:
+        try:
+            await self.hint(user)
+        except Exception:  # a hint is a favour: its failure must never reach a request
+            log.exception("presence hint for %s failed", user)
 
     async def unload_now(self, model: str, reason: str = "admin request") -> dict[str, Any]:
         m = self.canonical(model)

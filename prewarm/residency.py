@@ -93,6 +93,9 @@ class ResidencyTracker:
     def canonical(self, model: str) -> str:
         return self._canonical(model) if self._canonical is not None else model
 
+    def user_seen(self, user: str) -> None:
+        pass  # no prewarming without the prewarmer
+
     def upstream_problem(self) -> str | None:
         return None if self.last_error is None else f"the upstream does not answer: {self.last_error}"
 

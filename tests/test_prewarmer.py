@@ -378,3 +378,79 @@ async def test_an_untagged_name_is_logged_canonical_and_keeps_its_catalog_size(a
     assert await rig.rows("SELECT count(*) FROM prewarm_actions WHERE action = 'unload'") == [(0,)]
     assert (await rig.stats())["evictions"] == 0
     assert rig.prewarmer is not None and rig.prewarmer.size_of("nomic-embed-text:latest") == 600_000_000
+
+
+async def _as_user(rig: Rig, model: str, header: str = "X-Prewarm-User") -> None:
+    body = {"model": model, "prompt": "hi", "stream": False, "options": {"num_predict": 2}}
+    async with rig.proxy.post("/api/generate", json=body, headers={header: "alice"}) as r:
+        assert r.status == 200, await r.text()
+
+
+async def test_a_hint_loads_the_users_usual_model_and_their_next_request_is_warm(aiohttp_client, tmp_path, rigs):
+    rig = await build(aiohttp_client, tmp_path)
+    rigs.append(rig)
+    for _ in range(3):
+        await _as_user(rig, "llama3.2:3b")
+    await rig.generate("mistral:7b")  # someone else's model
+    async with rig.proxy.post("/prewarm/unload/llama3.2:3b") as r:
+        assert r.status == 200
+    async with rig.proxy.post("/prewarm/hint", json={"user": "alice"}) as r:
+        assert r.status == 200, await r.text()
+        answer = await r.json()
+    assert answer["models"] == ["llama3.2:3b"] and answer["loaded"] == ["llama3.2:3b"]
+    await _as_user(rig, "llama3.2:3b")
+    rows = await rig.rows("SELECT cold FROM requests WHERE model = 'llama3.2:3b' ORDER BY ts_start DESC LIMIT 1")
+    assert rows == [(False,)]
+    async with rig.proxy.post("/prewarm/hint", json={"model": 7}) as r:
+        assert r.status == 400
+
+
+async def test_an_open_webui_user_listing_models_is_a_hint(aiohttp_client, tmp_path, rigs):
+    """Open WebUI (ENABLE_FORWARD_USER_INFO_HEADERS) names the user in X-OpenWebUI-User-Id."""
+    rig = await build(aiohttp_client, tmp_path)
+    rigs.append(rig)
+    for _ in range(3):
+        await _as_user(rig, "phi3.5:3.8b", header="X-OpenWebUI-User-Id")
+    async with rig.proxy.post("/prewarm/unload/phi3.5:3.8b") as r:
+        assert r.status == 200
+    assert rig.prewarmer is not None and not rig.prewarmer.tracker.is_resident("phi3.5:3.8b")
+    async with rig.proxy.get("/api/tags", headers={"X-OpenWebUI-User-Id": "alice"}) as r:
+        assert r.status == 200
+    for _ in range(200):
+        if rig.prewarmer.tracker.is_resident("phi3.5:3.8b"):
+            break
+        await asyncio.sleep(0.02)
+    await _as_user(rig, "phi3.5:3.8b", header="X-OpenWebUI-User-Id")
+    rows = await rig.rows("SELECT user_id, cold FROM requests WHERE model = 'phi3.5:3.8b' ORDER BY ts_start DESC LIMIT 1")
+    assert rows == [("alice", False)]
+
+
+async def test_a_model_loaded_by_hand_is_held_against_the_next_plan(aiohttp_client, tmp_path, rigs):
+    rig = await build(aiohttp_client, tmp_path)
+    rigs.append(rig)
+    async with rig.proxy.post("/prewarm/load/llama3.2:1b") as r:
+        assert r.status == 200
+    assert rig.prewarmer is not None
+    now = rig.prewarmer.clock()
+    forecasts = pd.DataFrame({"model": ["mistral:7b"], "window_start": [now - 60], "window_end": [now + 600],
+                              "p_any": [0.9]})
+    await rig.prewarmer.apply_plan(forecasts)
+    assert rig.prewarmer.tracker.is_resident("llama3.2:1b")
+    skipped = await rig.rows("SELECT count(*) FROM prewarm_actions WHERE model = 'llama3.2:1b' AND action = 'unload' "
+                             "AND error LIKE 'skipped: held%'")
+    unloaded = await rig.rows("SELECT count(*) FROM prewarm_actions WHERE model = 'llama3.2:1b' AND action = 'unload' "
+                              "AND ok")
+    assert unloaded == [(0,)] and skipped == [(1,)]  # the plan wanted it gone (p 0): the hold kept it
+
+
+async def test_without_the_hold_the_same_plan_unloads_it(aiohttp_client, tmp_path, rigs):
+    rig = await build(aiohttp_client, tmp_path, manual_hold=0.0)
+    rigs.append(rig)
+    async with rig.proxy.post("/prewarm/load/llama3.2:1b") as r:
+        assert r.status == 200
+    assert rig.prewarmer is not None
+    now = rig.prewarmer.clock()
+    forecasts = pd.DataFrame({"model": ["mistral:7b"], "window_start": [now - 60], "window_end": [now + 600],
+                              "p_any": [0.9]})
+    await rig.prewarmer.apply_plan(forecasts)
+    assert not rig.prewarmer.tracker.is_resident("llama3.2:1b")

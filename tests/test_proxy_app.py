@@ -356,6 +356,9 @@ class KeepAliveHooks:
     def upstream_problem(self) -> str | None:
         return None
 
+    def user_seen(self, user: str) -> None:
+        pass
+
     def is_resident(self, model: str) -> bool | None:
         return model == "warm"
 

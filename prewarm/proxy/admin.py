@@ -51,8 +51,14 @@ def check_admin_token(settings: Settings) -> None:
         )
 
 
-def admin_guard(settings: Settings) -> Callable[[Handler], Handler]:
-    """Decorator: the handler runs only with `Authorization: Bearer <admin_token>` off loopback."""
+# Routes a client may call as well as an admin: off loopback an API key (api_keys) opens them too.
+HINT_PATH = "/prewarm/hint"
+CLIENT_ROUTES = frozenset({("POST", HINT_PATH)})
+
+
+def admin_guard(settings: Settings, api_keys_too: bool = False) -> Callable[[Handler], Handler]:
+    """Decorator: the handler runs only with `Authorization: Bearer <admin_token>` off loopback (or, with
+    `api_keys_too`, a configured API key)."""
     needed = not is_loopback(settings.listen_host) or bool(settings.admin_token)
     expected = f"Bearer {settings.admin_token or ''}".encode()
 
@@ -63,6 +69,9 @@ def admin_guard(settings: Settings) -> Callable[[Handler], Handler]:
         @functools.wraps(handler)
         async def guarded(request: web.Request) -> web.StreamResponse:
             given = request.headers.get("Authorization", "").encode()
+            if api_keys_too and given[:7].lower() == b"bearer " and settings.user_for_api_key(
+                    given[7:].decode("latin-1").strip()) is not None:
+                return await handler(request)
             if not settings.admin_token or not hmac.compare_digest(given, expected):
                 return web.json_response(
                     {"error": "admin token required: Authorization: Bearer <admin_token>"},
@@ -92,8 +101,9 @@ def management_guard(settings: Settings) -> Callable[[Handler], Handler]:
 
 
 def guard_routes(routes: Iterable[web.RouteDef], settings: Settings) -> list[web.RouteDef]:
-    guard = admin_guard(settings)
-    return [web.RouteDef(r.method, r.path, guard(r.handler), dict(r.kwargs)) for r in routes]
+    guard, client_guard = admin_guard(settings), admin_guard(settings, api_keys_too=True)
+    return [web.RouteDef(r.method, r.path, (client_guard if (r.method, r.path) in CLIENT_ROUTES else guard)(r.handler),
+                         dict(r.kwargs)) for r in routes]
 
 
 def admin_routes(settings: Settings, store: Store, lag: LoopLag | None = None,

@@ -13,6 +13,8 @@ from aiohttp import web
 from prewarm.backends.base import BackendError
 from prewarm.config import ConfigError
 from prewarm.metrics import metrics_route
+from prewarm.proxy.admin import HINT_PATH
+from prewarm.proxy.protocol import model_name_problem
 
 if TYPE_CHECKING:
     from prewarm.prewarmer import Prewarmer
@@ -43,6 +45,24 @@ def routes(prewarmer: Prewarmer) -> list[web.RouteDef]:
             return err(409, str(exc))
         return web.json_response(result, status=200 if result["ok"] else 502)
 
+    async def hint(request: web.Request) -> web.Response:
+        """POST /prewarm/hint {"user": ..., "model": optional}: a user is here (logged in, picked a model, is
+        typing): have that model, or their usual ones, ready before the request."""
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return err(400, 'body must be JSON {"user": "...", "model": "..."} (model optional)')
+        user, model = body.get("user"), body.get("model")
+        if user is not None and not isinstance(user, str) or model is not None and not isinstance(model, str):
+            return err(400, "user and model must be strings")
+        if model is not None and (problem := model_name_problem(model)):
+            return err(400, problem)
+        if not user and not model:
+            return err(400, "give a user, a model, or both")
+        return web.json_response(await prewarmer.hint(user, model))
+
     async def pin(request: web.Request) -> web.Response:
         model = prewarmer.pin(request.match_info["model"])
         return web.json_response({"model": model, "pinned": True, "pins": sorted(prewarmer.pins)})
@@ -56,6 +76,7 @@ def routes(prewarmer: Prewarmer) -> list[web.RouteDef]:
         web.post("/prewarm/load/{model:.+}", load),
         web.post("/prewarm/unload/{model:.+}", unload),
         web.post("/prewarm/pin/{model:.+}", pin),
+        web.post(HINT_PATH, hint),
         web.delete("/prewarm/pin/{model:.+}", unpin),
         metrics_route(prewarmer.metrics),
     ]

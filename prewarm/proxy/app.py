@@ -33,6 +33,7 @@ from prewarm.proxy.protocol import (
     HOP_BY_HOP,
     MODEL_ENDPOINTS,
     NON_LOADING_ENDPOINTS,
+    PRESENCE_ENDPOINTS,
     REQUEST_DROP,
     TAIL_KEEP,
     RequestInfo,
@@ -194,6 +195,8 @@ class _Forwarder:
                     (k, v) for k, v in request.headers.items() if k.lower() not in _STREAMED_BODY_DROP
                 )
             event.user_id = user_of(request.headers, info.user if info else None, self.settings)
+            if event.user_id is not None and (request.method, endpoint) in PRESENCE_ENDPOINTS:
+                self.hooks.user_seen(event.user_id)
             base = self.base
             if model is not None:
                 base = (self.hooks.upstream_for(model) or self.base).rstrip("/")

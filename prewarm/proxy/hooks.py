@@ -18,6 +18,10 @@ class ProxyHooks(Protocol):
         """The upstream kind's own name for `model` (Ollama: "llama3" is "llama3:latest"). The proxy calls it
         once, where a request enters: every other part, and the request log, sees only canonical names."""
 
+    def user_seen(self, user: str) -> None:
+        """A known user listed or inspected models (Open WebUI does on login and on opening a chat): have their
+        usual models ready. Must return at once; any loading happens in the background."""
+
     def upstream_problem(self) -> str | None:
         """Why the upstream cannot be used now (it does not answer), else None; for /prewarm/health. No I/O."""
 

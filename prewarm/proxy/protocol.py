@@ -27,6 +27,8 @@ MODEL_ENDPOINTS: dict[str, bool] = {
     "/v1/completions": False,
     "/v1/embeddings": False,
 }
+# A known user listing or inspecting models is about to ask for one: the same as a hint (POST /prewarm/hint).
+PRESENCE_ENDPOINTS = frozenset({("GET", "/api/tags"), ("GET", "/v1/models"), ("POST", "/api/show")})
 # /api/show reads model metadata without loading it: it must not count as a cold start.
 NON_LOADING_ENDPOINTS = frozenset({"/api/show"})
 
@@ -158,10 +160,11 @@ def sanitize_user(value: str | None) -> str | None:
 
 
 def user_of(headers: Mapping[str, str], body_user: str | None, settings: Settings) -> str | None:
-    """X-Prewarm-User, else the OpenAI body's `user`, else the user an API key maps to."""
-    user = sanitize_user(headers.get("X-Prewarm-User"))
-    if user:
-        return user
+    """The first of settings.user_headers that is set, else the OpenAI body's `user`, else an API key's user."""
+    for name in settings.user_headers:
+        user = sanitize_user(headers.get(name))
+        if user:
+            return user
     user = sanitize_user(body_user)
     if user:
         return user
