@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from prewarm.records import RequestEvent
@@ -22,13 +22,20 @@ if TYPE_CHECKING:
     from prewarm.gpu import Budget
 
 LOAD_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+# From a warm token (tens of ms) to a cold 70B load (minutes).
+LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
 
 
 class PrewarmMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("prewarm_requests", "Proxied requests per model", ["model"], registry=r)
+        self.requests = Counter("prewarm_requests", "Proxied requests per model and HTTP status", ["model", "status"],
+                                registry=r)
+        self.ttft = Histogram("prewarm_ttft_seconds", "Time to the first byte of the answer, cold or warm",
+                              ["model", "cold"], buckets=LATENCY_BUCKETS, registry=r)
+        self.request_seconds = Histogram("prewarm_request_seconds", "Time from a request's arrival to its end",
+                                         ["model", "cold"], buckets=LATENCY_BUCKETS, registry=r)
         self.cold_starts = Counter(
             "prewarm_cold_starts", "Requests whose model was not resident when they arrived", ["model"], registry=r
         )
@@ -66,14 +73,20 @@ class PrewarmMetrics:
         store = getattr(prewarmer, "store", None)
         if store is not None:
             self.registry.register(_LogRows(store))
+        self.registry.register(_PerModel(prewarmer))
 
     def _age(self) -> float:
         return float("nan") if self._forecast_at is None else max(0.0, time.time() - self._forecast_at)
 
     def observe_request(self, model: str, event: RequestEvent) -> None:
-        self.requests.labels(model).inc()
+        self.requests.labels(model, str(event.status)).inc()
+        cold = "unknown" if event.cold is None else str(event.cold).lower()
         if event.cold:
             self.cold_starts.labels(model).inc()
+        if event.ttft_ms is not None:
+            self.ttft.labels(model, cold).observe(event.ttft_ms / 1000.0)
+        if event.total_ms is not None:
+            self.request_seconds.labels(model, cold).observe(event.total_ms / 1000.0)
 
     def loaded(self, model: str, seconds: float) -> None:
         self.loads.labels(model).inc()
@@ -112,6 +125,31 @@ class _LogRows(Collector):
         for outcome in self.OUTCOMES:
             family.add_metric([outcome], float(counters.get(outcome, 0)))
         return [family]
+
+
+class _PerModel(Collector):
+    """prewarm_inflight_requests and prewarm_resident_bytes per model, read from the prewarmer at scrape time
+    (only models it knows: the resident set and requests it admitted, never arbitrary client names)."""
+
+    def __init__(self, prewarmer: Any) -> None:
+        self.prewarmer = prewarmer
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return [GaugeMetricFamily("prewarm_inflight_requests", "Requests in flight per model", labels=["model"]),
+                GaugeMetricFamily("prewarm_resident_bytes", "Bytes each resident model holds on the upstream",
+                                  labels=["model"])]
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        inflight, resident = self.describe()
+        counts: dict[str, int] = {}
+        for model, n in self.prewarmer._in_flight().items():
+            label = model if self.prewarmer._known_now(model) else "other"
+            counts[label] = counts.get(label, 0) + n
+        for label, n in sorted(counts.items()):
+            inflight.add_metric([label], float(n))
+        for model, size in sorted(self.prewarmer._resident().items()):
+            resident.add_metric([model], float(size))
+        return [inflight, resident]
 
 
 def metrics_route(metrics: PrewarmMetrics) -> web.RouteDef:

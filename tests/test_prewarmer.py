@@ -454,3 +454,27 @@ async def test_without_the_hold_the_same_plan_unloads_it(aiohttp_client, tmp_pat
                               "p_any": [0.9]})
     await rig.prewarmer.apply_plan(forecasts)
     assert not rig.prewarmer.tracker.is_resident("llama3.2:1b")
+
+
+async def test_the_grafana_dashboard_graphs_every_metric_family_and_only_served_ones(aiohttp_client, tmp_path, rigs):
+    import json
+    import re
+    from pathlib import Path
+
+    rig = await build(aiohttp_client, tmp_path)
+    rigs.append(rig)
+    await rig.generate("mistral:7b")
+    async with rig.proxy.get("/metrics") as r:
+        text = await r.text()
+    # (prometheus_client's *_created series are the start times of counters and histograms, not families to graph)
+    served = {f.name for f in text_string_to_metric_families(text) if not f.name.endswith("_created")}
+    assert {"prewarm_ttft_seconds", "prewarm_request_seconds", "prewarm_inflight_requests", "prewarm_resident_bytes",
+            "prewarm_log_rows", "prewarm_requests"} <= served
+    dashboard = json.loads((Path(__file__).parents[1] / "deploy" / "grafana-dashboard.json").read_text())
+    queried = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            for name in re.findall(r"prewarm_[a-z_]+", target["expr"]):
+                queried.add(re.sub(r"_(total|bucket|sum|count)$", "", name))
+    assert queried <= served, queried - served
+    assert served <= queried, served - queried  # a panel for every family /metrics serves
