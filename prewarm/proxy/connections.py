@@ -2,7 +2,7 @@
 
 A proxy that anyone on the network can reach must not be exhausted by clients
 that do nothing. aiohttp closes a connection that has sent no complete request
-for `keepalive_timeout` seconds (counted from the connection's start, so silent
+for `keepalive_timeout` seconds (counted from the connection's start since aiohttp 3.14.5, so silent
 and slow-header connections go too); serve sets that to `idle_timeout`. What
 aiohttp does not do is bound the number of connections: past the process's
 open-file limit, `accept()` fails and nobody is answered, health checks included.
