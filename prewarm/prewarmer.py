@@ -65,8 +65,10 @@ SIZES_REFRESH_MIN_S = 5.0
 # A user's presence (listing models) starts a hint at most this often, for at most this many users remembered.
 PRESENCE_EVERY_S = 60.0
 MAX_SEEN_USERS = 10_000
-USUAL_MODELS_SQL = ("SELECT model, count(*) AS n FROM requests WHERE user_id = ? AND model IS NOT NULL AND status = 200 "
-                    "AND ts_start >= now() - INTERVAL 7 DAY GROUP BY model ORDER BY n DESC, model LIMIT 5")
+# Each model's share of the user's answered requests over the week (of all of them, not only the rows kept).
+USUAL_MODELS_SQL = ("SELECT model, count(*) / sum(count(*)) OVER () AS share FROM requests WHERE user_id = ? "
+                    "AND model IS NOT NULL AND status = 200 AND ts_start >= now() - INTERVAL 7 DAY "
+                    "GROUP BY model ORDER BY share DESC, model LIMIT 5")
 # Ollama endpoints whose body carries keep_alive (its OpenAI-compatible /v1 API ignores it).
 KEEP_ALIVE_ENDPOINTS = frozenset({"/api/generate", "/api/chat", "/api/embed", "/api/embeddings"})
 
@@ -399,8 +401,9 @@ class Prewarmer:
                 limit = self.account.room_limit(self.clock(), self._resident_bytes(), self._budget_bytes(),
                                                 request=True)
                 # A held model (loaded by hand or by a hint) goes only when nothing else makes room.
+                holding = self._holding(views)
                 actions = None
-                for candidates in (self._holding(views), views):
+                for candidates in (holding, views) if holding != views else (views,):
                     actions = make_room(candidates, model, limit)
                     if actions is None:
                         actions = make_room(candidates, model, self._budget_bytes())
@@ -545,11 +548,14 @@ class Prewarmer:
             ok = await self._do_load(m, reason)
         self.planned_resident.add(m)
         if ok:
-            self._held_until[m] = self.clock() + self.settings.manual_hold
+            self._hold(m)
         return {"model": m, "action": "load", "ok": ok, "evicted": [a.model for a in evictions],
                 "error": None if ok else self.last_actions[-1]["error"]}
 
     # ------------------------------------------------------------------ presence hints
+
+    def _hold(self, model: str) -> None:
+        self._held_until[model] = self.clock() + self.settings.manual_hold
 
     def _held(self, model: str) -> bool:
         until = self._held_until.get(model)
@@ -570,8 +576,7 @@ class Prewarmer:
         if self.store is None:
             return []
         _, rows = await self.store.query(USUAL_MODELS_SQL, [user])
-        total = sum(int(n) for _, n in rows)
-        return [self.canonical(str(m)) for m, n in rows if total and int(n) / total >= 0.25][:limit]
+        return [self.canonical(str(m)) for m, share in rows if float(share) >= 0.25][:limit]
 
     async def hint(self, user: str | None, model: str | None = None) -> dict[str, Any]:
         """Have `model` (or `user`'s usual models) resident soon, under the budget and make_room's rules.
@@ -583,7 +588,7 @@ class Prewarmer:
         out: dict[str, Any] = {"user": user, "models": wanted, "loaded": [], "resident": [], "skipped": []}
         for m in wanted:
             if self._resident_now(m):
-                self._held_until[m] = self.clock() + self.settings.manual_hold
+                self._hold(m)
                 out["resident"].append(m)
                 continue
             if not await self._known_model(m):
