@@ -24,14 +24,19 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from prewarm.backends.registry import make_backend
-from prewarm.catalog import load_catalog
+from prewarm.catalog import Catalog, load_catalog
 from prewarm.config import Settings, load_settings
 from prewarm.errors import CommandError
 from prewarm.prewarmer import Prewarmer
 from prewarm.proxy.admin import check_admin_token
 from prewarm.proxy.admin_prewarm import routes as admin_prewarm_routes
 from prewarm.proxy.app import DRAIN_KEY, make_proxy_app, make_upstream_session
-from prewarm.proxy.connections import ConnectionCap, default_max_connections, quiet_request_errors
+from prewarm.proxy.connections import (
+    ConnectionCap,
+    default_max_connections,
+    quiet_request_errors,
+    request_in_progress,
+)
 from prewarm.proxy.hooks import ProxyHooks
 from prewarm.store.discovery import ServiceInfo, pid_alive, read_service_file, remove_service_file, write_service_file
 from prewarm.store.writer import Store
@@ -64,6 +69,7 @@ def build_wiring(
     settings: Settings,
     store: Store,
     schedule: bool,
+    catalog: Catalog | None = None,
 ) -> Wiring:
     """The prewarmer (hooks, /prewarm/* routes, /metrics) and, unless `schedule` is off, the scheduler.
 
@@ -73,7 +79,7 @@ def build_wiring(
     upstream tells what is resident: /api/ps, vLLM's /is_sleeping per server, or
     nothing at all for a plain OpenAI-compatible server (cold is then unknown).
     """
-    catalog = load_catalog(settings.catalog)
+    catalog = catalog if catalog is not None else load_catalog(settings.catalog)
     pw = Prewarmer(settings, make_backend(settings, catalog), store, catalog=catalog)
     wiring = Wiring(
         hooks=pw,
@@ -137,7 +143,7 @@ async def drain(runner: web.AppRunner, app: web.Application, grace: float) -> No
     quiet_since = loop.time()
     seen = server.requests_count
     while loop.time() < deadline and server.connections:
-        busy = any(getattr(c, "_request_in_progress", False) for c in server.connections)
+        busy = any(request_in_progress(c) for c in server.connections)
         if busy or server.requests_count != seen:
             seen, quiet_since = server.requests_count, loop.time()
         elif loop.time() - quiet_since >= DRAIN_QUIET_S:
@@ -170,13 +176,13 @@ def run(args: argparse.Namespace) -> int:
     if running is not None and running.pid != os.getpid() and pid_alive(running.pid):
         # Two services on one file: the second could only spill, and readers would find the wrong one.
         raise CommandError(f"{settings.db} is already served by pid {running.pid} at {running.url}")
-    load_catalog(settings.catalog)  # a bad catalog is a one-line error before the database file exists
+    catalog = load_catalog(settings.catalog)  # a bad catalog is a one-line error before the database file exists
     # The port before anything else: a busy port is a one-line error, with no database file left behind.
     sock = bind_listening_socket(settings.listen_host, settings.listen_port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     try:
-        asyncio.run(serve(settings, schedule=not args.no_schedule, sock=sock))
+        asyncio.run(serve(settings, schedule=not args.no_schedule, sock=sock, catalog=catalog))
     finally:
         sock.close()
     return 0
@@ -199,7 +205,8 @@ def bind_listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(settings: Settings, schedule: bool = True, sock: socket.socket | None = None) -> None:
+async def serve(settings: Settings, schedule: bool = True, sock: socket.socket | None = None,
+                catalog: Catalog | None = None) -> None:
     """Run until SIGTERM or SIGINT, then shut down without losing a logged row (on `sock` when given)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -212,7 +219,7 @@ async def serve(settings: Settings, schedule: bool = True, sock: socket.socket |
     runner: web.AppRunner | None = None
     wiring: Wiring | None = None
     try:
-        wiring = build_wiring(settings, store, schedule)
+        wiring = build_wiring(settings, store, schedule, catalog)
         app = make_proxy_app(settings, store, wiring.hooks, wiring.extra_routes, session=session)
         # keepalive_timeout counts from a connection's start too: silent and slow-header clients are closed.
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None,

@@ -66,11 +66,8 @@ def load_ms_p50(df: pd.DataFrame | None) -> dict[str, float]:
     """model -> median load ms from a frame with columns model, load_ms_p50 (the result of LOAD_MS_SQL)."""
     if df is None or df.empty:
         return {}
-    out: dict[str, float] = {}
-    for model, ms in zip(df["model"].tolist(), df["load_ms_p50"].tolist(), strict=True):
-        if ms is not None and ms == ms:  # NaN is the one value not equal to itself
-            out[str(model)] = float(ms)
-    return out
+    return {str(m): float(ms) for m, ms in zip(df["model"].tolist(), df["load_ms_p50"].tolist(), strict=True)
+            if pd.notna(ms)}
 
 
 def catalog_rows(

@@ -68,7 +68,6 @@ BODY_BUDGET_KEY = web.AppKey("prewarm_body_budget", BodyBudget)
 STATUS_CLIENT_GONE = 499
 _DELIVERED = web.RequestKey("prewarm_delivered", bool)  # the upstream's whole answer went to the client
 _STREAMED_BODY_DROP = HOP_BY_HOP | {"host"}
-_UTC = UTC
 
 
 def make_upstream_session(settings: Settings) -> aiohttp.ClientSession:
@@ -139,7 +138,7 @@ class _Forwarder:
         known = endpoint in MODEL_ENDPOINTS and request.method == "POST"
         event = RequestEvent(
             id=uuid.uuid4().hex,
-            ts_start=datetime.now(_UTC),
+            ts_start=datetime.now(UTC),
             ts_end=None,
             model=None,
             user_id=None,
@@ -158,24 +157,20 @@ class _Forwarder:
             if known:
                 limit = self.settings.max_body_bytes
                 if request.content_length is not None and request.content_length > limit:
-                    event.user_id = user_of(request.headers, None, self.settings)  # the body's user is unread
-                    return self._error(event, endpoint, 413, f"request body over the {limit}-byte limit")
+                    return self._refuse(request, event, 413, f"request body over the {limit}-byte limit")
                 want = limit if request.content_length is None else request.content_length
                 if not self.budget.take(want):
-                    event.user_id = user_of(request.headers, None, self.settings)
-                    return self._error(event, endpoint, 503, "too many request bytes in flight; try again soon",
-                                       {"Retry-After": "1"})
+                    return self._refuse(request, event, 503, "too many request bytes in flight; try again soon",
+                                        {"Retry-After": "1"})
                 held = want
                 try:
                     async with asyncio.timeout(self.settings.body_timeout):
                         data = await request.read()
                 except web.HTTPRequestEntityTooLarge:
-                    event.user_id = user_of(request.headers, None, self.settings)
-                    return self._error(event, endpoint, 413, f"request body over the {limit}-byte limit")
+                    return self._refuse(request, event, 413, f"request body over the {limit}-byte limit")
                 except TimeoutError:
-                    event.user_id = user_of(request.headers, None, self.settings)
-                    resp = self._error(event, endpoint, 408,
-                                       f"request body not received within {self.settings.body_timeout:g} s")
+                    resp = self._refuse(request, event, 408,
+                                        f"request body not received within {self.settings.body_timeout:g} s")
                     resp.force_close()  # the rest of the body may still come: this connection cannot be reused
                     return resp
                 info = parse_request(endpoint, data)
@@ -183,8 +178,7 @@ class _Forwarder:
                 model = event.model = None if info.model is None else self.hooks.canonical(info.model)
                 event.stream = info.stream
                 if info.refused:
-                    event.user_id = user_of(request.headers, None, self.settings)
-                    return self._error(event, endpoint, 400, info.error or "invalid model name")
+                    return self._refuse(request, event, 400, info.error or "invalid model name")
                 if info.error:
                     event.error = info.error
                 headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in REQUEST_DROP)
@@ -221,7 +215,7 @@ class _Forwarder:
             if held:
                 self.budget.give(held)
             now = time.perf_counter()
-            event.ts_end = datetime.now(_UTC)
+            event.ts_end = datetime.now(UTC)
             event.total_ms = (now - t0) * 1000.0
             if loads:
                 self.hooks.request_finished(model, event)  # type: ignore[arg-type]
@@ -323,6 +317,12 @@ class _Forwarder:
         event.prompt_tokens = usage.prompt_tokens
         event.completion_tokens = usage.completion_tokens
         event.load_ms = usage.load_ms
+
+    def _refuse(self, request: web.Request, event: RequestEvent, status: int, message: str,
+                headers: dict[str, str] | None = None) -> web.Response:
+        """An answer of the proxy's own before the body was read: the user comes from the headers alone."""
+        event.user_id = user_of(request.headers, None, self.settings)
+        return self._error(event, event.endpoint, status, message, headers)
 
     def _error(self, event: RequestEvent, endpoint: str, status: int, message: str,
                headers: dict[str, str] | None = None) -> web.Response:

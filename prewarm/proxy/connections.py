@@ -45,6 +45,12 @@ def default_max_connections() -> int:
     return max(MIN_CONNECTIONS, (int(soft) - RESERVED_FDS) // 2)
 
 
+def request_in_progress(handler: Any) -> bool | None:
+    """Whether aiohttp's handler is serving a request now (None if this aiohttp does not say): the one place
+    that reads its private flag."""
+    return getattr(handler, "_request_in_progress", None)
+
+
 class ConnectionCap:
     """Wraps a running aiohttp Server's connection_made so that at most `limit` client connections are open."""
 
@@ -65,7 +71,7 @@ class ConnectionCap:
         if len(live) <= self.limit:
             return
         for other in live:  # oldest first: the dict keeps the order connections were made in
-            if other is not handler and not getattr(other, "_request_in_progress", True):
+            if other is not handler and request_in_progress(other) is False:
                 self.displaced += 1
                 other.force_close()
                 return

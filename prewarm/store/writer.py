@@ -436,7 +436,7 @@ class Store:
         if not path.exists():
             return
         items: list[tuple[str, dict[str, Any]]] = []
-        raw: list[str] = []
+        line_of: dict[int, str] = {}  # id of each item -> the spill line it came from
         quarantine: list[tuple[str, str]] = []
         with open(path, encoding="utf-8", errors="surrogateescape") as fh:
             for line in fh:
@@ -450,10 +450,9 @@ class Store:
                         quarantine.append((line, one_line(exc)))
                     continue
                 items.append((table, row))
-                raw.append(line)
+                line_of[id(items[-1])] = line
         bad = _insert_isolating(con, items, live=False)
-        why_bad = {id(item): why for item, why in bad}
-        quarantine += [(line, why_bad[id(item)]) for line, item in zip(raw, items, strict=False) if id(item) in why_bad]
+        quarantine += [(line_of[id(item)], why) for item, why in bad]
         if quarantine:
             qpath = Path(f"{self.path}.spill.quarantine.jsonl")
             with open(qpath, "a", encoding="utf-8", errors="surrogateescape") as fh:
