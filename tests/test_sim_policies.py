@@ -147,3 +147,81 @@ def test_histogram_evicts_lru_under_the_budget():
     sizes, loads = same(["a", "b", "c"])
     out, _ = drive(HistogramPolicy(), tr, sizes, loads, 2 * GB)
     assert out[3] == 10.0 and out[4] == -1.0  # b (least recent) went, a stayed
+
+
+# --- gdsf, gdsf-lifetime, lfu -------------------------------------------------
+
+def test_gdsf_evicts_the_lowest_clock_plus_frequency_times_cost_per_byte():
+    from prewarm.sim.policies.gdsf import GDSFPolicy
+
+    tr = make_trace([(0, "a"), (20, "a"), (30, "a"), (40, "b"), (60, "c"), (80, "b"), (100, "c"), (120, "a")])
+    sizes, loads = same(["a", "b", "c"])
+    w = 10.0 / GB  # cost / size
+    pol = GDSFPolicy()
+    out, _ = drive(pol, tr, sizes, loads, 2 * GB)
+    # 60: a has 3 requests (3w), b one (w): b goes, clock = w, c = 2w. 80: c (2w) < a (3w): c goes, clock 2w,
+    # b = 3w. 100: a and b tie at 3w: a, used at 30, goes first. So a is cold at 120; LRU would keep a at 60.
+    assert out == [10.0, -1.0, -1.0, 10.0, 10.0, 10.0, 10.0, 10.0]
+    assert pol.clock == pytest.approx(3 * w)
+    out_lru, _ = drive(LRUPolicy(), tr, sizes, loads, 2 * GB)
+    assert out_lru[4] == 10.0 and out_lru[5] == -1.0  # LRU evicted a at 60, so b stayed warm at 80
+
+
+def test_gdsf_sends_the_largest_model_per_second_of_load_away_first():
+    from prewarm.sim.policies.gdsf import GDSFPolicy
+
+    tr = make_trace([(0, "b"), (20, "a"), (40, "c"), (50, "b"), (60, "a")])
+    sizes = {"a": 2 * GB, "b": GB, "c": GB}
+    loads = {"a": 10.0, "b": 10.0, "c": 10.0}
+    out, _ = drive(GDSFPolicy(), tr, sizes, loads, 3 * GB)
+    # c needs room at 40: a (10 s / 2 GB) ranks below b (10 s / 1 GB) although b is the less recent
+    assert out[3] == -1.0 and out[4] == 10.0
+    out_lru, _ = drive(LRUPolicy(), tr, sizes, loads, 3 * GB)
+    assert out_lru[3] == 10.0  # LRU evicted b, the least recent
+
+
+def test_gdsf_lifetime_keeps_the_count_across_evictions_and_gdsf_starts_again():
+    from prewarm.sim.policies.gdsf import GDSFLifetimePolicy, GDSFPolicy
+
+    tr = make_trace([(0, "a"), (20, "a"), (30, "a"), (40, "b"), (60, "a")])
+    sizes, loads = same(["a", "b"])
+    for cls, count in ((GDSFPolicy, 1), (GDSFLifetimePolicy, 4)):
+        pol = cls()
+        out, gpu = drive(pol, tr, sizes, loads, GB)
+        assert out == [10.0, -1.0, -1.0, 10.0, 10.0]
+        assert pol.freq[tr.names.index("a")] == count, cls.name
+
+
+def test_gdsf_counts_the_requests_that_waited_for_the_load():
+    from prewarm.sim.policies.gdsf import GDSFPolicy
+
+    tr = make_trace([(0, "a"), (2, "a"), (4, "a")])
+    sizes, loads = same(["a"])
+    pol = GDSFPolicy()
+    out, _ = drive(pol, tr, sizes, loads, GB)
+    assert out == [10.0, 8.0, 6.0]
+    assert pol.freq[0] == 3
+
+
+def test_lfu_evicts_the_fewest_decayed_requests_not_the_least_recent():
+    from prewarm.sim.policies.lfu import LFUPolicy
+
+    tr = make_trace([(0, "a"), (10, "a"), (20, "a"), (30, "b"), (31, "b"), (40, "c"), (60, "a"), (70, "b")])
+    sizes, loads = same(["a", "b", "c"])
+    out, _ = drive(LFUPolicy(), tr, sizes, loads, 2 * GB)
+    assert out[6] == -1.0 and out[7] == 10.0  # b (2 requests) went, a (3, older) stayed
+
+
+def test_lfu_half_life_lets_old_demand_fade():
+    from prewarm.sim.policies.lfu import LFUPolicy, log2_add
+
+    tr = make_trace([(0, "a"), (1, "a"), (2, "a"), (200, "b"), (210, "c"), (230, "a"), (240, "b")])
+    sizes, loads = same(["a", "b", "c"])
+    # half-life 100 s: a's three requests weigh ~3 x 2^(0..0.02), b's one 2^2 = 4 at 200: a goes
+    out, _ = drive(LFUPolicy(half_life_s=100.0), tr, sizes, loads, 2 * GB)
+    assert out[5] == 10.0
+    out_long, _ = drive(LFUPolicy(half_life_s=1e9), tr, sizes, loads, 2 * GB)
+    assert out_long[5] == -1.0  # without decay a's three requests keep it
+    assert log2_add(3.0, 3.0) == pytest.approx(4.0)
+    with pytest.raises(ValueError):
+        LFUPolicy(half_life_s=0)

@@ -12,14 +12,18 @@ from dataclasses import dataclass, field
 from prewarm.catalog import DEFAULT_RULE, Catalog
 from prewarm.sim.engine import ReplayResult, Span, replay
 from prewarm.sim.policies.base import Policy
+from prewarm.sim.policies.gdsf import GDSFLifetimePolicy, GDSFPolicy
 from prewarm.sim.policies.histogram import HistogramPolicy
+from prewarm.sim.policies.lfu import LFUPolicy
 from prewarm.sim.policies.lru import LRUPolicy
 from prewarm.sim.policies.ollama import OllamaPolicy
-from prewarm.sim.policies.oracle import OraclePolicy
+from prewarm.sim.policies.oracle import ORACLE_RULES, OraclePolicy
 from prewarm.sim.policies.topn import TopNPolicy
 from prewarm.sim.trace import Trace
 
-POLICY_NAMES = ("ollama", "lru", "topn", "histogram", "forecast", "oracle")
+POLICY_NAMES = ("ollama", "lru", "topn", "histogram", "gdsf", "gdsf-lifetime", "lfu", "forecast", "forecast-perfect",
+                "oracle")
+BASELINES = ("ollama", "lru", "topn", "histogram", "gdsf", "gdsf-lifetime", "lfu")
 
 
 @dataclass(frozen=True)
@@ -69,24 +73,32 @@ def _factories(trace: Trace, span: Span, fopts: ForecastOptions) -> dict[str, Ca
         "lru": LRUPolicy,
         "topn": TopNPolicy,
         "histogram": HistogramPolicy,
-        "oracle": OraclePolicy,
+        "gdsf": GDSFPolicy,
+        "gdsf-lifetime": GDSFLifetimePolicy,
+        "lfu": LFUPolicy,
     }
 
-    shared: dict[str, object] = {}
+    from prewarm.sim.policies.forecast import (
+        ForecastPerfectPolicy,
+        ForecastPolicy,
+        ForecastSchedule,
+        PerfectSchedule,
+    )
 
-    def forecast() -> Policy:
-        from prewarm.sim.policies.forecast import ForecastPolicy, ForecastSchedule
+    shared: dict[str, ForecastSchedule] = {}
 
-        if "schedule" not in shared:
+    def schedule(kind: type[ForecastSchedule]) -> ForecastSchedule:
+        if kind.__name__ not in shared:
             t0, t1 = float(trace.ts[0]), float(trace.ts[-1])
             train_end = span.scored_from if fopts.train_fraction is None else t0 + fopts.train_fraction * (t1 - t0)
             # a day of refits is one fit on a short trace (8 h: the first 2.4 h only); a tenth of the span
             # keeps refitting on what was seen so far, and a day bounds the fitting cost of long traces
             retrain = fopts.retrain_every_s if fopts.retrain_every_s is not None else min(86400.0, 0.1 * (t1 - t0))
-            shared["schedule"] = ForecastSchedule(trace, train_end, fopts.window_s, max(retrain, fopts.window_s))
-        return ForecastPolicy(shared["schedule"])  # type: ignore[arg-type]
+            shared[kind.__name__] = kind(trace, train_end, fopts.window_s, max(retrain, fopts.window_s))
+        return shared[kind.__name__]
 
-    factories["forecast"] = forecast
+    factories["forecast"] = lambda: ForecastPolicy(schedule(ForecastSchedule))
+    factories["forecast-perfect"] = lambda: ForecastPerfectPolicy(schedule(PerfectSchedule))
     return factories
 
 
@@ -104,8 +116,20 @@ def run_replays(
     out: list[ReplayResult] = []
     for budget in budgets:
         for name in policies:
-            out.append(
-                replay(trace, costs.sizes, costs.load_seconds, budget, factories[name](), span,
-                       record_timeline=(name == timeline_for))
-            )
+            timeline = name == timeline_for
+            if name == "oracle":
+                out.append(best_oracle(trace, costs, budget, span, timeline))
+                continue
+            out.append(replay(trace, costs.sizes, costs.load_seconds, budget, factories[name](), span,
+                              record_timeline=timeline))
     return out
+
+
+def best_oracle(trace: Trace, costs: ModelCosts, budget: int, span: Span, record_timeline: bool = False) -> ReplayResult:
+    """The oracle of a cell: the best of its clairvoyant rules there (fewest cold starts, then least added wait);
+    ``oracle_rule`` in its figures says which, ``oracle_rules`` what each gave."""
+    runs = [replay(trace, costs.sizes, costs.load_seconds, budget, OraclePolicy(rule, prefetch), span, record_timeline)
+            for rule in ORACLE_RULES for prefetch in (True, False)]
+    best = min(runs, key=lambda r: (r.cold_starts, r.added_latency_s_total))
+    best.extra["oracle_rules"] = {r.extra["oracle_rule"]: r.cold_starts for r in runs}
+    return best

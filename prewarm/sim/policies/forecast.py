@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from prewarm.forecast.horizon import PLAN_WINDOWS, horizon_views
 from prewarm.forecast.model import ForecastParams, HeatForecaster
@@ -59,42 +60,90 @@ class ForecastSchedule:
     predict_seconds: float = 0.0
     fits: int = 0
     _done: bool = False
+    _model: HeatForecaster | None = field(default=None, init=False, repr=False)
+    _next_fit: float = field(default=0.0, init=False, repr=False)
 
     def compute(self) -> list[WindowForecast]:
         """Fit, refit and predict through the trace once; later calls return the cached windows."""
         if self._done:
             return self.windows
         tr = self.trace
-        events = tr.events
         ts = tr.ts
         index = {name: k for k, name in enumerate(tr.names)}
-        params = ForecastParams(window_s=self.window_s, horizon=self.horizon)
         w = self.window_s
         first = int(np.ceil(self.train_end / w))
         last = int(np.floor(float(ts[-1]) / w))
-        model: HeatForecaster | None = None
-        next_fit = self.train_end
         for k in range(first, last + 1):
             x = k * w
-            if x >= next_fit:
-                n = int(np.searchsorted(ts, x, side="left"))
-                if n == 0:
-                    continue
-                started = time.perf_counter()
-                model = HeatForecaster.fit(events.iloc[:n], x, params, previous=model)
-                self.train_seconds += time.perf_counter() - started
-                self.fits += 1
-                next_fit = x + self.retrain_every_s
-            if model is None:
-                continue
             n = int(np.searchsorted(ts, x, side="left"))
+            frame = self.frame_at(x, n)
+            if frame is None:
+                continue
             started = time.perf_counter()
-            frame = model.predict(events.iloc[:n], x, self.horizon)
             views = horizon_views(frame, x)
             self.predict_seconds += time.perf_counter() - started
             self.windows.append(WindowForecast(x, {index[m]: v for m, v in views.items() if m in index}))
         self._done = True
         return self.windows
+
+    def frame_at(self, x: float, n: int) -> pd.DataFrame | None:
+        """The forecasts frame the plan at ``x`` reads, from the first ``n`` events (those before ``x``); None
+        before the first fit. Refits when one is due."""
+        if x >= self._next_fit and n > 0:
+            started = time.perf_counter()
+            params = ForecastParams(window_s=self.window_s, horizon=self.horizon)
+            self._model = HeatForecaster.fit(self.trace.events.iloc[:n], x, params, previous=self._model)
+            self.train_seconds += time.perf_counter() - started
+            self.fits += 1
+            self._next_fit = x + self.retrain_every_s
+        if self._model is None:
+            return None
+        started = time.perf_counter()
+        frame = self._model.predict(self.trace.events.iloc[:n], x, self.horizon)
+        self.predict_seconds += time.perf_counter() - started
+        return frame
+
+    def __post_init__(self) -> None:
+        self._next_fit = self.train_end
+
+
+@dataclass
+class PerfectSchedule(ForecastSchedule):
+    """The true future in the forecaster's own form: per model and window over the same horizon, the number of
+    requests the trace really has (``expected_requests``) and ``p_any`` 1 where there is at least one, 0 where
+    there is none; from the same first window (the end of training) on.
+
+    Nothing finer than the forecaster's frame reaches the planner (no request
+    times within a window), so forecast-perfect against oracle is what the
+    planner loses, and forecast against forecast-perfect what the forecaster does.
+    """
+
+    def frame_at(self, x: float, n: int) -> pd.DataFrame | None:
+        tr, w, h = self.trace, self.window_s, self.horizon
+        lo = n
+        hi = int(np.searchsorted(tr.ts, x + h * w, side="left"))
+        if hi <= lo:
+            return _frame([], np.zeros(0), x, w, h)
+        slot = ((tr.ts[lo:hi] - x) // w).astype(np.int64)
+        counts = np.bincount(tr.mid[lo:hi].astype(np.int64) * h + slot, minlength=tr.n_models * h)
+        counts = counts.reshape(tr.n_models, h)
+        asked = np.flatnonzero(counts.sum(axis=1) > 0)
+        return _frame([tr.names[m] for m in asked], counts[asked].astype(float).ravel(), x, w, h)
+
+
+def _frame(models: list[str], expected: np.ndarray, x: float, w: float, h: int) -> pd.DataFrame:
+    """A forecasts frame (the columns HeatForecaster.predict returns) for ``models`` x ``h`` windows from ``x``."""
+    starts = x + w * np.arange(h, dtype=float)
+    p = (expected > 0).astype(float)
+    return pd.DataFrame({
+        "model": np.repeat(np.asarray(models, dtype=object), h),
+        "window_start": np.tile(starts, len(models)),
+        "window_end": np.tile(starts + w, len(models)),
+        "expected_requests": expected,
+        "p_any": p,
+        "lower": expected,
+        "upper": expected,
+    })
 
 
 # Planned loads wait while more than this many on-demand loads are queued: a prefetch
@@ -235,3 +284,9 @@ class ForecastPolicy(Policy):
             "forecast_windows": len(s.windows),
             "train_end": s.train_end,
         }
+
+
+class ForecastPerfectPolicy(ForecastPolicy):
+    """The same planning object fed a PerfectSchedule: only its name and its input differ (a test checks)."""
+
+    name = "forecast-perfect"

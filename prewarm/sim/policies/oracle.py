@@ -1,8 +1,30 @@
-"""The oracle: perfect knowledge of future requests, the limit no online policy should beat.
+"""The oracle: perfect knowledge of future requests, the reference no online policy should beat.
 
-* Eviction: the resident model whose eviction costs the fewest cold requests
-  (see ``victim``); Belady's rule (next request farthest away; a model never asked
-  for again first) among equals.
+No single clairvoyant rule is best everywhere (a rule that ignores size loses to
+an online policy that weighs it once the loader saturates), so the ``oracle`` of
+the tables is the best, per cell, of several clairvoyant strategies, each a
+``rule`` of this class and none reusing an online policy's decisions:
+
+* ``cost``: evict the resident model whose eviction costs the fewest cold
+  requests (see ``victim``); Belady's rule among equals.
+* ``belady``: evict the model needed farthest in the future (Belady's MIN; a
+  model never asked for again first).
+* ``gd``: greedy-dual with the true future frequencies: evict the lowest
+  ``future requests x load seconds / bytes`` (the requests ``cost`` counts, per
+  byte the eviction frees, each weighted by what reloading it costs); Belady
+  among equals.
+* ``frequency``: evict the model with the fewest requests left in the trace
+  (LFU with the future's counts); Belady among equals. When the loader is
+  saturated every load delays everyone queued behind it, and keeping the models
+  that will be asked for most saves the most loads.
+
+Each rule runs with and without prefetching: a prefetch holds the one loader,
+and when it saturates a demand load arriving just after waits for it.
+
+It is not a proof: it is a reference that must not be beaten, and a test holds
+every policy to it on random traces. Shared by every rule:
+
+* Eviction: by the rule above.
 * Prefetch: whenever the loader is idle, the non-resident model needed soonest is
   loaded, if it fits, or if Belady allows making room for it (evicting only
   models needed later than it). The loader is then busy for that load; the next
@@ -36,8 +58,17 @@ def next_request_times(ts: np.ndarray, mid: np.ndarray) -> np.ndarray:
     return nxt
 
 
+ORACLE_RULES = ("cost", "belady", "gd", "frequency")
+
+
 class OraclePolicy(Policy):
     name = "oracle"
+
+    def __init__(self, rule: str = "cost", prefetch: bool = True) -> None:
+        if rule not in ORACLE_RULES:
+            raise ValueError(f"oracle rule must be one of {', '.join(ORACLE_RULES)}, got {rule!r}")
+        self.rule = rule
+        self.prefetch = prefetch
 
     def bind(self, gpu: SimGPU, trace: Trace) -> None:
         super().bind(gpu, trace)
@@ -96,16 +127,25 @@ class OraclePolicy(Policy):
         idx = np.flatnonzero(cand)
         if idx.size == 0:
             return None
+        if self.rule == "belady":
+            return int(idx[np.argmax(self.next_use[idx])])
         gpu = self.gpu
         ls = self.load_np
-        backlog = ls[m] + (float(ls[list(gpu.queue)].sum()) if gpu.queue else 0.0)
         base = idx * self.key_range - self.t0
+        if self.rule == "frequency":
+            left = (np.searchsorted(self.keys, base + self.key_range, side="left")
+                    - np.searchsorted(self.keys, base + t, side="left"))
+            fewest = idx[left == left.min()]
+            return int(fewest[np.argmax(self.next_use[fewest])])
+        backlog = ls[m] + (float(ls[list(gpu.queue)].sum()) if gpu.queue else 0.0)
         before = np.searchsorted(self.keys, base + t, side="left")
         cost = np.zeros(idx.size)
         for j in range(COST_DOUBLINGS):
             upto = np.searchsorted(self.keys, base + (t + 2**j * backlog) + ls[idx], side="right")
             cost += (upto - before) * 0.5**j
             before = upto
+        if self.rule == "gd":
+            cost = cost * ls[idx] / np.maximum(self.sizes_np[idx], 1)
         cheapest = idx[cost == cost.min()]
         return int(cheapest[np.argmax(self.next_use[cheapest])])
 
@@ -149,7 +189,7 @@ class OraclePolicy(Policy):
 
     def advance(self, x: float) -> None:
         self.next_event = INF
-        if self.gpu.loader_idle(x):
+        if self.prefetch and self.gpu.loader_idle(x):
             self._prefetch(x)
 
     def _prefetch(self, x: float) -> None:
@@ -180,4 +220,4 @@ class OraclePolicy(Policy):
         gpu.enqueue(c, x)
 
     def report(self) -> dict[str, Any]:
-        return {"prefetches": self.prefetches}
+        return {"prefetches": self.prefetches, "oracle_rule": self.rule + ("" if self.prefetch else ", no prefetch")}
