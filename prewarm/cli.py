@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from prewarm import __version__
 from prewarm.backends.registry import kind_names
 from prewarm.errors import CommandError
+from prewarm.sim.policies import POLICY_NAMES
 
 
 def _lazy(module: str, func: str) -> Callable[[argparse.Namespace], int]:
@@ -131,7 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--trace", required=True, help="CSV/Parquet (ts,model[,user]) or a prewarm DuckDB file")
     s.add_argument("--catalog", help="catalog CSV model,size_bytes,load_seconds")
     s.add_argument("--vram-budget", help="budget or comma-separated budgets to sweep, e.g. 24GB,48GB")
-    s.add_argument("--policy", help="comma-separated: ollama,lru,topn,histogram,forecast,oracle (default all)")
+    s.add_argument("--policy", help="comma-separated, from: " + ",".join(POLICY_NAMES) + " (default all)")
+    s.add_argument("--keep-alive", default="5m",
+                   help="ollama policy: keep-alive or comma-separated keep-alives to sweep, e.g. 1m,5m,15m,60m")
+    s.add_argument("--vram-cost", default="0",
+                   help="forecast policy: seconds of client waiting worth one GB-hour of VRAM held, or a "
+                        "comma-separated sweep, e.g. 0,1,3,10,30,100,300 (0: spend the budget for the fewest cold starts)")
     s.add_argument("--warmup", type=float, default=0.3, help="fraction of the trace's span not scored")
     s.add_argument("--train-fraction", type=float, default=None,
                    help="forecast policy: initial training part (default = --warmup)")

@@ -61,40 +61,48 @@ def test_forecast_policy_is_trained_on_the_warm_up_and_refit_daily():
     assert res.extra["train_seconds"] > 0 and res.requests > 0
 
 
-def _planned_prefetch_replay(requests: list[tuple[float, str]]):
-    """Four 1 GB models loading in 100 s; one plan at t=10 forecasts d (first asked for at t=5000) at p=0.9."""
+def _planned_replay(requests: list[tuple[float, str]], rates: dict[str, float], budget_gb: int = 10,
+                    vram_cost: float = 0.0):
+    """1 GB models loading in 100 s; one plan at t=10 with the given forecast rates (requests per second)."""
     from prewarm.sim.engine import replay
     from prewarm.sim.policies.forecast import ForecastPolicy, ForecastSchedule, WindowForecast
 
     df = pd.DataFrame({"ts": [t for t, _ in requests], "model": [m for _, m in requests], "user": "u"})
     tr = frame_to_trace(df)
-    d = tr.names.index("d")
     schedule = ForecastSchedule(tr, train_end=0.0, window_s=300.0, retrain_every_s=DAY)
-    schedule.windows = [WindowForecast(10.0, {d: (0.9, 0.0)})]
+    schedule.windows = [WindowForecast(10.0, {tr.names.index(m): r for m, r in rates.items()})]
     schedule._done = True
     n = tr.n_models
-    return replay(tr, [10**9] * n, [100.0] * n, 10 * 10**9, ForecastPolicy(schedule), Span(0.0, float(tr.ts[-1])),
-                  record_timeline=True)
+    pol = ForecastPolicy(schedule, vram_cost)
+    res = replay(tr, [10**9] * n, [100.0] * n, budget_gb * 10**9, pol, Span(0.0, float(tr.ts[-1])),
+                 record_timeline=True)
+    return tr, res
 
 
-def test_forecast_plan_does_not_queue_prefetches_behind_an_on_demand_backlog():
-    # at the plan (t=10) a is loading and b waits: one on-demand load queued, the prefetch of d may join
-    one = _planned_prefetch_replay([(0.0, "a"), (1.0, "b"), (5000.0, "d")])
-    # a loading, b and c waiting: the prefetch would only delay them, so d is left to load on demand
-    two = _planned_prefetch_replay([(0.0, "a"), (1.0, "b"), (2.0, "c"), (5000.0, "d")])
-    assert one.cold_starts == 2  # a and b; d was prefetched
-    assert two.cold_starts == 4  # a, b, c and d
+def test_forecast_prefetches_only_when_the_loader_would_idle():
+    # at the plan (t=10) a is loading and b waits behind it: d (forecast busy) is prefetched when b's load is
+    # done (t=200), not queued in front of or behind the on-demand loads at 10
+    tr, res = _planned_replay([(0.0, "a"), (1.0, "b"), (5000.0, "d")], {"d": 0.01})
+    d = [iv for iv in res.timeline if tr.names[iv.model] == "d"]
+    assert [iv.start for iv in d] == [200.0]
+    assert res.cold_starts == 2 and res.extra["prefetches"] == 1
 
 
-def test_forecast_prefetches_within_what_an_on_demand_cache_would_hold():
-    # a and b asked for: an on-demand cache holds 2 GB of the 10 GB budget. The plan at t=10 wants d (p 0.9);
-    # d is prefetched (its request at t=5000 is warm) but in the room of a or b, never as a third model.
-    res = _planned_prefetch_replay([(0.0, "a"), (1.0, "b"), (5000.0, "d")])
-    assert res.cold_starts == 2
-    edges = sorted([(iv.start, 1) for iv in res.timeline] + [(iv.end, -1) for iv in res.timeline],
-                   key=lambda e: (e[0], e[1]))
-    most = now = 0
-    for _, step in edges:
-        now += step
-        most = max(most, now)
-    assert most == 2
+def test_a_prefetch_displaces_only_models_worth_less():
+    # budget 2 GB, a and b resident. The forecast says d is busier than a (a is quiet): d replaces a. Said less
+    # busy than both, d is left to load on demand.
+    reqs = [(0.0, "a"), (1.0, "b"), (5000.0, "d"), (5001.0, "b")]
+    tr, res = _planned_replay(reqs, {"a": 0.0001, "b": 0.01, "d": 0.001}, budget_gb=2)
+    assert res.cold_starts == 2  # a and b; d warm, b never evicted
+    tr, res = _planned_replay(reqs, {"a": 0.01, "b": 0.01, "d": 0.001}, budget_gb=2)
+    assert res.extra["prefetches"] == 0 and res.cold_starts == 3
+
+
+def test_vram_cost_lets_models_go_that_do_not_earn_their_memory():
+    # a is asked for once; forecast rate 1e-4/s: worth = 1e-4 x 100 s x 3600 / 1 GB = 36 s per GB-hour
+    reqs = [(0.0, "a"), (400.0, "a")]
+    _, free = _planned_replay(reqs, {"a": 1e-4}, vram_cost=0.0)
+    _, cheap = _planned_replay(reqs, {"a": 1e-4}, vram_cost=30.0)
+    _, dear = _planned_replay(reqs, {"a": 1e-4}, vram_cost=40.0)
+    assert free.cold_starts == cheap.cold_starts == 1  # kept: worth 36 >= 30
+    assert dear.cold_starts == 2 and dear.vram_gb_hours < free.vram_gb_hours  # let go once loaded (t=100)

@@ -44,12 +44,7 @@ def horizon_views(forecasts: pd.DataFrame, now: float) -> dict[str, tuple[float,
     """
     if forecasts is None or forecasts.empty:
         return {}
-    bounds = {}
-    for col in ("window_start", "window_end"):
-        s = forecasts[col]
-        if not pd.api.types.is_numeric_dtype(s):
-            s = pd.to_datetime(s, utc=True).map(lambda t: t.timestamp())
-        bounds[col] = s.to_numpy(dtype=float)
+    bounds = {col: _seconds(forecasts[col]) for col in ("window_start", "window_end")}
     live = bounds["window_end"] > now
     codes, names = pd.factorize(forecasts["model"].to_numpy(dtype=object)[live])
     if len(names) == 0:
@@ -65,3 +60,33 @@ def horizon_views(forecasts: pd.DataFrame, now: float) -> dict[str, tuple[float,
     hit_models, first = np.unique(codes[hit], return_index=True)  # rows are sorted: the first hit is the earliest
     demand = dict(zip(hit_models.tolist(), np.maximum(starts[hit[first]] - now, 0.0).tolist(), strict=False))
     return {str(name): (float(p_any[k]), demand.get(k)) for k, name in enumerate(names)}
+
+
+def horizon_rates(forecasts: pd.DataFrame, now: float) -> dict[str, float]:
+    """model -> expected requests per second over the forecast horizon from ``now``: the planner's rate.
+
+    The windows not yet ended, each counted for the part of it still ahead
+    (requests spread evenly within a window), over the time they cover.
+    """
+    if forecasts is None or forecasts.empty:
+        return {}
+    start = _seconds(forecasts["window_start"])
+    end = _seconds(forecasts["window_end"])
+    live = end > now
+    if not live.any():
+        return {}
+    codes, names = pd.factorize(forecasts["model"].to_numpy(dtype=object)[live])
+    start, end = start[live], end[live]
+    ahead = end - np.maximum(start, now)
+    length = np.maximum(end - start, 1e-9)
+    mu = np.nan_to_num(forecasts["expected_requests"].to_numpy(dtype=float)[live], nan=0.0).clip(min=0.0)
+    requests = np.bincount(codes, weights=mu * ahead / length, minlength=len(names))
+    seconds = np.bincount(codes, weights=ahead, minlength=len(names))
+    rate = requests / np.maximum(seconds, 1e-9)
+    return {str(name): float(rate[k]) for k, name in enumerate(names)}
+
+
+def _seconds(s: pd.Series) -> np.ndarray:
+    if not pd.api.types.is_numeric_dtype(s):
+        s = pd.to_datetime(s, utc=True).map(lambda t: t.timestamp())
+    return s.to_numpy(dtype=float)

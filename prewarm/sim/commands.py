@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
+from pathlib import Path
 
 from prewarm.catalog import load_catalog
 from prewarm.errors import CommandError
@@ -26,6 +29,27 @@ def parse_budgets(text: str | None) -> list[int]:
     return budgets
 
 
+def _cost(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise ValueError(f"--vram-cost: {text.strip()!r} is not a number (seconds of waiting per GB-hour)") from None
+    if not (v >= 0 and math.isfinite(v)):
+        raise ValueError(f"--vram-cost: must be finite and >= 0, got {text.strip()}")
+    return v
+
+
+def check_plot_path(path: str) -> None:
+    """Refuse a --plot path that cannot be written before the replay runs, not after."""
+    folder = Path(path).expanduser().resolve().parent
+    if not folder.is_dir():
+        raise ValueError(f"--plot: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"--plot: folder {folder} is not writable")
+    if not path.lower().endswith(".png"):
+        raise ValueError(f"--plot: a .png path expected, got {path}")
+
+
 def run_replay(args: argparse.Namespace) -> int:
     try:
         budgets = parse_budgets(args.vram_budget)
@@ -36,6 +60,14 @@ def run_replay(args: argparse.Namespace) -> int:
             raise ValueError("--window and --retrain-every must be positive")
         if args.train_fraction is not None and not 0.0 < args.train_fraction < 1.0:
             raise ValueError(f"--train-fraction must be in (0, 1), got {args.train_fraction}")
+        keep_alive_s = [parse_duration(k.strip()) for k in args.keep_alive.split(",") if k.strip()]
+        if not keep_alive_s or any(k <= 0 for k in keep_alive_s):
+            raise ValueError(f"--keep-alive: positive durations expected, got {args.keep_alive!r}")
+        vram_costs = [_cost(c) for c in args.vram_cost.split(",") if c.strip()]
+        if not vram_costs:
+            raise ValueError("--vram-cost: no value given")
+        if args.plot:
+            check_plot_path(args.plot)
         trace = read_trace(args.trace)
         span = Span.from_warmup(trace, args.warmup)
     except (ValueError, TraceError) as exc:
@@ -50,7 +82,8 @@ def run_replay(args: argparse.Namespace) -> int:
         for n in notes:
             print(n, file=sys.stderr)
     fopts = ForecastOptions(window_s=window_s, retrain_every_s=retrain_s, train_fraction=args.train_fraction)
-    results = run_replays(trace, costs, budgets, policies, span, fopts)
+    results = run_replays(trace, costs, budgets, policies, span, fopts, keep_alive_s=keep_alive_s,
+                          vram_costs=vram_costs)
     if args.format == "json":
         sys.stdout.write(report.to_json(results) + "\n")
     elif args.format == "csv":

@@ -14,32 +14,61 @@ if TYPE_CHECKING:
 MAX_TIMELINE_MODELS = 40
 
 
+def label(r: ReplayResult) -> str:
+    """A result's name in tables and legends: the policy, with its swept parameter where it has one."""
+    if "keep_alive_s" in r.extra:
+        return f"{r.policy} {_duration(float(r.extra['keep_alive_s']))}"
+    if "vram_cost" in r.extra and r.policy == "forecast":
+        return f"{r.policy} c={r.extra['vram_cost']:g}"
+    return r.policy
+
+
+def _duration(s: float) -> str:
+    return f"{s / 3600:g}h" if s >= 3600 and s % 3600 == 0 else f"{s / 60:g}m" if s % 60 == 0 else f"{s:g}s"
+
+
 def plot_results(results: Sequence[ReplayResult], trace: Trace, path: str) -> None:
+    """Four panels per budget sweep (cold-start rate, added wait, GB-hours against budget, and the Pareto view:
+    cold-start rate against GB-hours, one point per policy and budget, sweeps joined), then the timeline."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    policies = list(dict.fromkeys(r.policy for r in results))
+    labels = list(dict.fromkeys(label(r) for r in results))
     timeline = next((r for r in reversed(results) if r.timeline), None)
-    rows = 2 if timeline is not None else 1
-    fig, axes = plt.subplots(rows, 2, figsize=(13, 4.5 * rows), squeeze=False)
-    ax_rate, ax_mem = axes[0]
-    for p in policies:
-        rs = sorted((r for r in results if r.policy == p), key=lambda r: r.budget)
+    rows = 3 if timeline is not None else 2
+    fig, axes = plt.subplots(rows, 2, figsize=(14, 4.8 * rows), squeeze=False)
+    ax_rate, ax_wait = axes[0]
+    ax_mem, ax_pareto = axes[1]
+    cmap = plt.get_cmap("tab20")
+    for k, name in enumerate(labels):
+        rs = sorted((r for r in results if label(r) == name), key=lambda r: r.budget)
         xs = [r.budget / 1e9 for r in rs]
-        ax_rate.plot(xs, [100 * r.cold_start_rate for r in rs], marker="o", label=p)
-        ax_mem.plot(xs, [r.vram_gb_hours for r in rs], marker="o", label=p)
+        style = {"marker": "o", "label": name, "color": cmap(k % 20), "lw": 2.2 if name.startswith("forecast") else 1.2}
+        ax_rate.plot(xs, [100 * r.cold_start_rate for r in rs], **style)
+        ax_wait.plot(xs, [r.mean_added_latency_s for r in rs], **style)
+        ax_mem.plot(xs, [r.vram_gb_hours for r in rs], **style)
+    budgets = sorted({r.budget for r in results})
+    for b, marker in zip(budgets, "osD^v<>ph*", strict=False):
+        for policy in dict.fromkeys(r.policy for r in results):
+            rs = sorted((r for r in results if r.policy == policy and r.budget == b), key=lambda r: r.vram_gb_hours)
+            k = labels.index(label(rs[0])) if rs else 0
+            ax_pareto.plot([r.vram_gb_hours for r in rs], [100 * r.cold_start_rate for r in rs], marker=marker,
+                           color=cmap(k % 20), lw=1, label=f"{policy} @ {b / 1e9:g} GB")
     ax_rate.set(xlabel="VRAM budget (GB)", ylabel="cold-start rate (%)", title="Cold starts (scored span)")
+    ax_wait.set(xlabel="VRAM budget (GB)", ylabel="mean added wait per request (s)", title="Added wait")
     ax_mem.set(xlabel="VRAM budget (GB)", ylabel="VRAM GB-hours", title="VRAM held (scored span)")
-    ax_rate.legend()
-    ax_rate.grid(alpha=0.3)
-    ax_mem.grid(alpha=0.3)
+    ax_pareto.set(xlabel="VRAM GB-hours held", ylabel="cold-start rate (%)",
+                  title="Cold starts for the VRAM held (lower left is better)")
+    for ax in (ax_rate, ax_wait, ax_mem, ax_pareto):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
     if timeline is not None:
-        gs = axes[1][0].get_gridspec()
-        for ax in axes[1]:
+        gs = axes[2][0].get_gridspec()
+        for ax in axes[2]:
             ax.remove()
-        ax_tl = fig.add_subplot(gs[1, :])
+        ax_tl = fig.add_subplot(gs[2, :])
         _timeline(ax_tl, timeline, trace)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

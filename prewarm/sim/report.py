@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prewarm.sim.engine import ReplayResult
+from prewarm.sim.plot import label
 
 CSV_FIELDS = [
     "policy", "budget", "budget_gb", "requests", "cold_starts", "cold_start_rate", "added_latency_s_total",
@@ -50,7 +51,7 @@ def to_table(results: Sequence[ReplayResult], notes: Sequence[str] = ()) -> str:
     rows: list[list[str]] = []
     for r in results:
         rows.append([
-            f"{r.budget / 1e9:g} GB", r.policy, str(r.requests), str(r.cold_starts),
+            f"{r.budget / 1e9:g} GB", label(r), str(r.requests), str(r.cold_starts),
             f"{100 * r.cold_start_rate:.2f}", f"{r.added_latency_s_total:.0f}", f"{r.p99_added_latency_s:.1f}",
             f"{r.vram_gb_hours:.1f}", str(r.loads), str(r.evictions), f"{100 * r.loader_utilization:.0f}",
         ])
@@ -68,8 +69,9 @@ def to_table(results: Sequence[ReplayResult], notes: Sequence[str] = ()) -> str:
                          f"{len(r.oversized_models)} model(s) larger than the budget, not served: "
                          + ", ".join(r.oversized_models[:10]) + (" ..." if len(r.oversized_models) > 10 else ""))
             break
-    shown = [(r, {k: v for k, v in r.extra.items() if not (k in QUIET_WHEN_ZERO and v == 0)}) for r in results]
-    extras = [f"{r.policy} @ {r.budget / 1e9:g} GB: " + ", ".join(f"{k}={_fmt(v)}" for k, v in e.items())
+    shown = [(r, {k: v for k, v in r.extra.items() if not (k in QUIET_WHEN_ZERO and v == 0)
+                  and not isinstance(v, dict) and k not in ("keep_alive_s", "vram_cost")}) for r in results]
+    extras = [f"{label(r)} @ {r.budget / 1e9:g} GB: " + ", ".join(f"{k}={_fmt(v)}" for k, v in e.items())
               for r, e in shown if e]
     lines.extend(extras)
     return "\n".join(lines) + "\n"

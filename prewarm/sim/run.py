@@ -8,22 +8,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from prewarm.catalog import DEFAULT_RULE, Catalog
 from prewarm.sim.engine import ReplayResult, Span, replay
+from prewarm.sim.policies import BASELINES, POLICY_NAMES
 from prewarm.sim.policies.base import Policy
 from prewarm.sim.policies.gdsf import GDSFLifetimePolicy, GDSFPolicy
 from prewarm.sim.policies.histogram import HistogramPolicy
 from prewarm.sim.policies.lfu import LFUPolicy
 from prewarm.sim.policies.lru import LRUPolicy
-from prewarm.sim.policies.ollama import OllamaPolicy
+from prewarm.sim.policies.ollama import DEFAULT_KEEP_ALIVE_S, OllamaPolicy
 from prewarm.sim.policies.oracle import ORACLE_RULES, OraclePolicy
 from prewarm.sim.policies.topn import TopNPolicy
 from prewarm.sim.trace import Trace
 
-POLICY_NAMES = ("ollama", "lru", "topn", "histogram", "gdsf", "gdsf-lifetime", "lfu", "forecast", "forecast-perfect",
-                "oracle")
-BASELINES = ("ollama", "lru", "topn", "histogram", "gdsf", "gdsf-lifetime", "lfu")
+__all__ = ["BASELINES", "POLICY_NAMES", "ForecastOptions", "ModelCosts", "best_oracle", "parse_policies", "run_replays"]
+
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,8 @@ def parse_policies(text: str | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _factories(trace: Trace, span: Span, fopts: ForecastOptions) -> dict[str, Callable[[], Policy]]:
+def _factories(trace: Trace, span: Span, fopts: ForecastOptions
+               ) -> tuple[dict[str, Callable[[], Policy]], Callable[[float], Policy]]:
     factories: dict[str, Callable[[], Policy]] = {
         "ollama": OllamaPolicy,
         "lru": LRUPolicy,
@@ -99,7 +101,7 @@ def _factories(trace: Trace, span: Span, fopts: ForecastOptions) -> dict[str, Ca
 
     factories["forecast"] = lambda: ForecastPolicy(schedule(ForecastSchedule))
     factories["forecast-perfect"] = lambda: ForecastPerfectPolicy(schedule(PerfectSchedule))
-    return factories
+    return factories, lambda cost: ForecastPolicy(schedule(ForecastSchedule), cost)
 
 
 def run_replays(
@@ -110,9 +112,14 @@ def run_replays(
     span: Span,
     fopts: ForecastOptions = ForecastOptions(),
     timeline_for: str | None = "forecast",
+    keep_alive_s: Sequence[float] = (DEFAULT_KEEP_ALIVE_S,),
+    vram_costs: Sequence[float] = (0.0,),
 ) -> list[ReplayResult]:
-    """Every (budget, policy) pair, budgets outer; the forecaster is trained once and shared by all budgets."""
-    factories = _factories(trace, span, fopts)
+    """Every (budget, policy) pair, budgets outer; the forecaster is trained once and shared by all budgets.
+
+    ``ollama`` runs once per keep-alive and ``forecast`` once per VRAM cost (a sweep: its figures carry
+    ``keep_alive_s`` / ``vram_cost``); the timeline is kept for the first run of ``timeline_for``."""
+    factories, forecast_at = _factories(trace, span, fopts)
     out: list[ReplayResult] = []
     for budget in budgets:
         for name in policies:
@@ -120,8 +127,15 @@ def run_replays(
             if name == "oracle":
                 out.append(best_oracle(trace, costs, budget, span, timeline))
                 continue
-            out.append(replay(trace, costs.sizes, costs.load_seconds, budget, factories[name](), span,
-                              record_timeline=timeline))
+            if name == "ollama":
+                makers: list[Callable[[], Policy]] = [partial(OllamaPolicy, k) for k in keep_alive_s]
+            elif name == "forecast":
+                makers = [partial(forecast_at, c) for c in vram_costs]
+            else:
+                makers = [factories[name]]
+            for k, make in enumerate(makers):
+                out.append(replay(trace, costs.sizes, costs.load_seconds, budget, make(), span,
+                                  record_timeline=timeline and k == 0))
     return out
 
 

@@ -1,1 +1,10 @@
-"""Replay policies: Ollama's keep-alive, LRU, static top-N, the hybrid histogram, this project's forecast, and the oracle."""
+"""Replay policies: what people run (Ollama's keep-alive, LRU, static top-N), the published ones (the hybrid
+histogram, greedy-dual, decayed LFU), this project's forecast, and the clairvoyant references.
+
+The names live here, without importing any policy, so the CLI can list them cheaply.
+"""
+
+BASELINES = ("ollama", "lru", "topn", "histogram", "gdsf", "gdsf-lifetime", "lfu")
+POLICY_NAMES = (*BASELINES, "forecast", "forecast-perfect", "oracle")
+
+__all__ = ["BASELINES", "POLICY_NAMES"]

@@ -1,30 +1,29 @@
-"""This project's policy: the HeatForecaster and the planner, exactly as `prewarm serve` uses them.
+"""This project's policy: the HeatForecaster and the planning state, the decisions `prewarm serve` makes.
 
 * Training: ``HeatForecaster.fit`` on the events before ``train_end`` (by default
   the end of the warm-up), then refit every ``retrain_every_s`` of trace time on
   everything seen so far, warm-started from the previous fit.
 * Every window (aligned to multiples of ``window_s``, as the forecaster aligns
-  them) it predicts from the events before that instant only, turns the forecast
-  into (P(any request over the plan horizon), seconds to the likely first request)
-  with the same ``horizon_views`` as the prewarmer, and runs ``planner.plan`` with the
-  resident set, sizes and load times, filling ``planner.VramAccount``'s allowance
-  (what an on-demand LRU cache of the same requests would hold); the unloads and loads are carried out on the
-  simulated GPU at that instant (loads through the single loader queue).
-* A miss is loaded on demand, after ``planner.make_room`` chose what to evict
-  under the latest forecast, within the allowance too.
+  them) it predicts from the events before that instant only and hands the
+  planning state (``prewarm.planning``) each model's expected request rate over
+  the forecast horizon (``horizon_rates``, the same reading `serve` makes).
+* Decisions are the planning state's: a miss is loaded on demand, room made by
+  evicting the lowest worth; whenever the loader would otherwise idle (a window
+  starts, a load ends) the best prefetch is queued if it pays; at a ``vram_cost``
+  above 0, models worth less are unloaded at each window.
 
 The forecasts do not depend on the budget, so one ``ForecastSchedule`` computes
 them once per replay command and every budget replays against it. Before the
-first fit (the warm-up) there is no forecast: every model has p_any 0, so the
-policy only loads on demand.
+first fit (the warm-up) there is no forecast: the rates are each model's decayed
+request count.
 
 Never seeing the future is structural: the forecaster only ever receives the
 prefix of the events frame before the instant it forecasts for.
+``PerfectSchedule`` hands the same policy the truth in the same form.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,20 +31,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from prewarm.forecast.horizon import PLAN_WINDOWS, horizon_views
+from prewarm.forecast.horizon import horizon_rates
 from prewarm.forecast.model import ForecastParams, HeatForecaster
-from prewarm.planner import ModelView, PlanConfig, RecentDemand, VramAccount, make_room, plan
+from prewarm.planning import Candidate, PlanningState
 from prewarm.sim.gpu import SimGPU
-from prewarm.sim.policies.base import ABSENT, INF, QUEUED, Policy
+from prewarm.sim.policies.base import ABSENT, INF, Policy
 from prewarm.sim.trace import Trace
 
 
 @dataclass
 class WindowForecast:
-    """What the plan at one window start knows: per model id, (p_any over the horizon, seconds to first demand)."""
+    """What the plan at one window start knows: per model id, expected requests per second over the horizon."""
 
     at: float
-    views: dict[int, tuple[float, float | None]]
+    rates: dict[int, float]
 
 
 @dataclass
@@ -80,9 +79,9 @@ class ForecastSchedule:
             if frame is None:
                 continue
             started = time.perf_counter()
-            views = horizon_views(frame, x)
+            rates = horizon_rates(frame, x)
             self.predict_seconds += time.perf_counter() - started
-            self.windows.append(WindowForecast(x, {index[m]: v for m, v in views.items() if m in index}))
+            self.windows.append(WindowForecast(x, {index[m]: r for m, r in rates.items() if m in index}))
         self._done = True
         return self.windows
 
@@ -146,134 +145,68 @@ def _frame(models: list[str], expected: np.ndarray, x: float, w: float, h: int) 
     })
 
 
-# Planned loads wait while more than this many on-demand loads are queued: a prefetch
-# queued behind a backlog only delays requests that are already waiting.
-DEMAND_BACKLOG = 1
-
-
 class ForecastPolicy(Policy):
     name = "forecast"
 
-    def __init__(self, schedule: ForecastSchedule) -> None:
+    def __init__(self, schedule: ForecastSchedule, vram_cost: float = 0.0) -> None:
         self.schedule = schedule
+        self.vram_cost = vram_cost
 
     def bind(self, gpu: SimGPU, trace: Trace) -> None:
         super().bind(gpu, trace)
         self.windows = self.schedule.compute()
         self.k = 0
-        self.current: dict[int, tuple[float, float | None]] = {}
-        self.plans = 0
-        self.want: set[int] = set()
-        self.index = {name: k for k, name in enumerate(trace.names)}
+        self.state = PlanningState(self.vram_cost)
+        self.resident: set[int] = set()
+        self.prefetches = 0
         self.next_event = self.windows[0].at if self.windows else INF
-        # recency: each model's idle-time history, read over the on-demand cache's horizon (at least the plan's)
-        self.plan_horizon_s = PLAN_WINDOWS * self.schedule.window_s
-        self.recent = RecentDemand()
-        # the VRAM-hours an on-demand LRU cache would hold: the plan's and make_room's allowance
-        self.account = VramAccount(self.schedule.horizon * self.schedule.window_s)
 
     def touch(self, i: int, m: int, t: float, hit: bool) -> None:
-        self.recent.observe(m, t)
-        gpu = self.gpu
-        self.account.request(m, gpu.sizes[m], t, gpu.used, gpu.budget)
+        self.state.observe(m, t)
 
-    def allowance(self, t: float) -> int:
-        gpu = self.gpu
-        return self.account.allowance(t, gpu.used, gpu.budget)
+    def on_load(self, m: int, start: float, ready: float, demand: bool) -> None:
+        self.resident.add(m)
+        if ready < self.next_event:
+            self.next_event = ready  # the loader is free again then: time to consider a prefetch
 
-    def _view(self, m: int, resident: bool, x: float) -> ModelView:
-        p, demand = self.current.get(m, (0.0, None))
+    def on_evict(self, m: int) -> None:
+        self.resident.discard(m)
+
+    def _candidates(self, t: float, but: int = -1) -> list[Candidate]:
         gpu = self.gpu
-        p_any = self.recent.blend(m, p, x, self.account.keep_horizon_s(x, self.plan_horizon_s))
-        return ModelView(self.trace.names[m], gpu.sizes[m], gpu.load_seconds[m], p_any, demand,
-                         resident=resident, idle_s=self.recent.idle_s(m, x))
+        return [Candidate(v, gpu.sizes[v], gpu.load_seconds[v]) for v in self.resident
+                if v != but and gpu.is_resident(v, t)]
 
     def advance(self, x: float) -> None:
         windows = self.windows
-        wf = windows[self.k]
-        self.k += 1
-        self.current = wf.views
-        self._plan(wf.at)
+        while self.k < len(windows) and windows[self.k].at <= x:
+            self.state.set_forecast(windows[self.k].rates)
+            self.k += 1
+        for v in self.state.expendable(self._candidates(x), x):
+            self.evict(v, x)
+        gpu = self.gpu
+        if gpu.loader_idle(x):
+            absent = [Candidate(m, gpu.sizes[m], gpu.load_seconds[m]) for m, st in enumerate(gpu.status)
+                      if st == ABSENT and gpu.sizes[m] <= gpu.budget]
+            pick = self.state.prefetch(absent, self._candidates(x), gpu.budget - gpu.used, x)
+            if pick is not None:
+                self.prefetches += 1
+                gpu.enqueue(pick[0], x)  # the loader is idle: it starts now, make_room evicts pick[1]
         self.next_event = windows[self.k].at if self.k < len(windows) else INF
-
-    def _plan(self, x: float) -> None:
-        """Run the planner on everything present (queued and loading count as resident: they are on their way).
-
-        Unloads happen now. Planned loads join the loader queue only while at most
-        DEMAND_BACKLOG on-demand loads wait there, and only as many as the loader
-        can do before the next plan (their load seconds within one window).
-        """
-        gpu = self.gpu
-        status = gpu.status
-        recent = x - 8 * self.plan_horizon_s
-        ids = set(self.current) | {m for m, st in enumerate(status) if st != ABSENT}
-        ids |= {m for m, last in self.recent.last.items() if last >= recent}
-        views = [self._view(m, status[m] != ABSENT, x) for m in sorted(ids)]
-        index = self.index
-        self.plans += 1
-        want: set[int] = set()
-        queue = gpu.queue
-        demand_backlog = sum(1 for q in queue if gpu.waiters[q])
-        prefetch_s = sum(gpu.load_seconds[q] for q in queue if not gpu.waiters[q])
-        for action in plan(views, self.allowance(x)):
-            m = index[action.model]
-            if action.action == "unload":
-                if action.displaced:
-                    continue  # room for a planned load is made when that load starts (make_room), not before
-                if gpu.is_resident(m, x):
-                    self.evict(m, x)
-                elif status[m] == QUEUED:
-                    gpu.cancel(m)  # a prefetch it queued earlier; a requested load stays
-            else:
-                if action.action == "load" and status[m] == ABSENT:
-                    cost = gpu.load_seconds[m]
-                    if demand_backlog > DEMAND_BACKLOG or prefetch_s + cost > self.schedule.window_s:
-                        continue
-                    prefetch_s += cost
-                    gpu.enqueue(m, x)
-                want.add(m)
-        self.want = want
-
-    def wanted(self, m: int, s: float) -> bool:
-        """A prefetch still in the plan, and room for it within the allowance without evicting a model at least as
-        likely to be asked for.
-
-        make_room alone would evict the least likely resident models whatever
-        their p_any; for a speculative load that could unload a model more
-        likely to be needed than the one coming in.
-        """
-        if m not in self.want:
-            return False
-        gpu = self.gpu
-        allowance = self.allowance(s)
-        if gpu.used + gpu.sizes[m] <= allowance:
-            return True
-        incoming = self._view(m, False, s)
-        margin = 1.0 + PlanConfig().hysteresis
-        views = [dataclasses.replace(v, pinned=v.p_any * margin >= incoming.p_any)
-                 for v in (self._view(r, True, s) for r in range(len(gpu.status)) if gpu.is_resident(r, s))]
-        return make_room(views + [incoming], incoming.model, allowance) is not None
+        if gpu.loader_free > x and gpu.loader_free < self.next_event:
+            self.next_event = gpu.loader_free
 
     def make_room(self, m: int, t: float) -> bool:
-        """Room within ``VramAccount.room_limit``; when no evictions make room there (the model is larger),
-        the budget."""
         gpu = self.gpu
-        limit = self.account.room_limit(t, gpu.used, gpu.budget, request=bool(gpu.waiters[m]))
-        if gpu.used + gpu.sizes[m] <= limit:
-            return True
-        views = [self._view(v, True, t) for v in range(len(gpu.status)) if gpu.is_resident(v, t)]
-        views.append(self._view(m, False, t))
-        actions = make_room(views, self.trace.names[m], limit)
-        if actions is None:
-            actions = make_room(views, self.trace.names[m], gpu.budget)
-        if actions is None:
+        gone = self.state.victims(self._candidates(t, but=m), gpu.used + gpu.sizes[m] - gpu.budget, t)
+        if gone is None:
             return False
-        for a in actions:
-            self.evict(self.index[a.model], t)
+        for v in gone:
+            self.evict(v, t)
         return gpu.fits(m)
 
     def victim(self, m: int, t: float) -> int | None:
-        raise AssertionError("forecast makes room through planner.make_room")
+        raise AssertionError("forecast makes room through the planning state")
 
     def report(self) -> dict[str, Any]:
         s = self.schedule
@@ -283,6 +216,8 @@ class ForecastPolicy(Policy):
             "fits": s.fits,
             "forecast_windows": len(s.windows),
             "train_end": s.train_end,
+            "prefetches": self.prefetches,
+            "vram_cost": self.vram_cost,
         }
 
 

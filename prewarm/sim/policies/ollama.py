@@ -66,6 +66,9 @@ class OllamaPolicy(KeepAliveExpiry):
         self.loaded.discard(m)
         self.expire[m] = INF
 
+    def report(self) -> dict[str, float]:
+        return {"keep_alive_s": self.keep_alive_s}
+
     def expirable(self) -> list[int]:
         return list(self.loaded)
 

@@ -12,9 +12,13 @@ the tables is the best, per cell, of several clairvoyant strategies, each a
 * ``gd``: greedy-dual with the true future frequencies: evict the lowest
   ``future requests x load seconds / bytes`` (the requests ``cost`` counts, per
   byte the eviction frees, each weighted by what reloading it costs); Belady
-  among equals.
+  among equals. ``gd-10m``, ``gd-1h`` and ``gd-6h`` count the true requests of
+  the next 10 minutes, hour and six hours instead (the plan's two windows, the
+  forecast horizon, the decayed count's half-life: the scales the online
+  planner reads demand at, so a rule of each is there to hold it to).
 * ``frequency``: evict the model with the fewest requests left in the trace
-  (LFU with the future's counts); Belady among equals. When the loader is
+  (LFU with the future's counts); Belady among equals. ``popularity``: the
+  fewest requests over the whole trace, past and future (a static ranking). When the loader is
   saturated every load delays everyone queued behind it, and keeping the models
   that will be asked for most saves the most loads.
 
@@ -58,7 +62,8 @@ def next_request_times(ts: np.ndarray, mid: np.ndarray) -> np.ndarray:
     return nxt
 
 
-ORACLE_RULES = ("cost", "belady", "gd", "frequency")
+GD_WINDOWS_S = {"gd-10m": 600.0, "gd-1h": 3600.0, "gd-6h": 21600.0}
+ORACLE_RULES = ("cost", "belady", "gd", "frequency", "popularity", *GD_WINDOWS_S)
 
 
 class OraclePolicy(Policy):
@@ -132,9 +137,13 @@ class OraclePolicy(Policy):
         gpu = self.gpu
         ls = self.load_np
         base = idx * self.key_range - self.t0
-        if self.rule == "frequency":
-            left = (np.searchsorted(self.keys, base + self.key_range, side="left")
-                    - np.searchsorted(self.keys, base + t, side="left"))
+        if self.rule in ("frequency", "popularity") or self.rule in GD_WINDOWS_S:
+            reach = np.minimum(base + t + GD_WINDOWS_S.get(self.rule, INF), base + self.key_range)
+            since = base + (self.t0 if self.rule == "popularity" else t)
+            left = (np.searchsorted(self.keys, reach, side="left")
+                    - np.searchsorted(self.keys, since, side="left")).astype(np.float64)
+            if self.rule != "frequency":
+                left *= ls[idx] / np.maximum(self.sizes_np[idx], 1)
             fewest = idx[left == left.min()]
             return int(fewest[np.argmax(self.next_use[fewest])])
         backlog = ls[m] + (float(ls[list(gpu.queue)].sum()) if gpu.queue else 0.0)
