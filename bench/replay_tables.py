@@ -1,40 +1,53 @@
 """The README's comparison tables, from one command: every policy on the synthetic workload and the public traces.
 
-    .venv/bin/python bench/replay_tables.py [--traces ../shared/traces] [--only synth,azure,servegen] > tables.md
+    .venv/bin/python bench/replay_tables.py [--traces ../shared/traces] [--only synth,azure,servegen]
+        [--seeds 0,1,2,3,4] [--plots DIR] > tables.md
 
 Budgets are fixed by rules stated here, chosen before any result was seen and
 never tuned to them:
 
-* synthetic (`prewarm workload synth --models 20 --users 200 --days 14 --seed 0`,
-  sample catalog data/catalog.csv): 16, 24 and 48 GB, the VRAM of common single GPUs;
+* synthetic (`prewarm workload synth --models 20 --users 200 --days 14 --seed S`,
+  sample catalog data/catalog.csv, seeds 0-4): 16, 24 and 48 GB, the VRAM of
+  common single GPUs; each row is the mean over the seeds, with the paired 95 %
+  interval (Student t over the seeds) of forecast minus the baseline with the
+  lowest seed-mean in that cell;
 * a public trace: 10 %, 25 % and 50 % of the total size of the models it names
-  (from its catalog), rounded to whole GB: a budget that holds a tenth, a quarter
-  and half of everything it could ask for.
+  (from its catalog), rounded to whole GB.
 
-Each table is what `prewarm replay` prints for the same trace, catalog and
-budgets (the command is printed above each table). The forecast rows take
-minutes on the real traces (training + one predict per 5-min window).
+Every policy runs (forecast at ``vram_cost`` 0 in the main table); the sweep
+tables run ``ollama`` at keep-alives 1m, 5m, 15m and 60m and ``forecast`` at
+``--vram-cost`` 0,1,3,10,30,100,300 for the Pareto check (a forecast point with no
+more GB-hours and at least 25 % fewer cold starts than each keep-alive). The
+forecaster is trained once per trace and shared by every budget and cost.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from prewarm.catalog import load_catalog
-from prewarm.sim.engine import Span
-from prewarm.sim.run import POLICY_NAMES, ForecastOptions, ModelCosts, run_replays
+from prewarm.sim.engine import ReplayResult, Span
+from prewarm.sim.policies import BASELINES, POLICY_NAMES
+from prewarm.sim.run import ForecastOptions, ModelCosts, run_replays
 from prewarm.sim.trace import Trace, frame_to_trace, read_trace
 from prewarm.workload import synth
 
 ROOT = Path(__file__).resolve().parent.parent
 PUBLIC = {
-    "azure": ("azure-functions-2019-500fn-8h.parquet", "data/catalog-azure-functions.csv"),
-    "servegen": ("alibaba-servegen-2025-14d.parquet", "data/catalog-servegen.csv"),
+    "azure": ("azure-functions-2019-500fn-8h.parquet", "data/catalog-azure-functions.csv", "Azure Functions 2019"),
+    "servegen": ("alibaba-servegen-2025-14d.parquet", "data/catalog-servegen.csv", "Alibaba ServeGen 2025"),
 }
 FRACTIONS = (0.10, 0.25, 0.50)
+KEEP_ALIVES = (60.0, 300.0, 900.0, 3600.0)
+VRAM_COSTS = (0.0, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
+# Student t quantiles, two-sided 95 %, by degrees of freedom (seeds - 1)
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 def budgets_by_share(costs: ModelCosts) -> list[int]:
@@ -42,56 +55,179 @@ def budgets_by_share(costs: ModelCosts) -> list[int]:
     return [max(1, round(f * total / 1e9)) * 10**9 for f in FRACTIONS]
 
 
-def markdown(results, title: str, command: str, notes: list[str]) -> str:
-    lines = [f"### {title}", "", f"`{command}`", ""] + [f"{n}  " for n in notes] + [""]
-    lines.append("| budget | policy | cold % | cold | added s (total) | p99 added s | VRAM GB-h | loads | loader busy % |")
-    lines.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
-    for r in results:
-        lines.append(f"| {r.budget / 1e9:g} GB | {r.policy} | {100 * r.cold_start_rate:.2f} | {r.cold_starts} | "
-                     f"{r.added_latency_s_total:.0f} | {r.p99_added_latency_s:.1f} | {r.vram_gb_hours:.1f} | "
-                     f"{r.loads} | {100 * r.loader_utilization:.0f} |")
+def replay_all(trace: Trace, costs: ModelCosts, budgets: list[int]) -> list[ReplayResult]:
+    span = Span.from_warmup(trace, 0.3)
+    return run_replays(trace, costs, budgets, POLICY_NAMES, span, ForecastOptions(), timeline_for=None,
+                       keep_alive_s=KEEP_ALIVES, vram_costs=VRAM_COSTS)
+
+
+def main_rows(results: list[ReplayResult]) -> list[ReplayResult]:
+    """One result per policy and budget: ollama at 5 min, forecast at vram_cost 0."""
+    return [r for r in results
+            if (r.policy != "ollama" or r.extra.get("keep_alive_s") == 300.0)
+            and (r.policy != "forecast" or r.extra.get("vram_cost") == 0.0)]
+
+
+class Cell:
+    """One (trace, budget) cell: per policy the cold-start rates and GB-hours of each seed (one for a real trace)."""
+
+    def __init__(self, trace: str, budget: int) -> None:
+        self.trace, self.budget = trace, budget
+        self.cold: dict[str, list[float]] = {}
+        self.gbh: dict[str, list[float]] = {}
+        self.sweep: dict[tuple[str, float], list[tuple[float, float]]] = {}
+
+    def add(self, results: list[ReplayResult]) -> None:
+        for r in main_rows(results):
+            if r.budget == self.budget:
+                self.cold.setdefault(r.policy, []).append(100 * r.cold_start_rate)
+                self.gbh.setdefault(r.policy, []).append(r.vram_gb_hours)
+        for r in results:
+            if r.budget == self.budget and r.policy in ("ollama", "forecast"):
+                key = (r.policy, float(r.extra["keep_alive_s" if r.policy == "ollama" else "vram_cost"]))
+                self.sweep.setdefault(key, []).append((100 * r.cold_start_rate, r.vram_gb_hours))
+
+    def mean(self, policy: str) -> float:
+        return statistics.fmean(self.cold[policy])
+
+    def best_baseline(self) -> str:
+        return min(BASELINES, key=self.mean)
+
+    def interval(self) -> tuple[float, float, float] | None:
+        """Mean and paired 95 % interval of forecast - best baseline, in points; None with one seed."""
+        best = self.best_baseline()
+        d = [f - b for f, b in zip(self.cold["forecast"], self.cold[best], strict=True)]
+        if len(d) < 2:
+            return None
+        half = T95.get(len(d) - 1, 1.96) * statistics.stdev(d) / math.sqrt(len(d))
+        m = statistics.fmean(d)
+        return m, m - half, m + half
+
+    def reduction(self) -> float:
+        return 1.0 - self.mean("forecast") / self.mean(self.best_baseline()) if self.mean(self.best_baseline()) else 0.0
+
+    def pareto(self) -> list[str]:
+        """For each ollama keep-alive: the forecast cost points with no more GB-hours and >= 25 % fewer cold."""
+        out = []
+        for ka in KEEP_ALIVES:
+            o_cold, o_gbh = _mean_pair(self.sweep[("ollama", ka)])
+            ok = [c for c in VRAM_COSTS
+                  if (p := _mean_pair(self.sweep[("forecast", c)]))[1] <= o_gbh and p[0] <= 0.75 * o_cold]
+            out.append(f"ollama {_dur(ka)} ({o_cold:.2f} %, {o_gbh:.0f} GB-h): "
+                       + (f"forecast c={ok[0]:g} and {len(ok) - 1} more" if ok else "**no forecast point**"))
+        return out
+
+
+def _mean_pair(xs: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.fmean(x[0] for x in xs), statistics.fmean(x[1] for x in xs)
+
+
+def _dur(s: float) -> str:
+    return f"{s / 3600:g}h" if s >= 3600 else f"{s / 60:g}m"
+
+
+def cell_table(title: str, cells: list[Cell], notes: list[str]) -> str:
+    names = [p for p in POLICY_NAMES]
+    lines = [f"### {title}", ""] + [f"{n}  " for n in notes] + [""]
+    lines.append("| budget | " + " | ".join(names) + " | forecast - best baseline (points) |")
+    lines.append("|---:|" + "---:|" * len(names) + "---|")
+    for c in cells:
+        best = c.best_baseline()
+        row = []
+        for p in names:
+            txt = f"{c.mean(p):.2f}<br>{statistics.fmean(c.gbh[p]):.0f} GB-h"
+            row.append(f"**{txt}**" if p in (best, "forecast") else txt)
+        iv = c.interval()
+        diff = (f"{iv[0]:+.2f} [{iv[1]:+.2f}, {iv[2]:+.2f}] vs {best}" if iv
+                else f"{c.mean('forecast') - c.mean(best):+.2f} vs {best}")
+        lines.append(f"| {c.budget / 1e9:g} GB | " + " | ".join(row) + f" | {diff} |")
+    lines.append("")
+    lines.append("| budget | planner's gap: forecast-perfect / oracle | forecaster's gap: forecast / forecast-perfect | "
+                 "forecast vs best baseline | Pareto (vram-cost sweep vs ollama keep-alives) |")
+    lines.append("|---:|---:|---:|---:|---|")
+    for c in cells:
+        fp, o, f = c.mean("forecast-perfect"), c.mean("oracle"), c.mean("forecast")
+        lines.append(f"| {c.budget / 1e9:g} GB | {fp:.2f} / {o:.2f} | {f:.2f} / {fp:.2f} | "
+                     f"{100 * c.reduction():+.1f} % fewer | " + "<br>".join(c.pareto()) + " |")
     return "\n".join(lines) + "\n"
 
 
-def one(trace: Trace, catalog: str, budgets: list[int], title: str, command: str) -> str:
-    costs = ModelCosts.from_catalog(trace, load_catalog(catalog))
-    span = Span.from_warmup(trace, 0.3)
-    started = time.perf_counter()
-    results = run_replays(trace, costs, budgets, POLICY_NAMES, span, ForecastOptions())
-    f = next(r for r in results if r.policy == "forecast")
-    notes = [f"{len(trace)} requests, {trace.n_models} models; scored: the last 70 % of the time span",
-             costs.note(trace.n_models),
-             f"forecast: training {f.extra['train_seconds']:.0f} s over {f.extra['fits']} fits, predicting "
-             f"{f.extra['predict_seconds']:.0f} s over {f.extra['forecast_windows']} windows; "
-             f"whole table {time.perf_counter() - started:.0f} s"]
-    return markdown(results, title, command, notes)
+def verdict(cells: list[Cell]) -> str:
+    """The decision-layer issue's must-show, checked on these cells and printed as it stands."""
+    lost = [(c.trace, c.budget, c.best_baseline()) for c in cells if c.mean("forecast") > c.mean(c.best_baseline())]
+    perfect_worse = [(c.trace, c.budget) for c in cells if c.mean("forecast-perfect") > c.mean("forecast")]
+    below = [(c.trace, c.budget, p) for c in cells for p in POLICY_NAMES if c.mean(p) < c.mean("oracle")]
+    mean_red = statistics.fmean(c.reduction() for c in cells)
+    lines = ["### Verdict", "",
+             f"- cells where forecast has more cold starts than the best baseline: {len(lost)} of {len(cells)}"
+             + (" (" + "; ".join(f"{t} {b / 1e9:g} GB vs {p}" for t, b, p in lost) + ")" if lost else ""),
+             f"- mean over the cells of (1 - forecast / best baseline): {100 * mean_red:.1f} %",
+             f"- cells where forecast-perfect is above forecast: {len(perfect_worse)}"
+             + (" (" + "; ".join(f"{t} {b / 1e9:g} GB" for t, b in perfect_worse) + ")" if perfect_worse else ""),
+             f"- policies below the oracle: {len(below)}"
+             + (" (" + "; ".join(f"{t} {b / 1e9:g} GB {p}" for t, b, p in below) + ")" if below else "")]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--traces", default=str(ROOT.parent / "shared" / "traces"),
                     help="folder with the public trace files (default: shared/traces beside the checkout)")
-    ap.add_argument("--only", default="synth,azure,servegen")
+    ap.add_argument("--only", default="synth,azure,servegen", help="comma-separated: synth, azure, servegen")
+    ap.add_argument("--seeds", default="0,1,2,3,4", help="synthetic workload seeds")
+    ap.add_argument("--plots", default=None, help="folder for one Pareto/budget PNG per trace")
     args = ap.parse_args()
     only = {s.strip() for s in args.only.split(",")}
+    all_cells: list[Cell] = []
+    started = time.perf_counter()
     if "synth" in only:
-        trace = frame_to_trace(synth(20, 200, 14, 0), "synthetic")
+        seeds = [int(s) for s in args.seeds.split(",")]
         budgets = [16 * 10**9, 24 * 10**9, 48 * 10**9]
-        cmd = ("prewarm workload synth --models 20 --users 200 --days 14 --seed 0 -o synth.parquet && "
-               "prewarm replay --trace synth.parquet --catalog data/catalog.csv --vram-budget 16GB,24GB,48GB")
-        sys.stdout.write(one(trace, str(ROOT / "data/catalog.csv"), budgets, "Synthetic: 20 models, 200 users, 14 days",
-                             cmd) + "\n")
+        cells = [Cell("synthetic", b) for b in budgets]
+        t0 = time.perf_counter()
+        for seed in seeds:
+            trace = frame_to_trace(synth(20, 200, 14, seed), f"synthetic seed {seed}")
+            costs = ModelCosts.from_catalog(trace, load_catalog(ROOT / "data/catalog.csv"))
+            results = replay_all(trace, costs, budgets)
+            for c in cells:
+                c.add(results)
+            _plot(args.plots, results, trace, f"synthetic-seed{seed}")
+        notes = [f"`prewarm workload synth --models 20 --users 200 --days 14 --seed S` for S in {args.seeds}, "
+                 "catalog data/catalog.csv; cold-start rate (%) and VRAM GB-hours, means over the seeds",
+                 f"{time.perf_counter() - t0:.0f} s"]
+        sys.stdout.write(cell_table("Synthetic: 20 models, 200 users, 14 days", cells, notes) + "\n")
         sys.stdout.flush()
-    for key, (fname, catalog) in PUBLIC.items():
+        all_cells += cells
+    for key, (fname, catalog, title) in PUBLIC.items():
         if key not in only:
             continue
-        path = Path(args.traces) / fname
-        trace = read_trace(path)
-        budgets = budgets_by_share(ModelCosts.from_catalog(trace, load_catalog(ROOT / catalog)))
+        t0 = time.perf_counter()
+        trace = read_trace(Path(args.traces) / fname)
+        costs = ModelCosts.from_catalog(trace, load_catalog(ROOT / catalog))
+        budgets = budgets_by_share(costs)
+        results = replay_all(trace, costs, budgets)
+        cells = [Cell(title, b) for b in budgets]
+        for c in cells:
+            c.add(results)
+        _plot(args.plots, results, trace, key)
         sizes = ",".join(f"{b // 10**9}GB" for b in budgets)
-        cmd = f"prewarm replay --trace {path} --catalog {catalog} --vram-budget {sizes}"
-        sys.stdout.write(one(trace, str(ROOT / catalog), budgets, fname, cmd) + "\n")
+        notes = [f"`prewarm replay --trace {fname} --catalog {catalog} --vram-budget {sizes} "
+                 "--keep-alive 1m,5m,15m,60m --vram-cost 0,1,3,10,30,100,300`",
+                 f"{len(trace)} requests, {trace.n_models} models; scored: the last 70 % of the time span; "
+                 f"{time.perf_counter() - t0:.0f} s"]
+        sys.stdout.write(cell_table(f"{title} ({fname})", cells, notes) + "\n")
         sys.stdout.flush()
+        all_cells += cells
+    sys.stdout.write(verdict(all_cells) + f"\nall tables: {time.perf_counter() - started:.0f} s\n")
+
+
+def _plot(folder: str | None, results: list[ReplayResult], trace: Trace, name: str) -> None:
+    if folder is None:
+        return
+    from prewarm.sim.plot import plot_results
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    plot_results(results, trace, str(Path(folder) / f"{name}.png"))
 
 
 if __name__ == "__main__":
