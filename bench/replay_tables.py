@@ -34,6 +34,7 @@ from pathlib import Path
 from prewarm.catalog import load_catalog
 from prewarm.sim.engine import ReplayResult, Span
 from prewarm.sim.policies import BASELINES, POLICY_NAMES
+from prewarm.sim.report import duration
 from prewarm.sim.run import ForecastOptions, ModelCosts, run_replays
 from prewarm.sim.trace import Trace, frame_to_trace, read_trace
 from prewarm.workload import synth
@@ -113,17 +114,13 @@ class Cell:
             o_cold, o_gbh = _mean_pair(self.sweep[("ollama", ka)])
             ok = [c for c in VRAM_COSTS
                   if (p := _mean_pair(self.sweep[("forecast", c)]))[1] <= o_gbh and p[0] <= 0.75 * o_cold]
-            out.append(f"ollama {_dur(ka)} ({o_cold:.2f} %, {o_gbh:.0f} GB-h): "
+            out.append(f"ollama {duration(ka)} ({o_cold:.2f} %, {o_gbh:.0f} GB-h): "
                        + (f"forecast c={ok[0]:g} and {len(ok) - 1} more" if ok else "**no forecast point**"))
         return out
 
 
 def _mean_pair(xs: Sequence[tuple[float, float]]) -> tuple[float, float]:
     return statistics.fmean(x[0] for x in xs), statistics.fmean(x[1] for x in xs)
-
-
-def _dur(s: float) -> str:
-    return f"{s / 3600:g}h" if s >= 3600 else f"{s / 60:g}m"
 
 
 def cell_table(title: str, cells: list[Cell], notes: list[str]) -> str:

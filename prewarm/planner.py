@@ -23,7 +23,7 @@ Rules, in order of precedence:
 * what goes (in a plan or to make room for a request) goes least likely first,
   least recently used among equals: an eviction costs a cold start whatever the
   model's size, so per-byte value decides what to load, not what to drop;
-* the budget a plan fills is the caller's: the live prewarmer and the replay pass
+* the budget a plan fills is the caller's: the live prewarmer passes
   ``VramAccount``'s allowance, so prewarming holds no more VRAM-hours than an
   on-demand LRU cache would, and blend each model's idle-time history
   (``RecentDemand``) into ``p_any`` over the horizon that cache keeps an idle model;
@@ -135,9 +135,9 @@ class RecentDemand:
     ``prior = h / (a + 2h)`` (the same hazard for a heavy-tailed, Lomax, idle time
     of scale h: one half right after a request, less the longer the model has
     been idle), keeps a model with little history, or idle longer than ever
-    before, from reading as certain or impossible. The same rules serve the live
-    prewarmer and the replay's forecast policy. Keys are whatever the caller
-    names models by.
+    before, from reading as certain or impossible. The live prewarmer reads
+    recency this way (the replay's forecast policy now runs prewarm.planning).
+    Keys are whatever the caller names models by.
     """
 
     MEMORY_S = 86400.0  # a gap weighs half as much per day of age: demand follows the working day

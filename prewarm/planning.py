@@ -41,12 +41,30 @@ Pure: no I/O, no clock of its own; the caller passes every time.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 HALF_LIFE_S = 6 * 3600.0
 _LN2 = math.log(2.0)
+
+
+def needed(chosen: Sequence[T], size: Callable[[T], int], need: int) -> list[T]:
+    """``chosen`` (in the order picked) less any the others already free ``need`` bytes without.
+
+    Picking one at a time can overshoot (a small model picked before a big one
+    that alone would do); an eviction that was not needed only adds a cold start,
+    so those are put back, the last picked (the most worth keeping) first.
+    """
+    freed = sum(size(c) for c in chosen)
+    back: set[int] = set()
+    for k in range(len(chosen) - 1, -1, -1):
+        if freed - size(chosen[k]) >= need:
+            back.add(k)
+            freed -= size(chosen[k])
+    return [c for k, c in enumerate(chosen) if k not in back]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +75,10 @@ class Candidate:
     size_bytes: int
     load_seconds: float
     evictable: bool = True
+
+
+def _size(c: Candidate) -> int:
+    return c.size_bytes
 
 
 class PlanningState:
@@ -87,10 +109,6 @@ class PlanningState:
     def set_forecast(self, rates: Mapping[Any, float]) -> None:
         """The forecaster's latest word: expected requests per second per model (models absent: no opinion)."""
         self.forecast = dict(rates)
-
-    def forget(self, keys: Iterable[Any]) -> None:
-        for k in keys:
-            self._score.pop(k, None)
 
     # -- rates and worth --------------------------------------------------------
 
@@ -129,11 +147,7 @@ class PlanningState:
             freed += c.size_bytes
         if freed < need_bytes:
             return None
-        for c in reversed(list(chosen)):
-            if freed - c.size_bytes >= need_bytes:
-                chosen.remove(c)
-                freed -= c.size_bytes
-        return [c.key for c in chosen]
+        return [c.key for c in needed(chosen, _size, need_bytes)]
 
     def expendable(self, resident: Sequence[Candidate], t: float) -> list[Any]:
         """Evictable resident models worth less than ``vram_cost`` (none at 0)."""

@@ -6,25 +6,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from prewarm.sim.engine import ReplayResult
+from prewarm.sim.report import label
 from prewarm.sim.trace import Trace
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 MAX_TIMELINE_MODELS = 40
-
-
-def label(r: ReplayResult) -> str:
-    """A result's name in tables and legends: the policy, with its swept parameter where it has one."""
-    if "keep_alive_s" in r.extra:
-        return f"{r.policy} {_duration(float(r.extra['keep_alive_s']))}"
-    if "vram_cost" in r.extra and r.policy == "forecast":
-        return f"{r.policy} c={r.extra['vram_cost']:g}"
-    return r.policy
-
-
-def _duration(s: float) -> str:
-    return f"{s / 3600:g}h" if s >= 3600 and s % 3600 == 0 else f"{s / 60:g}m" if s % 60 == 0 else f"{s:g}s"
 
 
 def plot_results(results: Sequence[ReplayResult], trace: Trace, path: str) -> None:

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prewarm.sim.engine import ReplayResult
-from prewarm.sim.plot import label
 
 CSV_FIELDS = [
     "policy", "budget", "budget_gb", "requests", "cold_starts", "cold_start_rate", "added_latency_s_total",
@@ -26,6 +25,19 @@ def _when(ts: float) -> str:
     if ts > 1e9:
         return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return f"{ts:.0f} s"
+
+
+def label(r: ReplayResult) -> str:
+    """A result's name in tables and legends: the policy, with its swept parameter where it has one."""
+    if "keep_alive_s" in r.extra:
+        return f"{r.policy} {duration(float(r.extra['keep_alive_s']))}"
+    if "vram_cost" in r.extra and r.policy == "forecast":
+        return f"{r.policy} c={r.extra['vram_cost']:g}"
+    return r.policy
+
+
+def duration(s: float) -> str:
+    return f"{s / 3600:g}h" if s >= 3600 and s % 3600 == 0 else f"{s / 60:g}m" if s % 60 == 0 else f"{s:g}s"
 
 
 def to_json(results: Sequence[ReplayResult]) -> str:

@@ -70,8 +70,9 @@ def parse_policies(text: str | None) -> list[str]:
 
 def _factories(trace: Trace, span: Span, fopts: ForecastOptions
                ) -> tuple[dict[str, Callable[[], Policy]], Callable[[float], Policy]]:
+    """The policies without a sweep, and forecast at a given VRAM cost (ollama and the oracle are made in
+    run_replays: one per keep-alive, one per clairvoyant rule)."""
     factories: dict[str, Callable[[], Policy]] = {
-        "ollama": OllamaPolicy,
         "lru": LRUPolicy,
         "topn": TopNPolicy,
         "histogram": HistogramPolicy,
@@ -99,7 +100,6 @@ def _factories(trace: Trace, span: Span, fopts: ForecastOptions
             shared[kind.__name__] = kind(trace, train_end, fopts.window_s, max(retrain, fopts.window_s))
         return shared[kind.__name__]
 
-    factories["forecast"] = lambda: ForecastPolicy(schedule(ForecastSchedule))
     factories["forecast-perfect"] = lambda: ForecastPerfectPolicy(schedule(PerfectSchedule))
     return factories, lambda cost: ForecastPolicy(schedule(ForecastSchedule), cost)
 

@@ -135,3 +135,37 @@ class KeepAliveExpiry(Policy):
     def finish(self, t_end: float) -> None:
         self._expire_due(t_end)
         super().finish(t_end)
+
+
+class LowestFirst(Policy):
+    """Policies that evict the resident model of lowest ``rank`` (least recently asked for among equals), with no
+    timer and no prefetch: greedy-dual's priority, decayed LFU's count. Subclasses keep ``rank`` up to date."""
+
+    rank: list[float]
+
+    def bind(self, gpu: SimGPU, trace: Trace) -> None:
+        super().bind(gpu, trace)
+        self.last = [0.0] * trace.n_models
+        self.resident: set[int] = set()
+
+    def touch(self, i: int, m: int, t: float, hit: bool) -> None:
+        self.last[m] = t
+
+    def on_load(self, m: int, start: float, ready: float, demand: bool) -> None:
+        self.resident.add(m)
+        super().on_load(m, start, ready, demand)
+
+    def on_evict(self, m: int) -> None:
+        self.resident.discard(m)
+
+    def victim(self, m: int, t: float) -> int | None:
+        best: int | None = None
+        key = (0.0, 0.0)
+        rank, last, is_resident = self.rank, self.last, self.gpu.is_resident
+        for v in self.resident:
+            if v == m or not is_resident(v, t):
+                continue
+            k = (rank[v], last[v])
+            if best is None or k < key:
+                best, key = v, k
+        return best

@@ -1,4 +1,5 @@
-"""This project's policy: the HeatForecaster and the planning state, the decisions `prewarm serve` makes.
+"""This project's policy: the HeatForecaster and the planning state (`prewarm serve` does not run the planning
+state yet: it still plans with prewarm.planner; docs/replay.md).
 
 * Training: ``HeatForecaster.fit`` on the events before ``train_end`` (by default
   the end of the warm-up), then refit every ``retrain_every_s`` of trace time on
@@ -6,7 +7,7 @@
 * Every window (aligned to multiples of ``window_s``, as the forecaster aligns
   them) it predicts from the events before that instant only and hands the
   planning state (``prewarm.planning``) each model's expected request rate over
-  the forecast horizon (``horizon_rates``, the same reading `serve` makes).
+  the forecast horizon (``horizon_rates``).
 * Decisions are the planning state's: a miss is loaded on demand, room made by
   evicting the lowest worth; whenever the loader would otherwise idle (a window
   starts, a load ends) the best prefetch is queued if it pays; at a ``vram_cost``

@@ -27,11 +27,11 @@ never reset by an eviction, as LFU-DA (Arlitt et al., 2000) does for web caches.
 from __future__ import annotations
 
 from prewarm.sim.gpu import SimGPU
-from prewarm.sim.policies.base import Policy
+from prewarm.sim.policies.base import LowestFirst
 from prewarm.sim.trace import Trace
 
 
-class GDSFPolicy(Policy):
+class GDSFPolicy(LowestFirst):
     name = "gdsf"
     lifetime = False
 
@@ -41,16 +41,14 @@ class GDSFPolicy(Policy):
         self.clock = 0.0
         self.freq = [0] * n  # requests counted towards the priority (while resident, or over the history)
         self.pending = [0] * n  # requests that arrived while the model was not ready (counted when it loads)
-        self.prio = [0.0] * n
-        self.last = [0.0] * n
-        self.resident: set[int] = set()
+        self.rank = [0.0] * n  # the priority: clock + freq x cost / size
         self.weight = [gpu.load_seconds[m] / max(gpu.sizes[m], 1) for m in range(n)]  # cost / size
 
     def _rank(self, m: int) -> None:
-        self.prio[m] = self.clock + self.freq[m] * self.weight[m]
+        self.rank[m] = self.clock + self.freq[m] * self.weight[m]
 
     def touch(self, i: int, m: int, t: float, hit: bool) -> None:
-        self.last[m] = t
+        super().touch(i, m, t, hit)
         if m in self.resident:
             self.freq[m] += 1
             self._rank(m)
@@ -60,26 +58,13 @@ class GDSFPolicy(Policy):
     def on_load(self, m: int, start: float, ready: float, demand: bool) -> None:
         self.freq[m] = self.pending[m] + (self.freq[m] if self.lifetime else 0)
         self.pending[m] = 0
-        self.resident.add(m)
-        self._rank(m)
         super().on_load(m, start, ready, demand)
+        self._rank(m)
 
     def on_evict(self, m: int) -> None:
-        self.resident.discard(m)
-        if self.prio[m] > self.clock:
-            self.clock = self.prio[m]
-
-    def victim(self, m: int, t: float) -> int | None:
-        best: int | None = None
-        key = (0.0, 0.0)
-        prio, last, is_resident = self.prio, self.last, self.gpu.is_resident
-        for v in self.resident:
-            if v == m or not is_resident(v, t):
-                continue
-            k = (prio[v], last[v])
-            if best is None or k < key:
-                best, key = v, k
-        return best
+        super().on_evict(m)
+        if self.rank[m] > self.clock:
+            self.clock = self.rank[m]
 
 
 class GDSFLifetimePolicy(GDSFPolicy):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 from prewarm.sim.gpu import SimGPU
-from prewarm.sim.policies.base import Policy
+from prewarm.sim.policies.base import LowestFirst
 from prewarm.sim.trace import Trace
 
 HALF_LIFE_S = 6 * 3600.0
@@ -28,7 +28,7 @@ def log2_add(a: float, b: float) -> float:
     return hi + math.log2(1.0 + 2.0 ** (lo - hi))
 
 
-class LFUPolicy(Policy):
+class LFUPolicy(LowestFirst):
     name = "lfu"
 
     def __init__(self, half_life_s: float = HALF_LIFE_S) -> None:
@@ -38,30 +38,8 @@ class LFUPolicy(Policy):
 
     def bind(self, gpu: SimGPU, trace: Trace) -> None:
         super().bind(gpu, trace)
-        n = trace.n_models
-        self.score = [-math.inf] * n  # log2 of the decayed count, in units of 2^(t / half_life)
-        self.last = [0.0] * n
-        self.resident: set[int] = set()
+        self.rank = [-math.inf] * trace.n_models  # log2 of the decayed count, in units of 2^(t / half_life)
 
     def touch(self, i: int, m: int, t: float, hit: bool) -> None:
-        self.score[m] = log2_add(self.score[m], t / self.half_life_s)
-        self.last[m] = t
-
-    def on_load(self, m: int, start: float, ready: float, demand: bool) -> None:
-        self.resident.add(m)
-        super().on_load(m, start, ready, demand)
-
-    def on_evict(self, m: int) -> None:
-        self.resident.discard(m)
-
-    def victim(self, m: int, t: float) -> int | None:
-        best: int | None = None
-        key = (0.0, 0.0)
-        score, last, is_resident = self.score, self.last, self.gpu.is_resident
-        for v in self.resident:
-            if v == m or not is_resident(v, t):
-                continue
-            k = (score[v], last[v])
-            if best is None or k < key:
-                best, key = v, k
-        return best
+        super().touch(i, m, t, hit)
+        self.rank[m] = log2_add(self.rank[m], t / self.half_life_s)

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from prewarm.planning import needed
 from prewarm.sim.gpu import SimGPU
 from prewarm.sim.policies.base import ABSENT, INF, Policy
 from prewarm.sim.trace import Trace
@@ -185,16 +186,8 @@ class OraclePolicy(Policy):
 
     def _evict_needed(self, chosen: list[int], need: int, t: float) -> None:
         """Evict ``chosen`` (in the order they were picked) but for those the others already free ``need`` without."""
-        sizes = self.gpu.sizes
-        freed = sum(sizes[v] for v in chosen)
-        keep = set()
-        for v in reversed(chosen):
-            if freed - sizes[v] >= need:
-                keep.add(v)
-                freed -= sizes[v]
-        for v in chosen:
-            if v not in keep:
-                self.evict(v, t)
+        for v in needed(chosen, self.gpu.sizes.__getitem__, need):
+            self.evict(v, t)
 
     def advance(self, x: float) -> None:
         self.next_event = INF
