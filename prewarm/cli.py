@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="TOML config file")
     s.add_argument("--vram-budget", help="VRAM budget, e.g. 24GB or 22GiB")
     s.add_argument("--catalog", help="catalog CSV model,size_bytes,load_seconds")
+    s.add_argument("--vram-cost", help="seconds of client waiting you would trade for one GB-hour of VRAM held "
+                                       "(default 0: spend the budget for the fewest cold starts)")
     s.add_argument("--no-schedule", action="store_true",
                    help="no scheduled training, forecasting or planned loads (the VRAM budget is still enforced)")
     s.set_defaults(func=_lazy("prewarm.serve", "run"))

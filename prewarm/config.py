@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 import re
 import tomllib
@@ -90,7 +91,8 @@ class Settings:
     horizon_windows: int = 12
     train_cron: str = "0 * * * *"
     keep_runs: int = 5
-    plan_keep_alive: str = "-1"  # keep_alive the proxy sets for planned-resident models
+    plan_keep_alive: str = "-1"  # keep_alive the proxy sets on Ollama requests: residency is the planner's
+    vram_cost: float = 0.0  # seconds of client waiting traded for one GB-hour held; 0: fewest cold starts
     # vLLM sleep mode
     vllm_servers: dict[str, str] = field(default_factory=dict)  # model -> base URL
     vllm_sleep_level: int = 1
@@ -234,6 +236,8 @@ def validate(settings: Settings) -> None:
                  "log_flush_interval", "shutdown_grace", "model_state_ttl"):
         if not getattr(settings, name) > 0:
             raise ConfigError(f"{name} must be more than 0 seconds, not {getattr(settings, name)!r}")
+    if not (settings.vram_cost >= 0 and math.isfinite(settings.vram_cost)):
+        raise ConfigError(f"vram_cost must be a number of seconds per GB-hour, 0 or more, not {settings.vram_cost!r}")
     if settings.room_wait < 0:
         raise ConfigError(f"room_wait must be 0 seconds or more, not {settings.room_wait!r}")
     for name in ("horizon_windows", "sql_concurrency", "log_batch_rows", "log_queue_max", "keep_runs"):

@@ -50,7 +50,9 @@ MEANINGS: dict[str, str] = {
     "horizon_windows": "windows the forecaster looks ahead",
     "train_cron": "when the forecaster is retrained (crontab line)",
     "keep_runs": "trained runs kept in models_dir",
-    "plan_keep_alive": "keep_alive set on requests for the models the plan keeps (-1: until prewarm unloads them)",
+    "plan_keep_alive": "keep_alive set on Ollama requests, so Ollama's timer does not undo the plan (-1: until "
+                       "prewarm unloads them; a client's keep_alive 0 still unloads)",
+    "vram_cost": "seconds of client waiting you would trade for one GB-hour of VRAM held (0: fewest cold starts)",
     "vllm_servers": "table [vllm.servers]: model -> base URL of its vLLM server",
     "vllm_sleep_level": "vLLM sleep level used to unload: 1 keeps weights in CPU memory, 2 drops them",
 }

@@ -46,14 +46,6 @@ class PrewarmMetrics:
         )
         self.vram_used = Gauge("prewarm_vram_used_bytes", "Bytes resident on the upstream (incl. reserved room)", registry=r)
         self.vram_budget = Gauge("prewarm_vram_budget_bytes", "The VRAM budget: the most the planner may fill", registry=r)
-        self.vram_on_demand = Gauge(
-            "prewarm_vram_on_demand_bytes", "Bytes an on-demand LRU cache of the same requests would hold", registry=r
-        )
-        self.vram_allowance = Gauge(
-            "prewarm_vram_allowance_bytes",
-            "Bytes the plan fills: the on-demand cache's, +/- the VRAM-hours saved or overspent (VramAccount)",
-            registry=r,
-        )
         self.budget_source = Gauge(
             "prewarm_vram_budget_source", "1 for the source of the current budget", ["source"], registry=r
         )
@@ -66,9 +58,6 @@ class PrewarmMetrics:
         """Read VRAM in use from the prewarmer at scrape time rather than pushing it on every change."""
         self._prewarmer = prewarmer
         self.vram_used.set_function(lambda: float(prewarmer._resident_bytes()))
-        self.vram_on_demand.set_function(lambda: float(prewarmer.account.lru_bytes))
-        self.vram_allowance.set_function(
-            lambda: float("nan") if prewarmer.budget is None else float(prewarmer.allowance()))
 
         store = getattr(prewarmer, "store", None)
         if store is not None:
@@ -128,8 +117,9 @@ class _LogRows(Collector):
 
 
 class _PerModel(Collector):
-    """prewarm_inflight_requests and prewarm_resident_bytes per model, read from the prewarmer at scrape time
-    (only models it knows: the resident set and requests it admitted, never arbitrary client names)."""
+    """prewarm_inflight_requests, prewarm_resident_bytes and prewarm_model_worth per model, read from the
+    prewarmer at scrape time (only models it knows: the resident set and requests it admitted, never arbitrary
+    client names)."""
 
     def __init__(self, prewarmer: Any) -> None:
         self.prewarmer = prewarmer
@@ -137,10 +127,12 @@ class _PerModel(Collector):
     def describe(self) -> list[GaugeMetricFamily]:
         return [GaugeMetricFamily("prewarm_inflight_requests", "Requests in flight per model", labels=["model"]),
                 GaugeMetricFamily("prewarm_resident_bytes", "Bytes each resident model holds on the upstream",
-                                  labels=["model"])]
+                                  labels=["model"]),
+                GaugeMetricFamily("prewarm_model_worth", "Seconds of client waiting a resident model is expected to "
+                                  "save per GB-hour it holds (what evictions and vram_cost compare)", labels=["model"])]
 
     def collect(self) -> list[GaugeMetricFamily]:
-        inflight, resident = self.describe()
+        inflight, resident, worth = self.describe()
         counts: dict[str, int] = {}
         for model, n in self.prewarmer._in_flight().items():
             label = model if self.prewarmer._known_now(model) else "other"
@@ -149,7 +141,9 @@ class _PerModel(Collector):
             inflight.add_metric([label], float(n))
         for model, size in sorted(self.prewarmer._resident().items()):
             resident.add_metric([model], float(size))
-        return [inflight, resident]
+        for model, value in sorted(self.prewarmer.worths().items()):
+            worth.add_metric([model], value)
+        return [inflight, resident, worth]
 
 
 def metrics_route(metrics: PrewarmMetrics) -> web.RouteDef:

@@ -35,13 +35,18 @@ users combined), and otherwise from each model's own decayed request count
 among models the forecast expects nothing of, the most recently busy stay. Keys
 are whatever the caller names models by (ids in the replay, names in serve).
 
+``step`` is the one decision the live prewarmer and the replay both make each
+time the loader would idle: let go of what does not earn its memory, else load a
+pinned model that is absent, else the prefetch that pays; ``plan`` carries steps
+out on paper (``prewarm plan``).
+
 Pure: no I/O, no clock of its own; the caller passes every time.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -69,12 +74,33 @@ def needed(chosen: Sequence[T], size: Callable[[T], int], need: int) -> list[T]:
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """One model as a decision sees it: its key, bytes, load seconds, and whether it may be evicted now."""
+    """One model as a decision sees it: its key, bytes, load seconds, whether it may be evicted now (resident) and
+    whether the user pinned it (absent: it is loaded whatever its worth)."""
 
     key: Any
     size_bytes: int
     load_seconds: float
     evictable: bool = True
+    pinned: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One decision: the models to unload, then the one to load (None: only unloads), and why."""
+
+    unload: list[Any]
+    load: Any | None
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlanAction:
+    """One action of a plan as it is shown and logged (prewarm_actions, /prewarm/status, ``prewarm plan``)."""
+
+    model: str
+    action: str  # "load" | "unload" | "keep"
+    reason: str
+    resident_bytes_after: int
 
 
 def _size(c: Candidate) -> int:
@@ -93,11 +119,13 @@ class PlanningState:
         self.half_life_s = float(half_life_s)
         self._score: dict[Any, float] = {}  # log2 of the decayed count, in units of 2^(t / half_life)
         self.forecast: dict[Any, float] = {}  # expected requests per second over the forecast horizon
+        self._last: dict[Any, float] = {}  # each key's latest request
 
     # -- inputs ---------------------------------------------------------------
 
     def observe(self, key: Any, t: float) -> None:
         """One request for ``key`` at ``t``."""
+        self._last[key] = max(t, self._last.get(key, t))
         x = t / self.half_life_s
         s = self._score.get(key)
         if s is None:
@@ -105,6 +133,19 @@ class PlanningState:
             return
         hi, lo = (s, x) if s >= x else (x, s)
         self._score[key] = hi + math.log2(1.0 + 2.0 ** (lo - hi))
+
+    def knows(self, key: Any) -> bool:
+        return key in self._score
+
+    def forget_idle(self, now: float, idle_s: float, keep: Iterable[Any] = ()) -> list[Any]:
+        """Drop the count of every key without a request for ``idle_s`` (except ``keep``); returns them. A
+        service that runs for months must not remember every name it ever saw."""
+        kept = set(keep)
+        gone = [k for k, t in self._last.items() if now - t > idle_s and k not in kept]
+        for k in gone:
+            del self._last[k]
+            del self._score[k]
+        return gone
 
     def set_forecast(self, rates: Mapping[Any, float]) -> None:
         """The forecaster's latest word: expected requests per second per model (models absent: no opinion)."""
@@ -126,6 +167,12 @@ class PlanningState:
     def worth(self, c: Candidate, t: float) -> float:
         """Seconds of waiting saved per GB-hour held (a zero-size model counts as one byte)."""
         return self.rate(c.key, t) * c.load_seconds * 3600.0 / (max(c.size_bytes, 1) / 1e9)
+
+    def explain(self, c: Candidate, t: float) -> str:
+        """A model's worth and where its rate comes from, in a reason a person can check."""
+        source = "forecast" if c.key in self.forecast else "recent requests"
+        return (f"{self.rate(c.key, t) * 3600:.2f} requests/h expected ({source}) x load {c.load_seconds:.1f} s "
+                f"/ {c.size_bytes / 1e9:.2f} GB = worth {self.worth(c, t):.1f} s per GB-hour")
 
     def _order(self, c: Candidate, t: float) -> tuple[float, float]:
         return (self.worth(c, t), self.recent_rate(c.key, t) * c.load_seconds / max(c.size_bytes, 1))
@@ -184,3 +231,55 @@ class PlanningState:
         if lost >= self.rate(best.key, t) * best.load_seconds:
             return None
         return best.key, gone
+
+    def step(self, resident: Sequence[Candidate], absent: Sequence[Candidate], free_bytes: int,
+             t: float) -> Step | None:
+        """The decision at ``t`` when the loader would otherwise idle, or None when nothing pays.
+
+        In order: the resident models worth less than ``vram_cost`` go; a pinned
+        model that is absent is loaded (making room lowest worth first); the
+        prefetch that pays (``prefetch``). Each accepted prefetch raises the
+        resident set's total ``rate x load_s``, so repeated steps at one instant
+        end.
+        """
+        gone = self.expendable(resident, t)
+        if gone:
+            return Step(gone, None, f"not worth its memory at vram_cost {self.vram_cost:g} s per GB-hour")
+        for c in absent:
+            if c.pinned:
+                room = self.victims(resident, c.size_bytes - free_bytes, t)
+                if room is not None:
+                    return Step(room, c.key, "pinned")
+        pick = self.prefetch(absent, resident, free_bytes, t)
+        if pick is None:
+            return None
+        by_key = {c.key: c for c in absent}
+        return Step(pick[1], pick[0], f"prewarm: {self.explain(by_key[pick[0]], t)}")
+
+
+def plan(state: PlanningState, resident: Sequence[Candidate], absent: Sequence[Candidate], budget_bytes: int,
+         t: float) -> list[PlanAction]:
+    """The steps ``state`` would take at ``t`` from this resident set, carried out on paper (loads done at once):
+    the unloads and loads in order, then a ``keep`` for each resident model that stays."""
+    held = {c.key: c for c in resident}
+    out = {c.key: c for c in absent}
+    used = sum(c.size_bytes for c in resident)
+    actions: list[PlanAction] = []
+    for _ in range(len(held) + len(out) + 1):
+        s = state.step(list(held.values()), list(out.values()), budget_bytes - used, t)
+        if s is None:
+            break
+        for k in s.unload:
+            c = held.pop(k)
+            used -= c.size_bytes
+            out[k] = Candidate(k, c.size_bytes, c.load_seconds)
+            why = s.why if s.load is None else f"make room for {s.load}: lowest worth, {state.explain(c, t)}"
+            actions.append(PlanAction(str(k), "unload", why, used))
+        if s.load is not None:
+            c = out.pop(s.load)
+            held[s.load] = c
+            used += c.size_bytes
+            actions.append(PlanAction(str(s.load), "load", s.why, used))
+    stay = [PlanAction(str(c.key), "keep", f"worth its place: {state.explain(c, t)}", used)
+            for c in resident if c.key in held]
+    return actions + stay

@@ -1,29 +1,33 @@
-"""The prewarmer: carries out the planner's decisions on the upstream and guards the budget on the request path.
+"""The prewarmer: carries out the planning state's decisions on the upstream and guards the budget on the request path.
 
 It implements ProxyHooks by holding a ResidencyTracker (which knows what is
-resident and what is in flight) and adding two things around it:
+resident and what is in flight) and the PlanningState (prewarm.planning: each
+model's rate, and the worth-ranked decisions the replay's forecast policy makes
+too), and adds three things around them:
 
-* before a request for a model that is not resident is forwarded, it evicts
-  under the planner's ``make_room`` rules so the upstream's own eviction never has
-  to act and the budget holds for client-triggered loads too; the room is then
-  reserved for that request until it finishes, so a planned load cannot take it;
-* for models the plan wants resident it sets ``keep_alive`` on the forwarded body,
-  so Ollama's idle timer does not undo the plan (other models keep the client's value).
-
-Every window, ``apply_plan`` turns forecasts into actions (planner.plan) and carries
-them out one at a time, logging each as a row in ``prewarm_actions``. State is
-re-checked before each step, because requests keep arriving while a plan runs.
+* before a request for a model that is not resident is forwarded, it evicts the
+  lowest worth (``PlanningState.victims``) so the upstream's own eviction never
+  has to act and the budget holds for client-triggered loads too; the room is
+  then reserved for that request until it finishes, so a planned load cannot take it;
+* it sets ``plan_keep_alive`` on forwarded Ollama bodies (an explicit 0, a client
+  unloading, excepted): what stays resident is the planning state's decision, so
+  Ollama's idle timer must not undo it;
+* whenever the loader would otherwise idle (a new forecast, a cold request
+  done), ``fill`` takes the planning state's steps one at a time under the
+  operation lock: what does not earn its memory at ``vram_cost`` goes, pinned
+  models come back, the prefetch that pays is loaded. Each action is a row in
+  ``prewarm_actions``; state is re-read before each step, because requests keep
+  arriving while a plan runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,27 +38,23 @@ from prewarm.backends.ollama import keep_alive_value, runner_options
 from prewarm.backends.sizing import LOAD_MS_SQL, catalog_rows, load_ms_p50
 from prewarm.catalog import Catalog, load_catalog
 from prewarm.config import Settings
-from prewarm.forecast.horizon import PLAN_WINDOWS, canonical_views, horizon_views
+from prewarm.forecast.horizon import canonical_rates, horizon_rates
 from prewarm.gpu import Budget, GpuMonitor
 from prewarm.metrics import PrewarmMetrics
-from prewarm.planner import ModelView, PlanAction, PlanConfig, RecentDemand, VramAccount, make_room, plan
+from prewarm.planning import Candidate, PlanAction, PlanningState, Step, plan
 from prewarm.records import RequestEvent
 from prewarm.residency import ResidencyTracker
 
 log = logging.getLogger(__name__)
 
-# Models in order of their last request, oldest first: the on-demand cache the VRAM account starts from.
-LAST_USED_SQL = ("SELECT model, epoch(max(ts_start)) AS last_used FROM requests WHERE model IS NOT NULL "
-                 "GROUP BY model ORDER BY last_used")
-# The requests whose gaps seed each model's idle-time history (RecentDemand) at start: those of the last
-# RECENT_MEMORIES x its memory (older gaps weigh under 1/8).
-RECENT_MEMORIES = 3
+# The requests that seed each model's decayed request count at start: those of the last RECENT_HALF_LIVES
+# half-lives (an older request weighs under 1/256).
+RECENT_HALF_LIVES = 8
 
 
-def recent_requests_sql(now: float) -> str:
-    """The log's requests of the last RECENT_MEMORIES x RecentDemand's memory before ``now`` (epoch seconds),
-    oldest first."""
-    since = float(now) - RECENT_MEMORIES * RecentDemand.MEMORY_S
+def recent_requests_sql(now: float, half_life_s: float) -> str:
+    """The log's requests of the last RECENT_HALF_LIVES half-lives before ``now`` (epoch seconds), oldest first."""
+    since = float(now) - RECENT_HALF_LIVES * half_life_s
     return (f"SELECT model, epoch(ts_start) AS ts FROM requests WHERE model IS NOT NULL "
             f"AND ts_start >= to_timestamp({since!r}) ORDER BY ts_start")
 
@@ -87,7 +87,6 @@ class Prewarmer:
         gpu: GpuMonitor | None = None,
         catalog: Catalog | None = None,
         metrics: PrewarmMetrics | None = None,
-        plan_config: PlanConfig = PlanConfig(),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -97,21 +96,15 @@ class Prewarmer:
         self.gpu = gpu or GpuMonitor(settings)
         self.catalog = catalog or load_catalog(settings.catalog)
         self.metrics = metrics or PrewarmMetrics()
-        self.plan_config = plan_config
         self.clock = clock
         self.pins: set[str] = {backend.canonical(p) for p in settings.pins}
         self.sizes: dict[str, int] = {}
         self.load_ms: dict[str, float] = {}
         self.budget: Budget | None = None
-        self.planned_resident: set[str] = set()
-        self.forecast: dict[str, tuple[float, float | None]] = {}
+        self.planned_resident: set[str] = set()  # what the latest plan loaded or kept
         self.forecast_at: float | None = None
-        # Recency, as the replay's forecast policy sees it: each model's idle-time history, read over the
-        # on-demand cache's horizon (at least the plan's), blended into p_any; idle time for the LRU tie-break.
-        self.plan_horizon_s = PLAN_WINDOWS * settings.window
-        self.recent = RecentDemand()
-        # Prewarming holds no more VRAM-hours than an on-demand LRU cache of the same requests would.
-        self.account = VramAccount(settings.horizon_windows * settings.window)
+        # The one planning object: rates (forecast, else decayed counts) and every eviction and prefetch.
+        self.state = PlanningState(settings.vram_cost)
         self.last_plan: list[PlanAction] = []
         self.last_plan_at: float | None = None
         self.last_actions: deque[dict[str, Any]] = deque(maxlen=50)
@@ -123,7 +116,8 @@ class Prewarmer:
         self._sizes_at = 0.0  # monotonic time of the last sizes() refresh for an unknown name
         self._held_until: dict[str, float] = {}  # model -> until when a manual load or a hint keeps it (clock())
         self._seen_users: dict[str, float] = {}  # user -> when their presence last started a hint (clock())
-        self._hints: set[asyncio.Task[Any]] = set()  # presence hints running in the background
+        self._hints: set[asyncio.Task[Any]] = set()  # presence hints and fills running in the background
+        self._filling = False  # a fill is running: another would only queue behind it for the same steps
         self._too_large: set[str] = set()  # models already reported as larger than the budget
         self._op_lock = asyncio.Lock()  # one load or unload at a time, as the upstream does them
         self._request_done = asyncio.Event()  # set (and replaced) whenever a request finishes: room may be free
@@ -138,39 +132,19 @@ class Prewarmer:
             await self.tracker.refresh()
         await self.refresh_catalog()
         await self.refresh_budget()
-        last_used: list[tuple[str, float]] = []
         recent: list[tuple[str, float]] = []
         if self.store is not None:
             try:
-                last_used = (await self.store.query(LAST_USED_SQL))[1]
-                recent = (await self.store.query(recent_requests_sql(self.clock())))[1]
-            except Exception as exc:  # the store may be unavailable: then start from the resident set alone
-                log.warning("cannot read the request log (%s); the VRAM account starts from the resident models "
-                            "and recency from nothing", exc)
+                recent = (await self.store.query(recent_requests_sql(self.clock(), self.state.half_life_s)))[1]
+            except Exception as exc:  # the store may be unavailable: then recency starts from nothing
+                log.warning("cannot read the request log (%s); recency starts from nothing", exc)
         self.seed_recent(recent)
-        self.seed_account(last_used)
 
     def seed_recent(self, requests: Iterable[tuple[str, float]]) -> None:
-        """Replay the log's (model, epoch seconds) requests, oldest first, into the idle-time histories, so a
+        """Replay the log's (model, epoch seconds) requests, oldest first, into the decayed request counts, so a
         restarted serve reads recency as the one before it did."""
         for m, ts in requests:
-            self.recent.observe(self.canonical(m), float(ts))
-
-    def seed_account(self, last_used: Sequence[tuple[str, float | None]]) -> None:
-        """Start the VRAM account's on-demand cache from the resident models, then the log's (model, time of its
-        latest request), oldest use first.
-
-        A restarted serve then compares itself with the cache its traffic had
-        built, not with an empty one (until the first request an empty account
-        allows the whole budget, then what is resident plus what it brings).
-        """
-        entries: list[tuple[str, int, float | None]] = [(m, self.size_of(m), None) for m in self._resident()]
-        entries += [(self.canonical(m), self.size_of(self.canonical(m)), t) for m, t in last_used]
-        self.account.seed(entries, self._budget_bytes())
-
-    def allowance(self) -> int:
-        """The bytes plans and make_room fill: VramAccount's allowance, within the budget."""
-        return self.account.allowance(self.clock(), self._resident_bytes(), self._budget_bytes())
+            self.state.observe(self.canonical(m), float(ts))
 
     async def stop(self, stop_tracker: bool = True) -> None:
         for task in list(self._hints):
@@ -243,30 +217,52 @@ class Prewarmer:
             out[c] = out.get(c, 0) + n
         return out
 
-    def views(self, extra: Sequence[str] = ()) -> list[ModelView]:
-        """What the planner sees: every model known from sizes, forecasts, the resident set and pins."""
-        resident = self._resident()
+    def resident_candidates(self, holding: bool = True, but: str | None = None) -> list[Candidate]:
+        """The resident models as the planning state sees them. Never evictable: requests in flight, pinned,
+        room reserved for a request now loading; with ``holding``, also a model held after a manual load or a
+        hint (``manual_hold``), which then goes only when nothing else makes room."""
         in_flight = self._in_flight()
-        names = set(self.sizes) | set(self.forecast) | set(resident) | self.pins | set(extra)
-        now = self.clock()
-        horizon = self.account.keep_horizon_s(now, self.plan_horizon_s)
         out = []
-        for m in sorted(names):
-            p, demand = self.forecast.get(m, (0.0, None))
-            out.append(
-                ModelView(
-                    model=m,
-                    size_bytes=resident.get(m) or self.size_of(m),
-                    load_seconds=self.load_seconds_of(m),
-                    p_any=self.recent.blend(m, p, now, horizon),
-                    next_demand_s=demand,
-                    resident=m in resident,
-                    in_flight=in_flight.get(m, 0),
-                    pinned=m in self.pins,
-                    idle_s=self.recent.idle_s(m, now),
-                )
-            )
+        for m, b in sorted(self._resident().items()):
+            if m == but:
+                continue
+            busy = bool(in_flight.get(m)) or m in self.pins or m in self._reserved or (holding and self._held(m))
+            out.append(Candidate(m, b, self.load_seconds_of(m), evictable=not busy))
         return out
+
+    def absent_candidates(self) -> list[Candidate]:
+        """The models the upstream serves that are not resident and fit the budget (the forecast's and the pins
+        where the upstream or the catalog knows them)."""
+        resident = self._resident()
+        budget = self._budget_bytes()
+        names = set(self.sizes) | {m for m in set(self.state.forecast) | self.pins if self._known_now(m)}
+        out = []
+        for m in sorted(names - set(resident) - self._evicting):
+            size = self.size_of(m)
+            if size <= budget:
+                out.append(Candidate(m, size, self.load_seconds_of(m), pinned=m in self.pins))
+        return out
+
+    def victims_for(self, model: str) -> list[str] | None:
+        """The evictions that let ``model`` load under the budget (lowest worth first, held models last), [] when
+        it fits, None when the evictable models cannot free enough."""
+        need = self._resident_bytes() + self.size_of(model) - self._budget_bytes()
+        now = self.clock()
+        for holding in (True, False):
+            gone = self.state.victims(self.resident_candidates(holding, but=model), need, now)
+            if gone is not None:
+                return [str(g) for g in gone]
+        return None
+
+    def worths(self) -> dict[str, float]:
+        """Each resident model's worth now (seconds of waiting saved per GB-hour held)."""
+        now = self.clock()
+        return {c.key: self.state.worth(c, now) for c in self.resident_candidates(holding=False)}
+
+    def _room_reason(self, victim: str, model: str) -> str:
+        c = Candidate(victim, self.size_of(victim), self.load_seconds_of(victim))
+        return (f"make room for {model} ({self.size_of(model) / 1e9:.2f} GB) under the "
+                f"{self._budget_bytes() / 1e9:.2f} GB budget; lowest worth: {self.state.explain(c, self.clock())}")
 
     def _budget_bytes(self) -> int:
         if self.budget is None:
@@ -297,11 +293,10 @@ class Prewarmer:
         self._tally_options(m, body)
         if self.backend.resident_known and not self._resident_now(m) and m not in self._reserved:
             await self._make_room_for(m, f"request for {m}")
-        if m in self.planned_resident or m in self.pins:
-            if self.backend.sets_keep_alive and endpoint in KEEP_ALIVE_ENDPOINTS:
-                want = keep_alive_value(self.settings.plan_keep_alive)
-                if body.get("keep_alive") != want:
-                    return dict(body, keep_alive=want)
+        if self.backend.sets_keep_alive and endpoint in KEEP_ALIVE_ENDPOINTS and not _unloads(body):
+            want = keep_alive_value(self.settings.plan_keep_alive)
+            if body.get("keep_alive") != want:
+                return dict(body, keep_alive=want)
         return None
 
     async def _known_model(self, model: str) -> bool:
@@ -336,13 +331,8 @@ class Prewarmer:
         self.tracker.request_started(model)
 
     def _observe(self, m: str) -> None:
-        """A request for a model the upstream serves: recency and the VRAM account's on-demand cache see it."""
-        now = self.clock()
-        self.recent.observe(m, now)
-        if self.budget is not None:
-            if not self.account.seen:
-                self.seed_account([])  # what was prewarmed before any demand counts as cached
-            self.account.request(m, self.size_of(m), now, self._resident_bytes(), self.budget.bytes)
+        """A request for a model the upstream serves: its decayed request count sees it."""
+        self.state.observe(m, self.clock())
 
     def request_finished(self, model: str, event: RequestEvent) -> None:
         self.tracker.request_finished(model, event)
@@ -352,14 +342,16 @@ class Prewarmer:
         self._request_done.set()
         self._request_done = asyncio.Event()
         self.metrics.observe_request(m if self._known_now(m) else "other", event)
+        if event.cold and self._known_now(m):
+            self.fill_soon()  # the load it waited for is done: the loader would idle now
 
     def prune(self) -> list[str]:
         """Forget the per-model state of models without a request for model_state_ttl that are neither
         served, resident nor pinned (names from the log of an upstream that no longer has them)."""
         keep = set(self.sizes) | set(self.catalog.entries) | set(self.tracker.resident) | self.pins
-        gone = self.recent.forget_idle(self.clock(), self.settings.model_state_ttl, keep)
+        gone = self.state.forget_idle(self.clock(), self.settings.model_state_ttl, keep)
         for m in set(self._options) - keep:
-            if m in gone or m not in self.recent.last:
+            if m in gone or not self.state.knows(m):
                 self._options.pop(m, None)
                 self.backend.load_options.pop(m, None)
         return gone
@@ -373,7 +365,7 @@ class Prewarmer:
         self.backend.load_options[model] = best
 
     async def _make_room_for(self, model: str, why: str) -> None:
-        """Evict under the planner's rules until `model` fits, then reserve its room; waits for a load in progress.
+        """Evict the lowest worth until `model` fits, then reserve its room; waits for a load in progress.
 
         When only models in flight (or pinned) could make room, the request waits for
         one of them to finish, as Ollama queues a request until a runner is idle,
@@ -396,27 +388,15 @@ class Prewarmer:
                         log.warning("%s needs %d bytes, more than the whole %d-byte budget: forwarded without "
                                     "making room", model, self.size_of(model), self._budget_bytes())
                     return
-                # Room within VramAccount.room_limit for a request; failing that (models in flight), the budget.
-                views = self.views([model])
-                limit = self.account.room_limit(self.clock(), self._resident_bytes(), self._budget_bytes(),
-                                                request=True)
-                # A held model (loaded by hand or by a hint) goes only when nothing else makes room.
-                holding = self._holding(views)
-                actions = None
-                for candidates in (holding, views) if holding != views else (views,):
-                    actions = make_room(candidates, model, limit)
-                    if actions is None:
-                        actions = make_room(candidates, model, self._budget_bytes())
-                    if actions is not None:
-                        break
-                if actions is not None:
+                victims = self.victims_for(model)
+                if victims is not None:
                     # Every victim counts as leaving from now: a request for one of them waits behind this
                     # lock instead of being forwarded to a model that is about to go.
-                    victims = [a.model for a in actions]
+                    reasons = {v: self._room_reason(v, model) for v in victims}
                     self._evicting.update(victims)
                     try:
-                        for a in actions:
-                            await self._do_unload(a.model, a.reason)
+                        for v in victims:
+                            await self._do_unload(v, reasons[v])
                     finally:
                         self._evicting.difference_update(victims)
                     if self.backend.loads_on_request:
@@ -437,21 +417,23 @@ class Prewarmer:
     # ------------------------------------------------------------------ actions
 
     def _record(self, model: str, action: str, reason: str, before: int | None, after: int | None,
-                duration_ms: float, ok: bool, error: str | None) -> None:
-        row = dict(ts=datetime.now(UTC), model=model, action=action, reason=reason, vram_before=before,
-                   vram_after=after, duration_ms=duration_ms, ok=ok, error=error)
+                duration_ms: float, ok: bool, error: str | None, began: float | None = None) -> None:
+        """One prewarm_actions row; ``ts`` is when the action began (the prewarmer's clock; now by default)."""
+        ts = datetime.fromtimestamp(self.clock() if began is None else began, UTC)
+        row = dict(ts=ts, model=model, action=action, reason=reason, vram_before=before, vram_after=after,
+                   duration_ms=duration_ms, ok=ok, error=error)
         self.last_actions.append(row)
         if self.store is not None:
             self.store.put_rows("prewarm_actions", [row])
 
     async def _do_unload(self, model: str, reason: str) -> bool:
         before = self._resident_bytes()
-        t0 = time.perf_counter()
+        began, t0 = self.clock(), time.perf_counter()
         self._evicting.add(model)
         try:
             await self.backend.unload(model)
         except BackendError as exc:
-            self._record(model, "unload", reason, before, before, _ms(t0), False, str(exc))
+            self._record(model, "unload", reason, before, before, _ms(t0), False, str(exc), began)
             return False
         finally:
             self._evicting.discard(model)
@@ -459,7 +441,7 @@ class Prewarmer:
         await self.tracker.refresh()
         self.planned_resident.discard(model)
         self.metrics.evicted(model)
-        self._record(model, "unload", reason, before, self._resident_bytes(), _ms(t0), True, None)
+        self._record(model, "unload", reason, before, self._resident_bytes(), _ms(t0), True, None, began)
         return True
 
     async def _do_load(self, model: str, reason: str) -> bool:
@@ -469,16 +451,16 @@ class Prewarmer:
             self._record(model, "load", reason, before, before, 0.0, False,
                          f"skipped: {before + size} bytes would exceed the {self._budget_bytes()}-byte budget now")
             return False
-        t0 = time.perf_counter()
+        began, t0 = self.clock(), time.perf_counter()
         try:
             await self.backend.load(model, keep_alive=self.settings.plan_keep_alive)
         except BackendError as exc:
-            self._record(model, "load", reason, before, before, _ms(t0), False, str(exc))
+            self._record(model, "load", reason, before, before, _ms(t0), False, str(exc), began)
             return False
         self.tracker.mark_resident(model)
         await self.tracker.refresh()
         self.metrics.loaded(model, time.perf_counter() - t0)
-        self._record(model, "load", reason, before, self._resident_bytes(), _ms(t0), True, None)
+        self._record(model, "load", reason, before, self._resident_bytes(), _ms(t0), True, None, began)
         return True
 
     async def _do_keep(self, model: str, reason: str) -> bool:
@@ -495,38 +477,97 @@ class Prewarmer:
         return ok
 
     async def apply_plan(self, forecasts: pd.DataFrame, made_at: float | None = None) -> list[PlanAction]:
-        """Plan from `forecasts` (the forecaster's frame or the forecasts table) and carry it out step by step."""
+        """Take the forecaster's latest word (its frame or the forecasts table) and fill from it."""
         if forecasts is None or forecasts.empty:
-            raise PrewarmError("no forecasts: refusing to plan, it would unload every model that is not pinned")
+            raise PrewarmError("no forecasts: refusing to plan on nothing")
+        if "expected_requests" not in forecasts.columns:
+            raise PrewarmError("forecasts without expected_requests: the planner reads each model's expected "
+                               "requests per window (retrain with this version)")
         now = self.clock()
         self.prune()
-        self.forecast = canonical_views(horizon_views(forecasts, now), self.canonical)
+        self.state.set_forecast(canonical_rates(horizon_rates(forecasts, now), self.canonical))
         self.forecast_at = made_at if made_at is not None else now
         self.metrics.forecast_made(self.forecast_at)
         await self.tracker.refresh()
         await self.refresh_budget()
-        actions = plan(self.views(), self.allowance(), self.plan_config)
-        self.last_plan, self.last_plan_at = actions, now
-        self.planned_resident = {a.model for a in actions if a.action in ("keep", "load")}
-        for a in actions:
+        before = set(self._resident())
+        actions = await self.fill()
+        for m in sorted(before & set(self._resident())):
             async with self._op_lock:
-                if a.action == "unload":
-                    if self._in_flight().get(a.model):
-                        self._record(a.model, "unload", a.reason, None, None, 0.0, False,
-                                     "skipped: a request for it arrived while the plan ran")
-                        continue
-                    if self._held(a.model):
-                        self._record(a.model, "unload", a.reason, None, None, 0.0, False,
-                                     "skipped: held after a manual load or a hint (manual_hold)")
-                        continue
-                    await self._do_unload(a.model, a.reason)
-                elif a.action == "load":
-                    if self.tracker.is_resident(a.model):
-                        continue
-                    await self._do_load(a.model, a.reason)
-                else:
-                    await self._do_keep(a.model, a.reason)
+                if m not in self._resident():
+                    continue
+                reason = "worth its place: " + self.state.explain(
+                    Candidate(m, self.size_of(m), self.load_seconds_of(m)), self.clock())
+                await self._do_keep(m, reason)
+                actions.append(PlanAction(m, "keep", reason, self._resident_bytes()))
+        self.planned_resident = {a.model for a in actions if a.action in ("keep", "load")}
+        self.last_plan, self.last_plan_at = actions, now
         return actions
+
+    def fill_soon(self) -> None:
+        """Start a fill in the background unless one is running (a fill is a favour: a request never waits)."""
+        if self._filling or not self.backend.resident_known:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(self._fill_quietly())
+        self._hints.add(task)
+        task.add_done_callback(self._hints.discard)
+
+    async def _fill_quietly(self) -> None:
+        try:
+            await self.fill()
+        except Exception:  # a fill is a favour: its failure must never reach a request
+            log.exception("prewarm fill failed")
+
+    async def fill(self) -> list[PlanAction]:
+        """Take the planning state's steps until none pays, one at a time under the operation lock (the loader
+        is free each time a step begins).
+
+        A step that fails ends the fill; the next forecast or cold request
+        tries again. Returns the actions taken, as PlanActions.
+        """
+        if self._filling or not self.backend.resident_known:
+            return []
+        self._filling = True
+        try:
+            return await self._fill()
+        finally:
+            self._filling = False
+
+    async def _fill(self) -> list[PlanAction]:
+        if self.budget is None:
+            await self.refresh_budget()
+        actions: list[PlanAction] = []
+        for _ in range(len(self._resident()) + len(self.sizes) + len(self.pins) + 1):
+            async with self._op_lock:
+                step = self.state.step(self.resident_candidates(), self.absent_candidates(),
+                                       self._budget_bytes() - self._resident_bytes(), self.clock())
+                if step is None or not await self._take(step, actions):
+                    break
+        return actions
+
+    async def _take(self, step: Step, actions: list[PlanAction]) -> bool:
+        """Carry out one step (its unloads, then its load); False when any of it failed."""
+        victims = [str(v) for v in step.unload]
+        reasons = {v: step.why if step.load is None else self._room_reason(v, str(step.load)) for v in victims}
+        self._evicting.update(victims)
+        try:
+            for v in victims:
+                if not await self._do_unload(v, reasons[v]):
+                    return False
+                actions.append(PlanAction(v, "unload", reasons[v], self._resident_bytes()))
+        finally:
+            self._evicting.difference_update(victims)
+        if step.load is None:
+            return True
+        m = str(step.load)
+        if not await self._do_load(m, step.why):
+            return False
+        actions.append(PlanAction(m, "load", step.why, self._resident_bytes()))
+        return True
 
     # ------------------------------------------------------------------ admin
 
@@ -537,19 +578,19 @@ class Prewarmer:
                 return {"model": m, "action": "load", "ok": True, "note": "already resident"}
             if self.budget is None:
                 await self.refresh_budget()
-            evictions = make_room(self.views([m]), m, self._budget_bytes())
+            if self.size_of(m) > self._budget_bytes():
+                raise PrewarmError(f"{m} needs {self.size_of(m)} bytes, more than the whole "
+                                   f"{self._budget_bytes()}-byte budget")
+            evictions = self.victims_for(m)
             if evictions is None:
-                if self.size_of(m) > self._budget_bytes():
-                    raise PrewarmError(f"{m} needs {self.size_of(m)} bytes, more than the whole "
-                                       f"{self._budget_bytes()}-byte budget")
                 raise PrewarmError(f"no room for {m}: models in flight or pinned hold the budget")
-            for a in evictions:
-                await self._do_unload(a.model, a.reason)
+            for v in evictions:
+                await self._do_unload(v, self._room_reason(v, m))
             ok = await self._do_load(m, reason)
         self.planned_resident.add(m)
         if ok:
             self._hold(m)
-        return {"model": m, "action": "load", "ok": ok, "evicted": [a.model for a in evictions],
+        return {"model": m, "action": "load", "ok": ok, "evicted": evictions,
                 "error": None if ok else self.last_actions[-1]["error"]}
 
     # ------------------------------------------------------------------ presence hints
@@ -565,10 +606,6 @@ class Prewarmer:
             del self._held_until[model]
             return False
         return True
-
-    def _holding(self, views: list[ModelView]) -> list[ModelView]:
-        """The views with every held model pinned: make_room then looks elsewhere first."""
-        return [dataclasses.replace(v, pinned=True) if self._held(v.model) else v for v in views]
 
     async def usual_models(self, user: str, limit: int = 2) -> list[str]:
         """The models that make up at least a quarter of `user`'s answered requests over the last week, most
@@ -641,6 +678,23 @@ class Prewarmer:
         self.pins.discard(m)
         return m
 
+    def planning_status(self, limit: int = 50) -> dict[str, Any]:
+        """The planning state as a person checks it: vram_cost, and per model (resident first, then the absent
+        ones with a rate, highest worth first) its rate, where the rate comes from, and its worth."""
+        now = self.clock()
+        rows = []
+        for c, resident in [(c, True) for c in self.resident_candidates(holding=False)] + [
+                (c, False) for c in (self.absent_candidates() if self.budget is not None else [])]:
+            rate = self.state.rate(c.key, now)
+            if not resident and rate <= 0:
+                continue
+            rows.append({"model": c.key, "resident": resident, "requests_per_hour": round(rate * 3600, 4),
+                         "rate_from": "forecast" if c.key in self.state.forecast else "recent requests",
+                         "load_seconds": c.load_seconds, "size_bytes": c.size_bytes,
+                         "worth": round(self.state.worth(c, now), 3)})
+        rows.sort(key=lambda r: (not r["resident"], -r["worth"], r["model"]))
+        return {"vram_cost": self.state.vram_cost, "half_life_s": self.state.half_life_s, "models": rows[:limit]}
+
     def status(self) -> dict[str, Any]:
         resident = self._resident()
         return {
@@ -651,10 +705,7 @@ class Prewarmer:
             "resident": [{"model": m, "size_bytes": b, "reserved": m in self._reserved and m not in self.tracker.resident}
                          for m, b in sorted(resident.items())],
             "resident_bytes": sum(resident.values()),
-            "vram_account": None if self.budget is None else {
-                "lru_bytes": self.account.lru_bytes,
-                "balance_gb_hours": round(self.account.balance / 3600e9, 4),
-                "allowance_bytes": self.allowance()},
+            "planning": self.planning_status(),
             "in_flight": self._in_flight(),
             "pins": sorted(self.pins),
             "planned_resident": sorted(self.planned_resident),
@@ -665,12 +716,21 @@ class Prewarmer:
         }
 
 
+def _unloads(body: dict[str, Any]) -> bool:
+    """An Ollama body asking to unload its model now (keep_alive 0, as `ollama stop` sends): passed as it is."""
+    value = body.get("keep_alive")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value == 0
+    return isinstance(value, str) and value.strip() in ("0", "0s", "0m", "0h", "0ms")
+
+
 def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000.0
 
 
 LATEST_FORECASTS_SQL = """
-SELECT model, epoch(window_start) AS window_start, epoch(window_end) AS window_end, p_any, epoch(made_at) AS made_at
+SELECT model, epoch(window_start) AS window_start, epoch(window_end) AS window_end, expected_requests, p_any,
+       epoch(made_at) AS made_at
 FROM forecasts WHERE made_at = (SELECT max(made_at) FROM forecasts)
 """
 
@@ -696,8 +756,8 @@ async def _plan_command(settings: Settings, apply: bool) -> int:
     try:
         columns, rows = read_query(settings, LATEST_FORECASTS_SQL)
         # with --apply the store is opened and start() reads the log itself
-        last_used = [] if apply else read_query(settings, LAST_USED_SQL)[1]
-        recent = [] if apply else read_query(settings, recent_requests_sql(time.time()))[1]
+        recent = [] if apply else read_query(settings, recent_requests_sql(time.time(),
+                                                                            PlanningState().half_life_s))[1]
     except ReadError as exc:
         raise CommandError(str(exc)) from None
     forecasts = pd.DataFrame(rows, columns=columns)
@@ -725,20 +785,19 @@ async def _plan_command(settings: Settings, apply: bool) -> int:
             raise CommandError(str(exc)) from None
         if store is None:
             pw.seed_recent((str(m), float(t)) for m, t in recent)
-            pw.seed_account([(str(m), None if t is None else float(t)) for m, t in last_used])
-        allowance = pw.allowance()
         if apply:
             actions = await pw.apply_plan(forecasts, made_at)
         else:
-            pw.forecast = canonical_views(horizon_views(forecasts, pw.clock()), pw.canonical)
-            actions = plan(pw.views(), allowance, pw.plan_config)
+            now = pw.clock()
+            pw.state.set_forecast(canonical_rates(horizon_rates(forecasts, now), pw.canonical))
+            actions = plan(pw.state, pw.resident_candidates(), pw.absent_candidates(), pw._budget_bytes(), now)
     finally:
         await pw.stop(stop_tracker=False)
         if store is not None:
             await store.close()
     assert pw.budget is not None
     print(f"budget {pw.budget.bytes / 1e9:.2f} GB ({pw.budget.source}: {pw.budget.detail}); "
-          f"the plan fills {allowance / 1e9:.2f} GB (what loading on demand would hold, VramAccount); "
+          f"vram_cost {pw.state.vram_cost:g} s per GB-hour; "
           f"forecast made {datetime.fromtimestamp(made_at, UTC).isoformat(timespec='seconds')}")
     table_rows = [[a.action, a.model, f"{a.resident_bytes_after / 1e9:.2f}", a.reason] for a in actions]
     print(format_table(["action", "model", "resident_gb_after", "reason"], table_rows), end="")

@@ -169,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
         "db": args.db,
         "vram_budget": args.vram_budget,
         "catalog": args.catalog,
+        "vram_cost": args.vram_cost,
     }
     settings = load_settings(args.config, overrides)
     check_admin_token(settings)

@@ -15,7 +15,7 @@ from prewarm.backends.ollama import OllamaBackend
 from prewarm.catalog import load_catalog, sample_catalog_path
 from prewarm.config import Settings
 from prewarm.emulator.server import make_app
-from prewarm.forecast.horizon import horizon_views
+from prewarm.forecast.horizon import horizon_rates
 from prewarm.prewarmer import Prewarmer, PrewarmError, run_plan_command
 from prewarm.proxy.admin_prewarm import routes
 from prewarm.proxy.app import make_proxy_app
@@ -113,10 +113,12 @@ async def test_budget_holds_while_requests_need_twice_the_budget(aiohttp_client,
     assert st["evictions"] == 0  # the emulator never had to evict by itself: the prewarmer made room first
     unloads = await rig.rows("SELECT count(*) FROM prewarm_actions WHERE action = 'unload' AND ok")
     assert unloads[0][0] >= 4
-    # every request went into the VRAM account's on-demand cache: the last ones asked for that fit the budget
-    account = rig.prewarmer.account
-    assert list(account.lru)[-2:] == ["mistral:7b", "qwen2.5:7b"] and account.lru_bytes <= BUDGET
-    assert rig.prewarmer.status()["vram_account"]["allowance_bytes"] <= BUDGET
+    # every request was counted by the planning state, and what it holds is what it shows
+    pw = rig.prewarmer
+    assert all(pw.state.knows(m) for m in order)
+    planning = pw.status()["planning"]
+    assert planning["vram_cost"] == 0.0
+    assert {r["model"] for r in planning["models"] if r["resident"]} == set(await pw.backend.list_resident())
 
 
 async def test_without_prewarmer_the_same_run_overflows_the_budget(aiohttp_client, tmp_path, rigs):
@@ -135,36 +137,57 @@ async def test_plan_loads_hot_unloads_cold_logs_actions_and_does_not_flap(aiohtt
     await rig.generate("gemma2:9b")  # resident, and the forecast says nobody wants it
     now = time.time()
     forecasts = pd.DataFrame(
-        [(m, now - 60 + i * 300, now + 240 + i * 300, p) for m, p in
-         [("llama3.1:8b", 0.9), ("mistral:7b", 0.6), ("qwen2.5-coder:14b", 0.01), ("gemma2:9b", 0.0)]
+        [(m, now - 60 + i * 300, now + 240 + i * 300, mu) for m, mu in
+         [("llama3.1:8b", 3.0), ("mistral:7b", 1.0), ("qwen2.5-coder:14b", 0.01), ("gemma2:9b", 0.0)]
          for i in range(3)],
-        columns=["model", "window_start", "window_end", "p_any"],
+        columns=["model", "window_start", "window_end", "expected_requests"],
     )
-    # Loading on demand, this traffic would hold gemma2:9b (7.6 GB) alone: the plan fills that much (the VRAM
-    # account's allowance), with the model most likely to be asked for, not the whole 12 GB budget.
-    assert 6.2e9 < pw.allowance() < 6.2e9 + 5.1e9
+    # 12 GB: llama (6.2 GB) is worth most and gemma (7.6 GB, nobody expected) is in its way; mistral (5.1 GB)
+    # then fits beside it; the coder model (10.4 GB) would displace both, which it does not pay for.
     actions = await pw.apply_plan(forecasts)
-    assert [(a.action, a.model) for a in actions] == [("unload", "gemma2:9b"), ("load", "llama3.1:8b")]
-    assert set(await rig.prewarmer.backend.list_resident()) == {"llama3.1:8b"}
+    assert [(a.action, a.model) for a in actions] == [("unload", "gemma2:9b"), ("load", "llama3.1:8b"),
+                                                      ("load", "mistral:7b")]
+    assert set(await rig.prewarmer.backend.list_resident()) == {"llama3.1:8b", "mistral:7b"}
     again = await pw.apply_plan(forecasts)
-    assert {a.action for a in again} == {"keep"}
+    assert [(a.action, a.model) for a in again] == [("keep", "llama3.1:8b"), ("keep", "mistral:7b")]
     rows = await rig.rows("SELECT action, count(*) FROM prewarm_actions WHERE ok GROUP BY action ORDER BY action")
-    assert rows == [("keep", 1), ("load", 1), ("unload", 1)]
+    assert rows == [("keep", 2), ("load", 2), ("unload", 1)]
     reasons = await rig.rows("SELECT reason FROM prewarm_actions WHERE action = 'load'")
-    assert all("p_any" in r[0] for r in reasons)
+    assert all("requests/h expected (forecast)" in r[0] for r in reasons)
     with pytest.raises(PrewarmError, match="no forecasts"):
         await pw.apply_plan(forecasts.iloc[0:0])
+    with pytest.raises(PrewarmError, match="expected_requests"):
+        await pw.apply_plan(forecasts.drop(columns="expected_requests").assign(p_any=0.5))
 
 
-async def test_planned_models_get_plan_keep_alive_others_keep_the_clients(aiohttp_client, tmp_path, rigs):
+async def test_a_vram_cost_lets_go_of_models_that_do_not_earn_their_memory(aiohttp_client, tmp_path, rigs):
+    """At 0 a model nobody expects stays until its room is needed; at a price above its worth it goes."""
+    for cost, stays in [(0.0, True), (10.0, False)]:
+        rig = await build(aiohttp_client, tmp_path / str(cost), vram_cost=cost)
+        rigs.append(rig)
+        await rig.generate("gemma2:9b")
+        now = time.time()
+        forecasts = pd.DataFrame({"model": ["gemma2:9b"], "window_start": [now - 60], "window_end": [now + 240],
+                                  "expected_requests": [0.0]})
+        await rig.prewarmer.apply_plan(forecasts)
+        assert bool(rig.prewarmer.tracker.is_resident("gemma2:9b")) == stays
+        unloads = await rig.rows("SELECT model, reason FROM prewarm_actions WHERE action = 'unload' AND ok")
+        # (one request's decayed rate is worth well under 10 s per GB-hour: it may go as soon as it is served)
+        assert [m for m, _ in unloads] == ([] if stays else ["gemma2:9b"])
+        assert all("not worth its memory at vram_cost 10" in why for _, why in unloads)
+
+
+async def test_requests_get_plan_keep_alive_and_an_explicit_unload_passes(aiohttp_client, tmp_path, rigs):
+    """What stays resident is the planner's decision, so Ollama's idle timer must not undo it; a client's
+    keep_alive 0 (`ollama stop`) still unloads its model."""
     rig = await build(aiohttp_client, tmp_path)
     rigs.append(rig)
-    rig.prewarmer.planned_resident.add("llama3.1:8b")
     await rig.generate("llama3.1:8b", keep_alive="5m")
     await rig.generate("mistral:7b", keep_alive="5m")
     expires = {r["model"]: r["expires_in_s"] for r in (await rig.stats())["resident"]}
-    assert expires["llama3.1:8b"] is None  # plan_keep_alive -1: forever
-    assert 200 < expires["mistral:7b"] <= 300
+    assert expires == {"llama3.1:8b": None, "mistral:7b": None}  # plan_keep_alive -1: forever
+    await rig.generate("mistral:7b", keep_alive=0)
+    assert [r["model"] for r in (await rig.stats())["resident"]] == ["llama3.1:8b"]
 
 
 async def test_metrics_parse_and_count(aiohttp_client, tmp_path, rigs):
@@ -184,9 +207,8 @@ async def test_metrics_parse_and_count(aiohttp_client, tmp_path, rigs):
     assert samples[("prewarm_loads_total", "llama3.2:1b")] == 1
     assert samples[("prewarm_vram_budget_bytes", None)] == BUDGET
     assert samples[("prewarm_vram_used_bytes", None)] == 5_100_000_000 + 1_800_000_000
-    # the admin load is not demand: an on-demand cache would hold mistral alone
-    assert samples[("prewarm_vram_on_demand_bytes", None)] == 5_100_000_000
-    assert 0 <= samples[("prewarm_vram_allowance_bytes", None)] <= 5_100_000_000
+    # each resident model's worth: mistral was asked for, the admin load is no request (worth 0)
+    assert samples[("prewarm_model_worth", "mistral:7b")] > 0 == samples[("prewarm_model_worth", "llama3.2:1b")]
     assert "prewarm_load_seconds" in families and "prewarm_forecast_age_seconds" in families
     await rig.store.flush()
     async with rig.proxy.get("/metrics") as r:
@@ -237,18 +259,18 @@ async def test_admin_unload_refuses_model_in_flight_and_load_refuses_impossible(
     assert await pw.backend.list_resident() == {}
 
 
-def test_horizon_views_combine_windows_and_find_first_demand():
+def test_horizon_rates_count_what_is_still_ahead_over_the_time_it_covers():
     now = 1000.0
     df = pd.DataFrame({
         "model": ["a", "a", "a", "b"],
-        "window_start": [900.0, 1200.0, 1500.0, 1200.0],
-        "window_end": [1200.0, 1500.0, 1800.0, 1500.0],
-        "p_any": [0.2, 0.5, 0.9, 0.1],
+        "window_start": [600.0, 900.0, 1200.0, 1200.0],
+        "window_end": [900.0, 1200.0, 1500.0, 1500.0],
+        "expected_requests": [50.0, 3.0, 6.0, 1.5],
     })
-    v = horizon_views(df, now)
-    assert v["a"][0] == pytest.approx(1 - 0.8 * 0.5)  # two windows: now's and the next
-    assert v["a"][1] == 200.0  # first window with p_any >= 0.5 starts in 200 s
-    assert v["b"] == (pytest.approx(0.1), None)
+    rates = horizon_rates(df, now)
+    # a: the window that ended does not count; 2 of 3 s of the running one (2 requests) and the next (6) over 500 s
+    assert rates["a"] == pytest.approx((3.0 * 200 / 300 + 6.0) / 500.0)
+    assert rates["b"] == pytest.approx(1.5 / 300.0)
 
 
 async def test_plan_command_prints_plan_and_refuses_without_forecasts(aiohttp_client, tmp_path, capsys):
@@ -270,15 +292,11 @@ async def test_plan_command_prints_plan_and_refuses_without_forecasts(aiohttp_cl
     con = duckdb.connect(db)
     con.execute("INSERT INTO forecasts SELECT 'r1', now(), 'llama3.2:3b', now() - INTERVAL 1 MINUTE, "
                 "now() + INTERVAL 4 MINUTE, 1.0, 0.9, 0.5, 2.0")
-    # the request the forecast came from: the on-demand cache the VRAM account starts from holds it
-    con.execute("INSERT INTO requests (id, ts_start, model) VALUES ('q1', now() - INTERVAL 1 HOUR, 'llama3.2:3b')")
     con.close()
     assert await asyncio.to_thread(run_plan_command, args) == 0
     out = capsys.readouterr().out
-    assert "budget 8.00 GB (config" in out and "load" in out and "llama3.2:3b" in out
-    # the logged request is the on-demand cache the plan may fill: llama3.2:3b's size, not the 8 GB budget
-    size = load_catalog(sample_catalog_path()).get("llama3.2:3b").size_bytes
-    assert f"the plan fills {size / 1e9:.2f} GB" in out
+    assert "budget 8.00 GB (config" in out and "vram_cost 0 s per GB-hour" in out
+    assert "load" in out and "llama3.2:3b" in out and "requests/h expected (forecast)" in out
     args.apply = True
     assert await asyncio.to_thread(run_plan_command, args) == 0
     async with emulator.get("/api/ps") as r:
@@ -341,27 +359,20 @@ async def test_a_restarted_prewarmer_reads_recency_and_the_on_demand_cache_from_
     old = rig.prewarmer
     fresh = Prewarmer(old.settings, old.backend, rig.store, catalog=old.catalog)
     await fresh.start(start_tracker=False)
-    # the log's requests replayed into the idle-time histories: mistral's gap is known, llama's last use too
-    assert set(fresh.recent.last) == {"mistral:7b", "llama3.1:8b"}
-    assert fresh.recent.last["mistral:7b"] == pytest.approx(old.recent.last["mistral:7b"], abs=1.0)
-    assert fresh.recent.p_within("mistral:7b", fresh.clock(), 600.0) == pytest.approx(
-        old.recent.p_within("mistral:7b", fresh.clock(), 600.0), abs=0.01)
-    # the shadow cache: oldest use first, with the times of the latest requests, so it knows its horizon
-    assert list(fresh.account.lru)[-2:] == ["llama3.1:8b", "mistral:7b"]
-    assert fresh.account.used_at["llama3.1:8b"] == pytest.approx(old.recent.last["llama3.1:8b"], abs=1.0)
-    oldest = next(iter(fresh.account.lru))
-    expected = fresh.clock() - fresh.account.used_at.get(oldest, fresh.clock())
-    assert fresh.account.keep_horizon_s(fresh.clock(), 0.0) == pytest.approx(expected, abs=1.0)
+    # the log's requests replayed into the decayed counts: the same rates as the prewarmer that saw them
+    now = fresh.clock()
+    for m in ["mistral:7b", "llama3.1:8b"]:
+        assert fresh.state.recent_rate(m, now) == pytest.approx(old.state.recent_rate(m, now), rel=1e-3)
+    assert fresh.state.recent_rate("mistral:7b", now) > fresh.state.recent_rate("llama3.1:8b", now) > 0
 
 
 def test_forecasts_for_one_model_under_two_names_combine() -> None:
     """An old log may hold "llama3" and "llama3:latest": their forecasts are one model's, not a race to overwrite."""
     from prewarm.backends.ollama import canonical_name
-    from prewarm.forecast.horizon import canonical_views
+    from prewarm.forecast.horizon import canonical_rates
 
-    views = canonical_views({"llama3": (0.9, 100.0), "llama3:latest": (0.1, None), "qwen2.5:7b": (0.3, 50.0)},
-                            canonical_name)
-    assert views == {"llama3:latest": (pytest.approx(1 - 0.1 * 0.9), 100.0), "qwen2.5:7b": (0.3, 50.0)}
+    rates = canonical_rates({"llama3": 0.9, "llama3:latest": 0.1, "qwen2.5:7b": 0.3}, canonical_name)
+    assert rates == {"llama3:latest": pytest.approx(1.0), "qwen2.5:7b": 0.3}
 
 
 async def test_an_untagged_name_is_logged_canonical_and_keeps_its_catalog_size(aiohttp_client, tmp_path, rigs):
@@ -427,20 +438,19 @@ async def test_an_open_webui_user_listing_models_is_a_hint(aiohttp_client, tmp_p
 
 @pytest.mark.parametrize("hold", [1800.0, 0.0], ids=["held", "without-hold"])
 async def test_a_model_loaded_by_hand_is_held_against_the_next_plan(aiohttp_client, tmp_path, rigs, hold):
-    """The plan wants llama3.2:1b gone (no forecast, no request): held, it stays; without the hold, it goes."""
+    """A prefetch of the coder model (10.4 GB) needs llama3.2:1b's room (1.8 GB of 12, nobody asked for it):
+    held, the 1b stays and the prefetch waits; without the hold, it goes."""
     rig = await build(aiohttp_client, tmp_path, manual_hold=hold)
     rigs.append(rig)
     async with rig.proxy.post("/prewarm/load/llama3.2:1b") as r:
         assert r.status == 200
     assert rig.prewarmer is not None
     now = rig.prewarmer.clock()
-    forecasts = pd.DataFrame({"model": ["mistral:7b"], "window_start": [now - 60], "window_end": [now + 600],
-                              "p_any": [0.9]})
+    forecasts = pd.DataFrame({"model": ["qwen2.5-coder:14b"], "window_start": [now - 60],
+                              "window_end": [now + 600], "expected_requests": [5.0]})
     await rig.prewarmer.apply_plan(forecasts)
     assert bool(rig.prewarmer.tracker.is_resident("llama3.2:1b")) == (hold > 0)
-    skipped = await rig.rows("SELECT count(*) FROM prewarm_actions WHERE model = 'llama3.2:1b' AND action = 'unload' "
-                             "AND error LIKE 'skipped: held%'")
-    assert skipped == [(1 if hold > 0 else 0,)]
+    assert bool(rig.prewarmer.tracker.is_resident("qwen2.5-coder:14b")) == (hold == 0)
 
 
 async def test_the_grafana_dashboard_graphs_every_metric_family_and_only_served_ones(aiohttp_client, tmp_path, rigs):

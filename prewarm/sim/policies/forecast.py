@@ -1,5 +1,5 @@
-"""This project's policy: the HeatForecaster and the planning state (`prewarm serve` does not run the planning
-state yet: it still plans with prewarm.planner; docs/replay.md).
+"""This project's policy: the HeatForecaster and the planning state, the same decisions `prewarm serve` makes
+(a test feeds both one event sequence and compares their actions).
 
 * Training: ``HeatForecaster.fit`` on the events before ``train_end`` (by default
   the end of the warm-up), then refit every ``retrain_every_s`` of trace time on
@@ -10,8 +10,8 @@ state yet: it still plans with prewarm.planner; docs/replay.md).
   the forecast horizon (``horizon_rates``).
 * Decisions are the planning state's: a miss is loaded on demand, room made by
   evicting the lowest worth; whenever the loader would otherwise idle (a window
-  starts, a load ends) the best prefetch is queued if it pays; at a ``vram_cost``
-  above 0, models worth less are unloaded at each window.
+  starts, a load ends) the planning state's ``step`` is taken (the prefetch that
+  pays); at a ``vram_cost`` above 0, models worth less are unloaded then too.
 
 The forecasts do not depend on the budget, so one ``ForecastSchedule`` computes
 them once per replay command and every budget replays against it. Before the
@@ -189,10 +189,10 @@ class ForecastPolicy(Policy):
         if gpu.loader_idle(x):
             absent = [Candidate(m, gpu.sizes[m], gpu.load_seconds[m]) for m, st in enumerate(gpu.status)
                       if st == ABSENT and gpu.sizes[m] <= gpu.budget]
-            pick = self.state.prefetch(absent, self._candidates(x), gpu.budget - gpu.used, x)
-            if pick is not None:
+            step = self.state.step(self._candidates(x), absent, gpu.budget - gpu.used, x)
+            if step is not None and step.load is not None:
                 self.prefetches += 1
-                gpu.enqueue(pick[0], x)  # the loader is idle: it starts now, make_room evicts pick[1]
+                gpu.enqueue(step.load, x)  # the loader is idle: it starts now, make_room evicts step.unload
         self.next_event = windows[self.k].at if self.k < len(windows) else INF
         if gpu.loader_free > x and gpu.loader_free < self.next_event:
             self.next_event = gpu.loader_free

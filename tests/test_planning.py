@@ -1,0 +1,97 @@
+"""The planning state's decisions on their own: worth, victims, steps and the paper plan `prewarm plan` shows."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from prewarm.planning import Candidate, PlanningState, plan
+
+GB = 10**9
+
+
+def test_worth_is_seconds_of_waiting_saved_per_gigabyte_hour() -> None:
+    state = PlanningState()
+    state.set_forecast({"a": 2 / 3600})  # two requests an hour
+    a = Candidate("a", 4 * GB, 30.0)
+    assert state.worth(a, 0.0) == pytest.approx(2 * 30 / 4)  # 60 s saved an hour, over 4 GB
+    assert "2.00 requests/h expected (forecast)" in state.explain(a, 0.0)
+
+
+def test_without_a_forecast_the_rate_is_the_decayed_count() -> None:
+    state = PlanningState(half_life_s=3600.0)
+    for t in (0.0, 0.0):
+        state.observe("a", t)
+    assert state.recent_rate("a", 0.0) == pytest.approx(2 * math.log(2) / 3600)
+    assert state.recent_rate("a", 3600.0) == pytest.approx(math.log(2) / 3600)  # one half-life later: half
+    state.set_forecast({"a": 0.0})
+    assert state.rate("a", 0.0) == 0.0  # the forecast's opinion wins where it has one
+
+
+def test_forget_idle_drops_only_models_idle_longer_than_asked_and_not_kept() -> None:
+    state = PlanningState()
+    state.observe("old", 0.0)
+    state.observe("kept", 0.0)
+    state.observe("new", 900.0)
+    assert state.forget_idle(1000.0, 500.0, keep={"kept"}) == ["old"]
+    assert not state.knows("old") and state.knows("kept") and state.knows("new")
+
+
+def test_a_pinned_model_is_loaded_whatever_its_worth_and_room_is_made_lowest_worth_first() -> None:
+    state = PlanningState()
+    state.set_forecast({"busy": 1.0, "idle": 0.001})
+    resident = [Candidate("busy", 4 * GB, 10.0), Candidate("idle", 4 * GB, 10.0)]
+    step = state.step(resident, [Candidate("pin", 3 * GB, 5.0, pinned=True)], 0, 0.0)
+    assert step is not None and (step.unload, step.load, step.why) == (["idle"], "pin", "pinned")
+
+
+def test_a_model_that_may_not_be_evicted_is_never_a_victim() -> None:
+    state = PlanningState()
+    state.set_forecast({"x": 0.0, "y": 1.0})
+    resident = [Candidate("x", 4 * GB, 10.0, evictable=False), Candidate("y", 4 * GB, 10.0)]
+    assert state.victims(resident, 2 * GB, 0.0) == ["y"]
+    assert state.victims(resident, 5 * GB, 0.0) is None
+
+
+# (rates from a few values: a sum of a 1e-308 and a 1e-2 does not grow in floating point)
+RATES = st.sampled_from([0.0, 1e-4, 5e-4, 1e-3, 3e-3, 1e-2])
+models = st.lists(st.tuples(st.integers(1, 8), st.floats(1.0, 60.0), RATES, st.booleans(), st.booleans()),
+                  min_size=1, max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(models=models, budget_gb=st.integers(1, 20), vram_cost=st.sampled_from([0.0, 1.0, 30.0]))
+def test_a_plan_never_exceeds_the_budget_never_touches_a_busy_model_and_only_gains(models, budget_gb, vram_cost):
+    """From any resident set within the budget: every step stays within it, a model that may not be evicted
+    stays, and each prefetch raises the resident set's rate x load (so a plan ends and never swaps back)."""
+    state = PlanningState(vram_cost)
+    state.set_forecast({k: m[2] for k, m in enumerate(models)})
+    budget = budget_gb * GB
+    resident, absent, used = [], [], 0
+    for k, (size, load, _, busy, want_resident) in enumerate(models):
+        c = Candidate(k, size * GB, load, evictable=not busy)
+        if want_resident and used + c.size_bytes <= budget:
+            resident.append(c)
+            used += c.size_bytes
+        elif c.size_bytes <= budget:
+            absent.append(Candidate(k, size * GB, load))
+    actions = plan(state, resident, absent, budget, 0.0)
+    busy = {c.key for c in resident if not c.evictable}
+    assert not busy & {int(a.model) for a in actions if a.action == "unload"}
+    assert all(a.resident_bytes_after <= budget for a in actions)
+    held = {c.key for c in resident}
+    value = sum(state.rate(k, 0.0) * models[k][1] for k in held)
+    for a in actions:
+        if a.action == "unload":
+            held.discard(int(a.model))
+        elif a.action == "load":
+            held.add(int(a.model))
+            after = sum(state.rate(k, 0.0) * models[k][1] for k in held)
+            assert after > value or a.reason == "pinned"
+            value = after
+    if vram_cost > 0:  # what stays at a price is worth at least the price
+        kept = [c for c in resident if c.key in held and c.evictable]
+        assert all(state.worth(c, 0.0) >= vram_cost for c in kept)
