@@ -1,7 +1,7 @@
 """The README's comparison tables, from one command: every policy on the synthetic workload and the public traces.
 
     .venv/bin/python bench/replay_tables.py [--traces ../shared/traces] [--only synth,azure,servegen]
-        [--seeds 0,1,2,3,4] [--plots DIR] > tables.md
+        [--seeds 0,1,2,3,4] [--plots DIR] [--jobs 2] > tables.md
 
 Budgets are fixed by rules stated here, chosen before any result was seen and
 never tuned to them:
@@ -18,7 +18,8 @@ Every policy runs (forecast at ``vram_cost`` 0 in the main table); the sweep
 tables run ``ollama`` at keep-alives 1m, 5m, 15m and 60m and ``forecast`` at
 ``--vram-cost`` 0,1,3,10,30,100,300 for the Pareto check (a forecast point with no
 more GB-hours and at least 25 % fewer cold starts than each keep-alive). The
-forecaster is trained once per trace and shared by every budget and cost.
+forecaster is trained once per trace and shared by every budget and cost; the
+ablations (forecast-recency, -nousers, -noseasonal) train their own.
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from prewarm.catalog import load_catalog
 from prewarm.sim.engine import ReplayResult, Span
-from prewarm.sim.policies import BASELINES, POLICY_NAMES
+from prewarm.sim.policies import ABLATIONS, BASELINES, POLICY_NAMES
 from prewarm.sim.report import duration
 from prewarm.sim.run import ForecastOptions, ModelCosts, run_replays
 from prewarm.sim.trace import Trace, frame_to_trace, read_trace
@@ -58,7 +60,7 @@ def budgets_by_share(costs: ModelCosts) -> list[int]:
 
 def replay_all(trace: Trace, costs: ModelCosts, budgets: list[int]) -> list[ReplayResult]:
     span = Span.from_warmup(trace, 0.3)
-    return run_replays(trace, costs, budgets, POLICY_NAMES, span, ForecastOptions(), timeline_for=None,
+    return run_replays(trace, costs, budgets, POLICY_NAMES + ABLATIONS, span, ForecastOptions(), timeline_for=None,
                        keep_alive_s=KEEP_ALIVES, vram_costs=VRAM_COSTS)
 
 
@@ -153,7 +155,8 @@ def verdict(cells: list[Cell]) -> str:
     """The decision-layer issue's must-show, checked on these cells and printed as it stands."""
     lost = [(c.trace, c.budget, c.best_baseline()) for c in cells if c.mean("forecast") > c.mean(c.best_baseline())]
     perfect_worse = [(c.trace, c.budget) for c in cells if c.mean("forecast-perfect") > c.mean("forecast")]
-    below = [(c.trace, c.budget, p) for c in cells for p in POLICY_NAMES if c.mean(p) < c.mean("oracle")]
+    below = [(c.trace, c.budget, p) for c in cells for p in POLICY_NAMES + ABLATIONS
+             if c.mean(p) < c.mean("oracle")]
     mean_red = statistics.fmean(c.reduction() for c in cells)
     lines = ["### Verdict", "",
              f"- cells where forecast has more cold starts than the best baseline: {len(lost)} of {len(cells)}"
@@ -166,6 +169,44 @@ def verdict(cells: list[Cell]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def synthetic_group(seeds_text: str, plots: str | None) -> tuple[str, list[Cell]]:
+    seeds = [int(s) for s in seeds_text.split(",")]
+    budgets = [16 * 10**9, 24 * 10**9, 48 * 10**9]
+    cells = [Cell("synthetic", b) for b in budgets]
+    t0 = time.perf_counter()
+    for seed in seeds:
+        trace = frame_to_trace(synth(20, 200, 14, seed), f"synthetic seed {seed}")
+        costs = ModelCosts.from_catalog(trace, load_catalog(ROOT / "data/catalog.csv"))
+        results = replay_all(trace, costs, budgets)
+        for c in cells:
+            c.add(results)
+        _plot(plots, results, trace, f"synthetic-seed{seed}")
+    notes = [f"`prewarm workload synth --models 20 --users 200 --days 14 --seed S` for S in {seeds_text}, "
+             "catalog data/catalog.csv; cold-start rate (%) and VRAM GB-hours, means over the seeds",
+             f"{time.perf_counter() - t0:.0f} s"]
+    title = "Synthetic: 20 models, 200 users, 14 days"
+    return cell_table(title, cells, notes) + "\n" + ablation_table(title, cells), cells
+
+
+def public_group(key: str, traces: str, plots: str | None) -> tuple[str, list[Cell]]:
+    fname, catalog, title = PUBLIC[key]
+    t0 = time.perf_counter()
+    trace = read_trace(Path(traces) / fname)
+    costs = ModelCosts.from_catalog(trace, load_catalog(ROOT / catalog))
+    budgets = budgets_by_share(costs)
+    results = replay_all(trace, costs, budgets)
+    cells = [Cell(title, b) for b in budgets]
+    for c in cells:
+        c.add(results)
+    _plot(plots, results, trace, key)
+    sizes = ",".join(f"{b // 10**9}GB" for b in budgets)
+    notes = [f"`prewarm replay --trace {fname} --catalog {catalog} --vram-budget {sizes} "
+             "--keep-alive 1m,5m,15m,60m --vram-cost 0,1,3,10,30,100,300`",
+             f"{len(trace)} requests, {trace.n_models} models; scored: the last 70 % of the time span; "
+             f"{time.perf_counter() - t0:.0f} s"]
+    return cell_table(f"{title} ({fname})", cells, notes) + "\n" + ablation_table(title, cells), cells
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--traces", default=str(ROOT.parent / "shared" / "traces"),
@@ -173,49 +214,47 @@ def main() -> None:
     ap.add_argument("--only", default="synth,azure,servegen", help="comma-separated: synth, azure, servegen")
     ap.add_argument("--seeds", default="0,1,2,3,4", help="synthetic workload seeds")
     ap.add_argument("--plots", default=None, help="folder for one Pareto/budget PNG per trace")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="trace groups replayed at once in worker processes (the synthetic seeds, Azure and "
+                         "ServeGen are independent; ServeGen, the longest, starts first)")
     args = ap.parse_args()
     only = {s.strip() for s in args.only.split(",")}
-    all_cells: list[Cell] = []
     started = time.perf_counter()
+    groups: list[tuple[str, Callable[..., tuple[str, list[Cell]]], tuple[object, ...]]] = []
     if "synth" in only:
-        seeds = [int(s) for s in args.seeds.split(",")]
-        budgets = [16 * 10**9, 24 * 10**9, 48 * 10**9]
-        cells = [Cell("synthetic", b) for b in budgets]
-        t0 = time.perf_counter()
-        for seed in seeds:
-            trace = frame_to_trace(synth(20, 200, 14, seed), f"synthetic seed {seed}")
-            costs = ModelCosts.from_catalog(trace, load_catalog(ROOT / "data/catalog.csv"))
-            results = replay_all(trace, costs, budgets)
-            for c in cells:
-                c.add(results)
-            _plot(args.plots, results, trace, f"synthetic-seed{seed}")
-        notes = [f"`prewarm workload synth --models 20 --users 200 --days 14 --seed S` for S in {args.seeds}, "
-                 "catalog data/catalog.csv; cold-start rate (%) and VRAM GB-hours, means over the seeds",
-                 f"{time.perf_counter() - t0:.0f} s"]
-        sys.stdout.write(cell_table("Synthetic: 20 models, 200 users, 14 days", cells, notes) + "\n")
-        sys.stdout.flush()
-        all_cells += cells
-    for key, (fname, catalog, title) in PUBLIC.items():
-        if key not in only:
-            continue
-        t0 = time.perf_counter()
-        trace = read_trace(Path(args.traces) / fname)
-        costs = ModelCosts.from_catalog(trace, load_catalog(ROOT / catalog))
-        budgets = budgets_by_share(costs)
-        results = replay_all(trace, costs, budgets)
-        cells = [Cell(title, b) for b in budgets]
-        for c in cells:
-            c.add(results)
-        _plot(args.plots, results, trace, key)
-        sizes = ",".join(f"{b // 10**9}GB" for b in budgets)
-        notes = [f"`prewarm replay --trace {fname} --catalog {catalog} --vram-budget {sizes} "
-                 "--keep-alive 1m,5m,15m,60m --vram-cost 0,1,3,10,30,100,300`",
-                 f"{len(trace)} requests, {trace.n_models} models; scored: the last 70 % of the time span; "
-                 f"{time.perf_counter() - t0:.0f} s"]
-        sys.stdout.write(cell_table(f"{title} ({fname})", cells, notes) + "\n")
-        sys.stdout.flush()
-        all_cells += cells
-    sys.stdout.write(verdict(all_cells) + f"\nall tables: {time.perf_counter() - started:.0f} s\n")
+        groups.append(("synth", synthetic_group, (args.seeds, args.plots)))
+    for key in PUBLIC:
+        if key in only:
+            groups.append((key, public_group, (key, args.traces, args.plots)))
+    order = [g[0] for g in groups]
+    done: dict[str, tuple[str, list[Cell]]] = {}
+    if args.jobs > 1:
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            futures = {name: pool.submit(fn, *fa) for name, fn, fa in sorted(groups, key=lambda g: g[0] != "servegen")}
+            done = {name: f.result() for name, f in futures.items()}
+    else:
+        for name, fn, fa in groups:
+            done[name] = fn(*fa)
+            sys.stdout.write(done[name][0] + "\n")
+            sys.stdout.flush()
+    if args.jobs > 1:
+        for name in order:
+            sys.stdout.write(done[name][0] + "\n")
+    all_cells = [c for name in order for c in done[name][1]]
+    sys.stdout.write(verdict(all_cells) + f"\nall tables: {time.perf_counter() - started:.0f} s "
+                     f"({args.jobs} worker process{'es' if args.jobs > 1 else ''})\n")
+
+
+def ablation_table(title: str, cells: list[Cell]) -> str:
+    """The forecaster's parts, each taken out in turn (cold %, same planner): where each part earns its keep."""
+    names = ("forecast", *ABLATIONS, "forecast-perfect")
+    lines = [f"Ablations, {title}: cold-start rate (%) with a part of the forecaster taken out", "",
+             "| budget | " + " | ".join(names) + " |", "|---:|" + "---:|" * len(names)]
+    for c in cells:
+        best = min(ABLATIONS + ("forecast",), key=c.mean)
+        lines.append(f"| {c.budget / 1e9:g} GB | " + " | ".join(
+            (f"**{c.mean(p):.3f}**" if p == best else f"{c.mean(p):.3f}") for p in names) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _plot(folder: str | None, results: list[ReplayResult], trace: Trace, name: str) -> None:

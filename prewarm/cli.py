@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from prewarm import __version__
 from prewarm.backends.registry import kind_names
 from prewarm.errors import CommandError
-from prewarm.sim.policies import POLICY_NAMES
+from prewarm.sim.policies import ABLATIONS, POLICY_NAMES
 
 
 def _lazy(module: str, func: str) -> Callable[[argparse.Namespace], int]:
@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--trace", required=True, help="CSV/Parquet (ts,model[,user]) or a prewarm DuckDB file")
     s.add_argument("--catalog", help="catalog CSV model,size_bytes,load_seconds")
     s.add_argument("--vram-budget", help="budget or comma-separated budgets to sweep, e.g. 24GB,48GB")
-    s.add_argument("--policy", help="comma-separated, from: " + ",".join(POLICY_NAMES) + " (default all)")
+    s.add_argument("--policy", help="comma-separated, from: " + ",".join(POLICY_NAMES) + " (default: these), and "
+                   "the forecaster's ablations " + ",".join(ABLATIONS))
     s.add_argument("--keep-alive", default="5m",
                    help="ollama policy: keep-alive or comma-separated keep-alives to sweep, e.g. 1m,5m,15m,60m")
     s.add_argument("--vram-cost", default="0",

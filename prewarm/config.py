@@ -66,7 +66,7 @@ class Settings:
     # who a request is from: the first of these headers that is set (then the OpenAI body's user, then an API key)
     user_headers: list[str] = field(default_factory=lambda: ["X-Prewarm-User", "X-OpenWebUI-User-Id",
                                                              "X-OpenWebUI-User-Email"])
-    manual_hold: float = 1800.0  # seconds a model loaded by hand or by a hint is kept before a plan may unload it
+    manual_hold: float = 1800.0  # seconds a model loaded by hand or a hint is kept (unloaded by hand: kept out)
     max_body_bytes: int = 32 * 2**20
     request_timeout: float = 600.0  # seconds for one upstream request
     ps_refresh: float = 2.0  # seconds between /api/ps polls for the resident set

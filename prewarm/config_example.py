@@ -29,7 +29,8 @@ MEANINGS: dict[str, str] = {
     "pins": "models always kept resident",
     "user_headers": "headers naming the user, first set one wins (Open WebUI sends X-OpenWebUI-User-* when "
                     "ENABLE_FORWARD_USER_INFO_HEADERS=true)",
-    "manual_hold": "seconds a model loaded by hand (/prewarm/load) or by a hint is kept before a plan may unload it",
+    "manual_hold": "seconds a model loaded by hand (/prewarm/load) or by a hint is kept before a plan may unload it; "
+                   "one unloaded by hand (/prewarm/unload) is not prefetched back for as long",
     "max_body_bytes": "largest request body the proxy reads",
     "request_timeout": "seconds the proxy waits for each next chunk from the upstream (a model load included)",
     "ps_refresh": "seconds between polls of what the upstream holds",

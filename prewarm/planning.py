@@ -21,9 +21,10 @@ next request. Every decision ranks by it:
 * to make room, the lowest worth goes first (then any eviction the others
   already make room for is put back);
 * a prefetch is queued only while the loader would otherwise idle, for the
-  absent model of highest worth, and only if the models it displaces are worth
-  less in total (``rate x load_s`` summed, the waiting per second they save)
-  than it brings;
+  absent model of highest worth, only if each model it displaces is worth less
+  than it (else it would be the next to go: eviction and prefetch rank by the
+  one score) and only if together they save less waiting per second
+  (``rate x load_s`` summed) than it brings;
 * a resident model whose worth is below ``vram_cost`` is let go: at that price the
   memory is worth more than the waiting it saves. At ``vram_cost`` 0, the
   default, the budget is spent for the fewest cold starts.
@@ -32,8 +33,19 @@ The rate comes from the forecaster where it has an opinion about the model
 (its expected requests over the forecast horizon, seasonal model, recency and
 users combined), and otherwise from each model's own decayed request count
 (half-life 6 h, the ``lfu`` baseline's); the decayed rate also breaks ties, so
-among models the forecast expects nothing of, the most recently busy stay. Keys
-are whatever the caller names models by (ids in the replay, names in serve).
+among models the forecast expects nothing of, the most recently busy stay.
+
+The forecast speaks for its horizon only (an hour by default), but an eviction
+lasts until the model is asked for again, and a model kept sits unused for as
+long as the cache lets idle models sit: its characteristic time ``T``, measured
+here as the mean idle age of the models evicted to make room over the last
+half-life (callers report them with ``evicted``). Where ``T`` is longer than the
+horizon ``H``, the rate is taken over ``T``: the forecast's expected requests
+over ``H`` plus the decayed rate for the rest, ``(f H + r (T - H)) / T``. On a
+small GPU (``T`` of minutes) that is the forecast alone; on a big one (``T`` of
+hours) mostly the model's own history, which is all anyone knows past the
+horizon. Keys are whatever the caller names models by (ids in the replay, names
+in serve).
 
 ``step`` is the one decision the live prewarmer and the replay both make each
 time the loader would idle: let go of what does not earn its memory, else load a
@@ -120,6 +132,11 @@ class PlanningState:
         self._score: dict[Any, float] = {}  # log2 of the decayed count, in units of 2^(t / half_life)
         self.forecast: dict[Any, float] = {}  # expected requests per second over the forecast horizon
         self._last: dict[Any, float] = {}  # each key's latest request
+        self.horizon_s = math.inf  # how far ahead the forecast speaks
+        # decayed sums of the idle ages of models evicted to make room, weight 2^((t - _ref) / half_life)
+        self._age_sum = 0.0
+        self._age_n = 0.0
+        self._ref: float | None = None
 
     # -- inputs ---------------------------------------------------------------
 
@@ -147,9 +164,30 @@ class PlanningState:
             del self._score[k]
         return gone
 
-    def set_forecast(self, rates: Mapping[Any, float]) -> None:
-        """The forecaster's latest word: expected requests per second per model (models absent: no opinion)."""
+    def set_forecast(self, rates: Mapping[Any, float], horizon_s: float = math.inf) -> None:
+        """The forecaster's latest word: expected requests per second per model over the next ``horizon_s``
+        (models absent: no opinion; no horizon given: the rates are taken at their word, with no tail)."""
         self.forecast = dict(rates)
+        self.horizon_s = max(0.0, float(horizon_s))
+
+    def evicted(self, key: Any, t: float) -> None:
+        """``key`` was evicted at ``t`` to make room: its idle age feeds the characteristic time."""
+        last = self._last.get(key)
+        if last is None:
+            return
+        x = t / self.half_life_s
+        if self._ref is None or x - self._ref > 60.0:  # rebase before the weights overflow
+            scale = 0.0 if self._ref is None else 2.0 ** (self._ref - x)
+            self._age_sum *= scale
+            self._age_n *= scale
+            self._ref = x
+        w = 2.0 ** (x - self._ref)
+        self._age_sum += max(0.0, t - last) * w
+        self._age_n += w
+
+    def keep_time(self) -> float:
+        """The characteristic time: the mean idle age at which models were evicted to make room (0 before any)."""
+        return self._age_sum / self._age_n if self._age_n > 0 else 0.0
 
     # -- rates and worth --------------------------------------------------------
 
@@ -161,8 +199,15 @@ class PlanningState:
         return float(2.0 ** (s - t / self.half_life_s) * _LN2 / self.half_life_s)
 
     def rate(self, key: Any, t: float) -> float:
+        """Expected requests per second: the forecast's over its horizon, extended past it by the decayed rate
+        out to the characteristic time (module docstring); the decayed rate alone without a forecast."""
         f = self.forecast.get(key)
-        return f if f is not None else self.recent_rate(key, t)
+        if f is None:
+            return self.recent_rate(key, t)
+        T, H = self.keep_time(), self.horizon_s
+        if T <= H:
+            return f
+        return (f * H + self.recent_rate(key, t) * (T - H)) / T
 
     def worth(self, c: Candidate, t: float) -> float:
         """Seconds of waiting saved per GB-hour held (a zero-size model counts as one byte)."""
@@ -207,10 +252,13 @@ class PlanningState:
         """The absent model to load now (the loader is idle) and the evictions it needs, or None.
 
         The highest-worth absent model with a positive rate, worth at least
-        ``vram_cost``, whose displaced models' ``rate x load_s`` sums to less than
-        its own: it is expected to save more waiting per second than they do.
-        Only the best candidate is considered; if it does not pay, neither would
-        a worse one displacing the same models.
+        ``vram_cost``, worth more than each model it displaces (a prefetch that
+        would itself be the next victim only churns the loader: in the replays
+        of docs/replay.md most such prefetches were evicted before any request),
+        and whose displaced models' ``rate x load_s`` sums to less than its own:
+        it is expected to save more waiting per second than they do. Only the
+        best candidate is considered; if it does not pay, neither would a worse
+        one displacing the same models.
         """
         best: Candidate | None = None
         best_order = (0.0, 0.0)
@@ -227,6 +275,9 @@ class PlanningState:
         if gone is None:
             return None
         by_key = {c.key: c for c in resident}
+        incoming = self.worth(best, t)
+        if any(self.worth(by_key[k], t) >= incoming for k in gone):
+            return None
         lost = sum(self.rate(k, t) * by_key[k].load_seconds for k in gone)
         if lost >= self.rate(best.key, t) * best.load_seconds:
             return None

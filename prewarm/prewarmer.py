@@ -38,7 +38,7 @@ from prewarm.backends.ollama import keep_alive_value, runner_options
 from prewarm.backends.sizing import LOAD_MS_SQL, catalog_rows, load_ms_p50
 from prewarm.catalog import Catalog, load_catalog
 from prewarm.config import Settings
-from prewarm.forecast.horizon import canonical_rates, horizon_rates
+from prewarm.forecast.horizon import canonical_rates, horizon_rates, horizon_span
 from prewarm.gpu import Budget, GpuMonitor
 from prewarm.metrics import PrewarmMetrics
 from prewarm.planning import Candidate, PlanAction, PlanningState, Step, plan
@@ -115,6 +115,7 @@ class Prewarmer:
         self._evicting: set[str] = set()
         self._sizes_at = 0.0  # monotonic time of the last sizes() refresh for an unknown name
         self._held_until: dict[str, float] = {}  # model -> until when a manual load or a hint keeps it (clock())
+        self._kept_out_until: dict[str, float] = {}  # model -> until when a manual unload keeps prefetches off it
         self._seen_users: dict[str, float] = {}  # user -> when their presence last started a hint (clock())
         self._hints: set[asyncio.Task[Any]] = set()  # presence hints and fills running in the background
         self._filling = False  # a fill is running: another would only queue behind it for the same steps
@@ -238,6 +239,8 @@ class Prewarmer:
         names = set(self.sizes) | {m for m in set(self.state.forecast) | self.pins if self._known_now(m)}
         out = []
         for m in sorted(names - set(resident) - self._evicting):
+            if m not in self.pins and self._kept_out(m):
+                continue
             size = self.size_of(m)
             if size <= budget:
                 out.append(Candidate(m, size, self.load_seconds_of(m), pinned=m in self.pins))
@@ -331,8 +334,10 @@ class Prewarmer:
         self.tracker.request_started(model)
 
     def _observe(self, m: str) -> None:
-        """A request for a model the upstream serves: its decayed request count sees it."""
+        """A request for a model the upstream serves: its decayed request count sees it (and a manual unload's
+        keep-out ends: it is wanted)."""
         self.state.observe(m, self.clock())
+        self._kept_out_until.pop(m, None)
 
     def request_finished(self, model: str, event: RequestEvent) -> None:
         self.tracker.request_finished(model, event)
@@ -396,7 +401,7 @@ class Prewarmer:
                     self._evicting.update(victims)
                     try:
                         for v in victims:
-                            await self._do_unload(v, reasons[v])
+                            await self._unload_for_room(v, reasons[v])
                     finally:
                         self._evicting.difference_update(victims)
                     if self.backend.loads_on_request:
@@ -444,6 +449,14 @@ class Prewarmer:
         self._record(model, "unload", reason, before, self._resident_bytes(), _ms(t0), True, None, began)
         return True
 
+    async def _unload_for_room(self, model: str, reason: str) -> bool:
+        """Unload a victim of making room; its idle age feeds the planning state's characteristic time."""
+        now = self.clock()
+        if not await self._do_unload(model, reason):
+            return False
+        self.state.evicted(model, now)
+        return True
+
     async def _do_load(self, model: str, reason: str) -> bool:
         before = self._resident_bytes()
         size = self.size_of(model)
@@ -485,7 +498,8 @@ class Prewarmer:
                                "requests per window (retrain with this version)")
         now = self.clock()
         self.prune()
-        self.state.set_forecast(canonical_rates(horizon_rates(forecasts, now), self.canonical))
+        self.state.set_forecast(canonical_rates(horizon_rates(forecasts, now), self.canonical),
+                                horizon_span(forecasts, now))
         self.forecast_at = made_at if made_at is not None else now
         self.metrics.forecast_made(self.forecast_at)
         await self.tracker.refresh()
@@ -556,7 +570,9 @@ class Prewarmer:
         self._evicting.update(victims)
         try:
             for v in victims:
-                if not await self._do_unload(v, reasons[v]):
+                unloaded = (await self._do_unload(v, reasons[v]) if step.load is None
+                            else await self._unload_for_room(v, reasons[v]))
+                if not unloaded:
                     return False
                 actions.append(PlanAction(v, "unload", reasons[v], self._resident_bytes()))
         finally:
@@ -585,7 +601,7 @@ class Prewarmer:
             if evictions is None:
                 raise PrewarmError(f"no room for {m}: models in flight or pinned hold the budget")
             for v in evictions:
-                await self._do_unload(v, self._room_reason(v, m))
+                await self._unload_for_room(v, self._room_reason(v, m))
             ok = await self._do_load(m, reason)
         self.planned_resident.add(m)
         if ok:
@@ -596,7 +612,17 @@ class Prewarmer:
     # ------------------------------------------------------------------ presence hints
 
     def _hold(self, model: str) -> None:
+        self._kept_out_until.pop(model, None)
         self._held_until[model] = self.clock() + self.settings.manual_hold
+
+    def _kept_out(self, model: str) -> bool:
+        """Unloaded by hand within manual_hold: the planner does not prefetch it back (a request, a hint or an
+        admin load still brings it)."""
+        until = self._kept_out_until.get(model)
+        if until is not None and until <= self.clock():
+            del self._kept_out_until[model]
+            return False
+        return until is not None
 
     def _held(self, model: str) -> bool:
         until = self._held_until.get(model)
@@ -612,6 +638,7 @@ class Prewarmer:
         used first (at most `limit`): what a user who shows up is likely to ask for next."""
         if self.store is None:
             return []
+        await self.store.flush()  # the user's latest requests count: they may still be in the writer's queue
         _, rows = await self.store.query(USUAL_MODELS_SQL, [user])
         return [self.canonical(str(m)) for m, share in rows if float(share) >= 0.25][:limit]
 
@@ -666,6 +693,9 @@ class Prewarmer:
             raise PrewarmError(f"{m} has requests in flight; it is not evicted")
         async with self._op_lock:
             ok = await self._do_unload(m, reason)
+        if ok:
+            self._held_until.pop(m, None)
+            self._kept_out_until[m] = self.clock() + self.settings.manual_hold
         return {"model": m, "action": "unload", "ok": ok, "error": None if ok else self.last_actions[-1]["error"]}
 
     def pin(self, model: str) -> str:
@@ -789,7 +819,8 @@ async def _plan_command(settings: Settings, apply: bool) -> int:
             actions = await pw.apply_plan(forecasts, made_at)
         else:
             now = pw.clock()
-            pw.state.set_forecast(canonical_rates(horizon_rates(forecasts, now), pw.canonical))
+            pw.state.set_forecast(canonical_rates(horizon_rates(forecasts, now), pw.canonical),
+                                  horizon_span(forecasts, now))
             actions = plan(pw.state, pw.resident_candidates(), pw.absent_candidates(), pw._budget_bytes(), now)
     finally:
         await pw.stop(stop_tracker=False)

@@ -66,7 +66,8 @@ models = st.lists(st.tuples(st.integers(1, 8), st.floats(1.0, 60.0), RATES, st.b
 @given(models=models, budget_gb=st.integers(1, 20), vram_cost=st.sampled_from([0.0, 1.0, 30.0]))
 def test_a_plan_never_exceeds_the_budget_never_touches_a_busy_model_and_only_gains(models, budget_gb, vram_cost):
     """From any resident set within the budget: every step stays within it, a model that may not be evicted
-    stays, and each prefetch raises the resident set's rate x load (so a plan ends and never swaps back)."""
+    stays, and each prefetch raises the resident set's rate x load over what its own unloads left (so a plan
+    ends and never swaps back)."""
     state = PlanningState(vram_cost)
     state.set_forecast({k: m[2] for k, m in enumerate(models)})
     budget = budget_gb * GB
@@ -87,6 +88,7 @@ def test_a_plan_never_exceeds_the_budget_never_touches_a_busy_model_and_only_gai
     for a in actions:
         if a.action == "unload":
             held.discard(int(a.model))
+            value = sum(state.rate(k, 0.0) * models[k][1] for k in held)
         elif a.action == "load":
             held.add(int(a.model))
             after = sum(state.rate(k, 0.0) * models[k][1] for k in held)

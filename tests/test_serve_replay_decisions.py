@@ -15,7 +15,7 @@ from sim_helpers import drive, make_trace
 
 from prewarm.catalog import load_catalog
 from prewarm.config import Settings
-from prewarm.forecast.horizon import horizon_rates
+from prewarm.forecast.horizon import horizon_rates, horizon_span
 from prewarm.prewarmer import Prewarmer
 from prewarm.records import RequestEvent
 from prewarm.sim.policies.forecast import ForecastPolicy, ForecastSchedule, WindowForecast
@@ -44,8 +44,8 @@ def frame(at: float, rates: dict[str, float]) -> pd.DataFrame:
 def replay_actions(vram_cost: float) -> list[tuple[float, str, str]]:
     trace = make_trace(REQUESTS)
     ids = {n: k for k, n in enumerate(trace.names)}
-    windows = [WindowForecast(at, {ids[m]: r for m, r in horizon_rates(frame(at, rates), at).items()})
-               for at, rates in WINDOWS]
+    windows = [WindowForecast(at, {ids[m]: r for m, r in horizon_rates(frame(at, rates), at).items()},
+                              horizon_span(frame(at, rates), at)) for at, rates in WINDOWS]
     schedule = ForecastSchedule(trace, T0, WINDOW, 1e12, windows=windows, _done=True)
     _, gpu = drive(ForecastPolicy(schedule, vram_cost), trace, SIZES, LOADS, BUDGET)
     end = float(trace.ts[-1])

@@ -51,3 +51,10 @@ def _seconds(s: pd.Series) -> np.ndarray:
     if not pd.api.types.is_numeric_dtype(s):
         s = pd.to_datetime(s, utc=True).map(lambda t: t.timestamp())
     return s.to_numpy(dtype=float)
+
+
+def horizon_span(forecasts: pd.DataFrame, now: float) -> float:
+    """Seconds from ``now`` to the end of the last window the forecasts cover (0 when none is ahead)."""
+    if forecasts is None or forecasts.empty:
+        return 0.0
+    return max(0.0, float(_seconds(forecasts["window_end"]).max()) - now)

@@ -44,6 +44,23 @@ ABLATION_FEATURES = ("seasonal", "user_recent", "user_expected")
 # bigger than any seen in training) from landing in an arbitrary leaf
 INCREASING = {"seasonal", "naive_day", "lag1", "lag3", "lag12", "user_recent", "user_expected"}
 DEMAND = ("seasonal", "naive_day", "lag1", "lag3", "lag12", "user_recent", "user_expected")
+# Parts a forecaster can be fitted without (ForecastParams.without), for the replay's ablations: "users"
+# zeroes both user features; "seasonal" puts the model's level (its base rate) where the seasonal model's
+# path would be, so nothing carries a daily or weekly shape from statsmodels. Training and prediction both.
+PARTS = ("users", "seasonal")
+
+
+def without(X: np.ndarray, parts: tuple[str, ...]) -> np.ndarray:
+    """The design matrix with ``parts`` taken out (see PARTS); X itself when there are none."""
+    if not parts:
+        return X
+    X = X.copy()
+    if "users" in parts:
+        X[:, FEATURES.index("user_recent")] = 0.0
+        X[:, FEATURES.index("user_expected")] = 0.0
+    if "seasonal" in parts:
+        X[:, FEATURES.index("seasonal")] = X[:, FEATURES.index("base_rate")]
+    return X
 
 
 def to_rate_space(X: np.ndarray, features: tuple[str, ...] = FEATURES) -> tuple[np.ndarray, np.ndarray]:
@@ -85,6 +102,7 @@ class ForecastParams:
     backtest_days: float = 1.0
     seed: int = 0
     seasonal: SeasonalConfig = field(default_factory=SeasonalConfig)
+    without: tuple[str, ...] = ()  # parts left out, for ablations (PARTS); () in service
 
     def __post_init__(self) -> None:
         if isinstance(self.seasonal, dict):
@@ -96,6 +114,10 @@ class ForecastParams:
             raise ValueError(f"window_s must be positive, got {self.window_s}")
         if self.horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {self.horizon}")
+        self.without = tuple(self.without)
+        bad = [x for x in self.without if x not in PARTS]
+        if bad:
+            raise ValueError(f"without: unknown part(s) {bad}; choose from {list(PARTS)}")
 
     @property
     def per_day(self) -> int:
@@ -211,6 +233,7 @@ class HeatForecaster:
             users_a = build_user_features(before(events, split * w), models, split * w, w,
                                           params.user_half_life_days)
             X, y = _training_rows(C, first, split, E, fit_a, users_a, events, params)
+            X = without(X, params.without)
             lap("features_s")
             if progress:
                 progress("combiner", 0, 1)
@@ -304,7 +327,7 @@ class HeatForecaster:
             "step": np.broadcast_to(np.arange(H, dtype=float), (M, H)),
         }
         X = np.stack([cols[f].reshape(-1) for f in FEATURES], axis=1)
-        return _Design(models, K, n0, X, H)
+        return _Design(models, K, n0, without(X, getattr(p, "without", ())), H)
 
     def _mean(self, X: np.ndarray) -> np.ndarray:
         if self.combiner is None:

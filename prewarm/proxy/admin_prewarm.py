@@ -15,6 +15,7 @@ from prewarm.config import ConfigError
 from prewarm.metrics import metrics_route
 from prewarm.proxy.admin import HINT_PATH
 from prewarm.proxy.protocol import model_name_problem
+from prewarm.store.writer import StoreUnavailable
 
 if TYPE_CHECKING:
     from prewarm.prewarmer import Prewarmer
@@ -61,7 +62,10 @@ def routes(prewarmer: Prewarmer) -> list[web.RouteDef]:
             return err(400, problem)
         if not user and not model:
             return err(400, "give a user, a model, or both")
-        return web.json_response(await prewarmer.hint(user, model))
+        try:
+            return web.json_response(await prewarmer.hint(user, model))
+        except StoreUnavailable as exc:  # a user's usual models come from the log
+            return err(503, f"the request log cannot be read now: {exc}")
 
     async def pin(request: web.Request) -> web.Response:
         model = prewarmer.pin(request.match_info["model"])

@@ -12,7 +12,7 @@ from functools import partial
 
 from prewarm.catalog import DEFAULT_RULE, Catalog
 from prewarm.sim.engine import ReplayResult, Span, replay
-from prewarm.sim.policies import BASELINES, POLICY_NAMES
+from prewarm.sim.policies import ABLATIONS, BASELINES, POLICY_NAMES
 from prewarm.sim.policies.base import Policy
 from prewarm.sim.policies.gdsf import GDSFLifetimePolicy, GDSFPolicy
 from prewarm.sim.policies.histogram import HistogramPolicy
@@ -23,7 +23,8 @@ from prewarm.sim.policies.oracle import ORACLE_RULES, OraclePolicy
 from prewarm.sim.policies.topn import TopNPolicy
 from prewarm.sim.trace import Trace
 
-__all__ = ["BASELINES", "POLICY_NAMES", "ForecastOptions", "ModelCosts", "best_oracle", "parse_policies", "run_replays"]
+__all__ = ["ABLATIONS", "BASELINES", "POLICY_NAMES", "ForecastOptions", "ModelCosts", "best_oracle", "parse_policies",
+           "run_replays"]
 
 
 
@@ -62,9 +63,10 @@ def parse_policies(text: str | None) -> list[str]:
     if not text:
         return list(POLICY_NAMES)
     names = [p.strip().lower() for p in text.split(",") if p.strip()]
-    bad = [p for p in names if p not in POLICY_NAMES]
+    bad = [p for p in names if p not in POLICY_NAMES + ABLATIONS]
     if bad or not names:
-        raise ValueError(f"unknown policy {', '.join(bad) or text!r}; choose from {','.join(POLICY_NAMES)}")
+        raise ValueError(f"unknown policy {', '.join(bad) or text!r}; choose from "
+                         f"{','.join(POLICY_NAMES + ABLATIONS)}")
     return list(dict.fromkeys(names))
 
 
@@ -82,25 +84,33 @@ def _factories(trace: Trace, span: Span, fopts: ForecastOptions
     }
 
     from prewarm.sim.policies.forecast import (
+        ForecastNoSeasonalPolicy,
+        ForecastNoUsersPolicy,
         ForecastPerfectPolicy,
         ForecastPolicy,
+        ForecastRecencyPolicy,
         ForecastSchedule,
         PerfectSchedule,
+        RecencySchedule,
     )
 
-    shared: dict[str, ForecastSchedule] = {}
+    shared: dict[tuple[str, tuple[str, ...]], ForecastSchedule] = {}
 
-    def schedule(kind: type[ForecastSchedule]) -> ForecastSchedule:
-        if kind.__name__ not in shared:
+    def schedule(kind: type[ForecastSchedule], without: tuple[str, ...] = ()) -> ForecastSchedule:
+        key = (kind.__name__, without)
+        if key not in shared:
             t0, t1 = float(trace.ts[0]), float(trace.ts[-1])
             train_end = span.scored_from if fopts.train_fraction is None else t0 + fopts.train_fraction * (t1 - t0)
             # a day of refits is one fit on a short trace (8 h: the first 2.4 h only); a tenth of the span
             # keeps refitting on what was seen so far, and a day bounds the fitting cost of long traces
             retrain = fopts.retrain_every_s if fopts.retrain_every_s is not None else min(86400.0, 0.1 * (t1 - t0))
-            shared[kind.__name__] = kind(trace, train_end, fopts.window_s, max(retrain, fopts.window_s))
-        return shared[kind.__name__]
+            shared[key] = kind(trace, train_end, fopts.window_s, max(retrain, fopts.window_s), without=without)
+        return shared[key]
 
     factories["forecast-perfect"] = lambda: ForecastPerfectPolicy(schedule(PerfectSchedule))
+    factories["forecast-recency"] = lambda: ForecastRecencyPolicy(schedule(RecencySchedule))
+    factories["forecast-nousers"] = lambda: ForecastNoUsersPolicy(schedule(ForecastSchedule, ("users",)))
+    factories["forecast-noseasonal"] = lambda: ForecastNoSeasonalPolicy(schedule(ForecastSchedule, ("seasonal",)))
     return factories, lambda cost: ForecastPolicy(schedule(ForecastSchedule), cost)
 
 

@@ -6,5 +6,7 @@ The names live here, without importing any policy, so the CLI can list them chea
 
 BASELINES = ("ollama", "lru", "topn", "histogram", "gdsf", "gdsf-lifetime", "lfu")
 POLICY_NAMES = (*BASELINES, "forecast", "forecast-perfect", "oracle")
+# The forecast policy with a part of its forecaster taken out: run only when asked for (each trains its own).
+ABLATIONS = ("forecast-recency", "forecast-nousers", "forecast-noseasonal")
 
-__all__ = ["BASELINES", "POLICY_NAMES"]
+__all__ = ["ABLATIONS", "BASELINES", "POLICY_NAMES"]

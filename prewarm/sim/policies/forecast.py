@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from prewarm.forecast.horizon import horizon_rates
+from prewarm.forecast.horizon import horizon_rates, horizon_span
 from prewarm.forecast.model import ForecastParams, HeatForecaster
 from prewarm.planning import Candidate, PlanningState
 from prewarm.sim.gpu import SimGPU
@@ -46,6 +46,7 @@ class WindowForecast:
 
     at: float
     rates: dict[int, float]
+    horizon_s: float = float("inf")  # how far ahead the rates speak (from ``at``); inf: at their word
 
 
 @dataclass
@@ -55,6 +56,7 @@ class ForecastSchedule:
     window_s: float
     retrain_every_s: float
     horizon: int = 12
+    without: tuple[str, ...] = ()  # forecaster parts left out (prewarm.forecast.model.PARTS): the ablations
     windows: list[WindowForecast] = field(default_factory=list)
     train_seconds: float = 0.0
     predict_seconds: float = 0.0
@@ -82,7 +84,8 @@ class ForecastSchedule:
             started = time.perf_counter()
             rates = horizon_rates(frame, x)
             self.predict_seconds += time.perf_counter() - started
-            self.windows.append(WindowForecast(x, {index[m]: r for m, r in rates.items() if m in index}))
+            self.windows.append(WindowForecast(x, {index[m]: r for m, r in rates.items() if m in index},
+                                               horizon_span(frame, x)))
         self._done = True
         return self.windows
 
@@ -91,7 +94,7 @@ class ForecastSchedule:
         before the first fit. Refits when one is due."""
         if x >= self._next_fit and n > 0:
             started = time.perf_counter()
-            params = ForecastParams(window_s=self.window_s, horizon=self.horizon)
+            params = ForecastParams(window_s=self.window_s, horizon=self.horizon, without=self.without)
             self._model = HeatForecaster.fit(self.trace.events.iloc[:n], x, params, previous=self._model)
             self.train_seconds += time.perf_counter() - started
             self.fits += 1
@@ -109,9 +112,9 @@ class ForecastSchedule:
 
 @dataclass
 class PerfectSchedule(ForecastSchedule):
-    """The true future in the forecaster's own form: per model and window over the same horizon, the number of
-    requests the trace really has (``expected_requests``) and ``p_any`` 1 where there is at least one, 0 where
-    there is none; from the same first window (the end of training) on.
+    """The true future in the forecaster's own form: per model (every model of the trace) and window over the
+    same horizon, the number of requests the trace really has (``expected_requests``) and ``p_any`` 1 where
+    there is at least one, 0 where there is none; from the same first window (the end of training) on.
 
     Nothing finer than the forecaster's frame reaches the planner (no request
     times within a window), so forecast-perfect against oracle is what the
@@ -122,13 +125,21 @@ class PerfectSchedule(ForecastSchedule):
         tr, w, h = self.trace, self.window_s, self.horizon
         lo = n
         hi = int(np.searchsorted(tr.ts, x + h * w, side="left"))
-        if hi <= lo:
-            return _frame([], np.zeros(0), x, w, h)
         slot = ((tr.ts[lo:hi] - x) // w).astype(np.int64)
         counts = np.bincount(tr.mid[lo:hi].astype(np.int64) * h + slot, minlength=tr.n_models * h)
-        counts = counts.reshape(tr.n_models, h)
-        asked = np.flatnonzero(counts.sum(axis=1) > 0)
-        return _frame([tr.names[m] for m in asked], counts[asked].astype(float).ravel(), x, w, h)
+        # every model, those with no request ahead too: the truth about them is "none within the horizon",
+        # which is an opinion (rate 0 over it), not the absence of one (the decayed count)
+        return _frame(list(tr.names), counts.astype(float), x, w, h)
+
+
+@dataclass
+class RecencySchedule(ForecastSchedule):
+    """No forecast at all: the planning state reads every model's decayed request count (the ablation of the
+    whole forecaster; what the planner does on recency alone)."""
+
+    def compute(self) -> list[WindowForecast]:
+        self._done = True
+        return self.windows
 
 
 def _frame(models: list[str], expected: np.ndarray, x: float, w: float, h: int) -> pd.DataFrame:
@@ -181,7 +192,7 @@ class ForecastPolicy(Policy):
     def advance(self, x: float) -> None:
         windows = self.windows
         while self.k < len(windows) and windows[self.k].at <= x:
-            self.state.set_forecast(windows[self.k].rates)
+            self.state.set_forecast(windows[self.k].rates, windows[self.k].horizon_s)
             self.k += 1
         for v in self.state.expendable(self._candidates(x), x):
             self.evict(v, x)
@@ -203,6 +214,7 @@ class ForecastPolicy(Policy):
         if gone is None:
             return False
         for v in gone:
+            self.state.evicted(v, t)
             self.evict(v, t)
         return gpu.fits(m)
 
@@ -226,3 +238,21 @@ class ForecastPerfectPolicy(ForecastPolicy):
     """The same planning object fed a PerfectSchedule: only its name and its input differ (a test checks)."""
 
     name = "forecast-perfect"
+
+
+class ForecastRecencyPolicy(ForecastPolicy):
+    """Ablation: the planning state without the forecaster (a RecencySchedule)."""
+
+    name = "forecast-recency"
+
+
+class ForecastNoUsersPolicy(ForecastPolicy):
+    """Ablation: the forecaster fitted and run without its per-user features."""
+
+    name = "forecast-nousers"
+
+
+class ForecastNoSeasonalPolicy(ForecastPolicy):
+    """Ablation: the forecaster fitted and run without the seasonal model's path (its level instead)."""
+
+    name = "forecast-noseasonal"
