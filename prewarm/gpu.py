@@ -93,10 +93,6 @@ class GpuMonitor:
         self._ensure_init()
         return self._unavailable_reason is None
 
-    @property
-    def unavailable_reason(self) -> str | None:
-        return self._unavailable_reason
-
     def _ensure_init(self) -> None:
         if self._initialised or self._never_started:
             return

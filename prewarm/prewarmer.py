@@ -153,6 +153,7 @@ class Prewarmer:
         if stop_tracker:
             await self.tracker.stop()
         await self.backend.close()
+        self.gpu.close()  # NVML's handle goes with the service
 
     async def refresh_budget(self) -> Budget:
         total = None

@@ -97,3 +97,29 @@ def test_a_plan_never_exceeds_the_budget_never_touches_a_busy_model_and_only_gai
     if vram_cost > 0:  # what stays at a price is worth at least the price
         kept = [c for c in resident if c.key in held and c.evictable]
         assert all(state.worth(c, 0.0) >= vram_cost for c in kept)
+
+
+def test_past_the_forecasts_horizon_the_rate_is_the_decayed_counts_out_to_the_cache_time() -> None:
+    state = PlanningState(half_life_s=3600.0)
+    state.observe("a", 0.0)
+    state.observe("v", 0.0)
+    state.set_forecast({"a": 0.01}, horizon_s=600.0)
+    assert state.rate("a", 0.0) == 0.01  # no eviction yet: no characteristic time, the forecast alone
+    state.evicted("v", 1800.0)  # a model evicted after 30 min idle: the cache keeps idle models ~30 min
+    assert state.keep_time() == pytest.approx(1800.0)
+    r = state.recent_rate("a", 1800.0)
+    assert state.rate("a", 1800.0) == pytest.approx((0.01 * 600 + r * 1200) / 1800)
+    state.set_forecast({"a": 0.01}, horizon_s=3600.0)  # a horizon longer than the cache time: forecast alone
+    assert state.rate("a", 1800.0) == 0.01
+
+
+def test_a_prefetch_that_would_be_the_next_victim_is_not_made() -> None:
+    """Big b saves more waiting per second than small v (rate x load), but per GB-hour it is worth less: loaded,
+    it would be the first to go at the next eviction, so it is not prefetched in v's place."""
+    state = PlanningState()
+    state.set_forecast({"v": 0.01, "b": 0.02})
+    resident = [Candidate("v", 1 * GB, 10.0)]
+    absent = [Candidate("b", 8 * GB, 10.0)]
+    assert state.worth(absent[0], 0.0) < state.worth(resident[0], 0.0)
+    assert state.prefetch(absent, resident, 0, 0.0) is None
+    assert state.prefetch(absent, resident, 8 * GB, 0.0) == ("b", [])  # with room, nothing is displaced

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from prewarm.catalog import load_catalog
 from prewarm.sim.engine import Span
@@ -106,3 +107,22 @@ def test_vram_cost_lets_models_go_that_do_not_earn_their_memory():
     _, dear = _planned_replay(reqs, {"a": 1e-4}, vram_cost=40.0)
     assert free.cold_starts == cheap.cold_starts == 1  # kept: worth 36 >= 30
     assert dear.cold_starts == 2 and dear.vram_gb_hours < free.vram_gb_hours  # let go once loaded (t=100)
+
+
+def test_the_ablations_are_the_forecast_policy_with_a_part_taken_out() -> None:
+    from prewarm.forecast.model import ForecastParams
+    from prewarm.sim.policies.forecast import (
+        ForecastNoSeasonalPolicy,
+        ForecastNoUsersPolicy,
+        ForecastPolicy,
+        ForecastRecencyPolicy,
+        RecencySchedule,
+    )
+
+    for cls in (ForecastRecencyPolicy, ForecastNoUsersPolicy, ForecastNoSeasonalPolicy):
+        assert set(vars(cls)) - {"__module__", "__doc__", "__qualname__", "name"} == set()
+        assert issubclass(cls, ForecastPolicy)
+    tr = frame_to_trace(pd.DataFrame({"ts": [0.0, 10.0], "model": ["a", "b"]}))
+    assert RecencySchedule(tr, 0.0, 300.0, DAY).compute() == []  # no forecast: decayed counts only
+    with pytest.raises(ValueError, match="unknown part"):
+        ForecastParams(without=("weather",))

@@ -93,7 +93,7 @@ class ServiceReader:
         pass
 
 
-def open_reader(settings: Settings, allow_files: bool = False) -> FileReader | ServiceReader:
+def open_reader(settings: Settings, allow_files: bool = False) -> Reader:
     """The file read-only when free, else the service that holds it (which never reads files for SQL)."""
     path = settings.db
     if not Path(path).exists():
