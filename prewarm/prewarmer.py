@@ -44,6 +44,7 @@ from prewarm.metrics import PrewarmMetrics
 from prewarm.planning import Candidate, PlanAction, PlanningState, Step, plan
 from prewarm.records import RequestEvent
 from prewarm.residency import ResidencyTracker
+from prewarm.units import parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -263,10 +264,13 @@ class Prewarmer:
         now = self.clock()
         return {c.key: self.state.worth(c, now) for c in self.resident_candidates(holding=False)}
 
+    def _explain(self, model: str) -> str:
+        """The planning state's reason for ``model`` now (its rate, where it comes from, its worth)."""
+        return self.state.explain(Candidate(model, self.size_of(model), self.load_seconds_of(model)), self.clock())
+
     def _room_reason(self, victim: str, model: str) -> str:
-        c = Candidate(victim, self.size_of(victim), self.load_seconds_of(victim))
         return (f"make room for {model} ({self.size_of(model) / 1e9:.2f} GB) under the "
-                f"{self._budget_bytes() / 1e9:.2f} GB budget; lowest worth: {self.state.explain(c, self.clock())}")
+                f"{self._budget_bytes() / 1e9:.2f} GB budget; lowest worth: {self._explain(victim)}")
 
     def _budget_bytes(self) -> int:
         if self.budget is None:
@@ -511,8 +515,7 @@ class Prewarmer:
             async with self._op_lock:
                 if m not in self._resident():
                     continue
-                reason = "worth its place: " + self.state.explain(
-                    Candidate(m, self.size_of(m), self.load_seconds_of(m)), self.clock())
+                reason = "worth its place: " + self._explain(m)
                 await self._do_keep(m, reason)
                 actions.append(PlanAction(m, "keep", reason, self._resident_bytes()))
         self.planned_resident = {a.model for a in actions if a.action in ("keep", "load")}
@@ -619,18 +622,18 @@ class Prewarmer:
     def _kept_out(self, model: str) -> bool:
         """Unloaded by hand within manual_hold: the planner does not prefetch it back (a request, a hint or an
         admin load still brings it)."""
-        until = self._kept_out_until.get(model)
-        if until is not None and until <= self.clock():
-            del self._kept_out_until[model]
-            return False
-        return until is not None
+        return self._until(self._kept_out_until, model)
 
     def _held(self, model: str) -> bool:
-        until = self._held_until.get(model)
+        return self._until(self._held_until, model)
+
+    def _until(self, deadlines: dict[str, float], model: str) -> bool:
+        """Whether ``model``'s deadline in ``deadlines`` is still ahead (a passed one is dropped)."""
+        until = deadlines.get(model)
         if until is None:
             return False
         if until <= self.clock():
-            del self._held_until[model]
+            del deadlines[model]
             return False
         return True
 
@@ -750,9 +753,12 @@ class Prewarmer:
 def _unloads(body: dict[str, Any]) -> bool:
     """An Ollama body asking to unload its model now (keep_alive 0, as `ollama stop` sends): passed as it is."""
     value = body.get("keep_alive")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return value == 0
-    return isinstance(value, str) and value.strip() in ("0", "0s", "0m", "0h", "0ms")
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return parse_duration(value) == 0
+    except ValueError:
+        return False
 
 
 def _ms(t0: float) -> float:
