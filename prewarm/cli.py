@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="serve one catalog model as a vLLM server with sleep mode (/sleep, /wake_up, /is_sleeping) instead",
     )
+    s.add_argument("--sglang-model", metavar="NAME",
+                   help="serve one catalog model as an SGLang stand-in with its memory saver "
+                        "(/release_memory_occupation, /resume_memory_occupation) instead")
+    s.add_argument("--sglang-cpu-backup", action="store_true",
+                   help="the SGLang stand-in runs as with --enable-weights-cpu-backup (a resume copies the weights "
+                        "back instead of needing /update_weights_from_disk)")
     s.set_defaults(func=_lazy("prewarm.emulator.main", "run"))
 
     s = sub.add_parser("sql", formatter_class=_Help, help="run a read-only SQL query on the database")

@@ -19,6 +19,9 @@ Example file::
 
     [vllm.servers]        # one vLLM server per model, for upstream_kind = "vllm"
     "meta-llama/Llama-3.1-8B-Instruct" = "http://127.0.0.1:8001"
+
+    [sglang.servers]      # one SGLang server per model, for upstream_kind = "sglang"
+    "Qwen/Qwen2.5-7B-Instruct" = "http://127.0.0.1:30000"
 """
 
 from __future__ import annotations
@@ -96,6 +99,8 @@ class Settings:
     # vLLM sleep mode
     vllm_servers: dict[str, str] = field(default_factory=dict)  # model -> base URL
     vllm_sleep_level: int = 1
+    # SGLang memory saver
+    sglang_servers: dict[str, str] = field(default_factory=dict)  # model -> base URL
 
     def __post_init__(self) -> None:
         self.api_keys = {
@@ -171,12 +176,13 @@ def _coerce(name: str, value: Any, template: Any) -> Any:
 
 
 def _flatten_file(data: dict[str, Any]) -> dict[str, Any]:
-    """Map the file's tables onto flat field names ([vllm] servers -> vllm_servers)."""
+    """Map the file's tables onto flat field names ([vllm] servers -> vllm_servers, [sglang] likewise)."""
     out = dict(data)
-    vllm = out.pop("vllm", None)
-    if isinstance(vllm, dict):
-        for k, v in vllm.items():
-            out[f"vllm_{k}"] = v
+    for table in ("vllm", "sglang"):
+        sub = out.pop(table, None)
+        if isinstance(sub, dict):
+            for k, v in sub.items():
+                out[f"{table}_{k}"] = v
     return out
 
 
@@ -207,7 +213,7 @@ def load_settings(
 
     for name in known:
         raw = env.get(ENV_PREFIX + name.upper())
-        if raw is not None and name not in ("api_keys", "vllm_servers"):
+        if raw is not None and name not in ("api_keys", "vllm_servers", "sglang_servers"):
             values[name] = raw
 
     for k, v in (overrides or {}).items():
@@ -257,6 +263,14 @@ def validate(settings: Settings) -> None:
         raise ConfigError(f"vllm_sleep_level must be 1 or 2 (vLLM's sleep levels), not {settings.vllm_sleep_level}")
     if settings.upstream_kind == "vllm" and not settings.vllm_servers:
         raise ConfigError('upstream_kind = "vllm" needs [vllm.servers] in the config file (model = "http://host:port")')
+    if settings.upstream_kind == "sglang" and not settings.sglang_servers:
+        raise ConfigError('upstream_kind = "sglang" needs [sglang.servers] in the config file '
+                          '(model = "http://host:port")')
+    for table, servers in (("vllm.servers", settings.vllm_servers), ("sglang.servers", settings.sglang_servers)):
+        for model, server in servers.items():
+            parts = urllib.parse.urlsplit(server)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigError(f"[{table}] {model!r} must be an http:// or https:// URL, not {server!r}")
     if settings.train_cron != Settings.train_cron:
         from apscheduler.triggers.cron import CronTrigger  # only for a cron other than the default
 

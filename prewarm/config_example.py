@@ -16,7 +16,7 @@ from prewarm.config import ENV_PREFIX, Settings
 
 MEANINGS: dict[str, str] = {
     "upstream": "base URL of the server prewarm sits in front of",
-    "upstream_kind": "what that server is: ollama, vllm or openai (prewarm serve --help lists them)",
+    "upstream_kind": "what that server is: ollama, vllm, sglang, llamacpp or openai (prewarm serve --help lists them)",
     "listen": "HOST:PORT the proxy listens on; off loopback, admin_token is required",
     "db": "the DuckDB file: the request log, forecasts, actions, catalog",
     "models_dir": "where trained forecaster runs are kept (one folder per run)",
@@ -56,6 +56,7 @@ MEANINGS: dict[str, str] = {
     "vram_cost": "seconds of client waiting you would trade for one GB-hour of VRAM held (0: fewest cold starts)",
     "vllm_servers": "table [vllm.servers]: model -> base URL of its vLLM server",
     "vllm_sleep_level": "vLLM sleep level used to unload: 1 keeps weights in CPU memory, 2 drops them",
+    "sglang_servers": "table [sglang.servers]: model -> base URL of its SGLang server (--enable-memory-saver)",
 }
 _SIZES = {"vram_budget", "vram_reserve", "max_body_bytes", "max_buffered_bytes"}
 
@@ -71,6 +72,9 @@ def example() -> str:
         meaning = MEANINGS[f.name]
         if f.name == "vllm_servers":
             tables += [f"# {meaning}", "# [vllm.servers]", '# "meta-llama/Llama-3.1-8B-Instruct" = "http://127.0.0.1:8001"', ""]
+            continue
+        if f.name == "sglang_servers":
+            tables += [f"# {meaning}", "# [sglang.servers]", '# "Qwen/Qwen2.5-7B-Instruct" = "http://127.0.0.1:30000"', ""]
             continue
         if f.name == "api_keys":
             tables += [f"# {meaning}", "# [api_keys]", '# "sha256:9f86d0..." = "alice"', ""]

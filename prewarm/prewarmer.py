@@ -132,6 +132,11 @@ class Prewarmer:
             await self.tracker.start()
         else:
             await self.tracker.refresh()
+        try:
+            for note in await self.backend.check():
+                log.warning("upstream: %s", note)
+        except BackendError as exc:
+            log.warning("upstream: cannot check how it was started: %s", exc)
         await self.refresh_catalog()
         await self.refresh_budget()
         recent: list[tuple[str, float]] = []

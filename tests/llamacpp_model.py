@@ -27,7 +27,6 @@ WORDS = (
 N_EMBD = 32
 N_HEAD = 4
 N_HEAD_KV = 2
-N_FF = 64
 N_LAYER = 2
 N_CTX_TRAIN = 512
 
@@ -47,20 +46,26 @@ def _vocab() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, [int(t) for t in types]
 
 
-def write_tiny_llama(path: Path, seed: int = 0, name: str = "tiny-llama") -> Path:
-    """Write a 2-layer, 32-wide llama GGUF with random f32 weights to `path` and return it."""
+def write_tiny_llama(path: Path, seed: int = 0, name: str = "tiny-llama", n_embd: int = N_EMBD,
+                     n_layer: int = N_LAYER) -> Path:
+    """Write a llama GGUF with random f32 weights to `path` and return it: 2 layers, 32 wide by default.
+
+    Wider and deeper ones (bench/llama_server.py's) take real time to load: the
+    weights grow as layers x width squared, the vocabulary stays the same.
+    """
     rng = np.random.default_rng(seed)
     tokens, scores, types = _vocab()
     n_vocab = len(tokens)
-    head_dim = N_EMBD // N_HEAD
+    n_ff = 2 * n_embd
+    head_dim = n_embd // N_HEAD
     n_embd_kv = head_dim * N_HEAD_KV
 
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_name(name)
     w.add_context_length(N_CTX_TRAIN)
-    w.add_embedding_length(N_EMBD)
-    w.add_block_count(N_LAYER)
-    w.add_feed_forward_length(N_FF)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
     w.add_head_count(N_HEAD)
     w.add_head_count_kv(N_HEAD_KV)
     w.add_rope_dimension_count(head_dim)
@@ -75,25 +80,25 @@ def write_tiny_llama(path: Path, seed: int = 0, name: str = "tiny-llama") -> Pat
     w.add_eos_token_id(EOS)
 
     def t(name: str, *shape: int, scale: float = 0.2) -> None:
-        w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
+        w.add_tensor(name, rng.standard_normal(shape, dtype=np.float32) * np.float32(scale))
 
     def ones(name: str, n: int) -> None:
         w.add_tensor(name, np.ones(n, dtype=np.float32))
 
     # numpy shapes are (rows, cols); GGUF stores them reversed, as llama.cpp expects.
-    t("token_embd.weight", n_vocab, N_EMBD)
-    for i in range(N_LAYER):
-        ones(f"blk.{i}.attn_norm.weight", N_EMBD)
-        t(f"blk.{i}.attn_q.weight", N_EMBD, N_EMBD)
-        t(f"blk.{i}.attn_k.weight", n_embd_kv, N_EMBD)
-        t(f"blk.{i}.attn_v.weight", n_embd_kv, N_EMBD)
-        t(f"blk.{i}.attn_output.weight", N_EMBD, N_EMBD)
-        ones(f"blk.{i}.ffn_norm.weight", N_EMBD)
-        t(f"blk.{i}.ffn_gate.weight", N_FF, N_EMBD)
-        t(f"blk.{i}.ffn_up.weight", N_FF, N_EMBD)
-        t(f"blk.{i}.ffn_down.weight", N_EMBD, N_FF)
-    ones("output_norm.weight", N_EMBD)
-    output = rng.standard_normal((n_vocab, N_EMBD)).astype(np.float32)
+    t("token_embd.weight", n_vocab, n_embd)
+    for i in range(n_layer):
+        ones(f"blk.{i}.attn_norm.weight", n_embd)
+        t(f"blk.{i}.attn_q.weight", n_embd, n_embd)
+        t(f"blk.{i}.attn_k.weight", n_embd_kv, n_embd)
+        t(f"blk.{i}.attn_v.weight", n_embd_kv, n_embd)
+        t(f"blk.{i}.attn_output.weight", n_embd, n_embd)
+        ones(f"blk.{i}.ffn_norm.weight", n_embd)
+        t(f"blk.{i}.ffn_gate.weight", n_ff, n_embd)
+        t(f"blk.{i}.ffn_up.weight", n_ff, n_embd)
+        t(f"blk.{i}.ffn_down.weight", n_embd, n_ff)
+    ones("output_norm.weight", n_embd)
+    output = rng.standard_normal((n_vocab, n_embd), dtype=np.float32)
     output[: 3 + 256] = 0.0  # control and byte tokens never beat a word piece under greedy sampling
     w.add_tensor("output.weight", output)
 

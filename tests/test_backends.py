@@ -228,5 +228,5 @@ def test_a_kind_registered_outside_prewarm_is_a_choice_of_the_cli_and_the_config
         assert args.upstream_kind == "stand-in"
     finally:
         registry._KINDS.pop("stand-in")
-    with pytest.raises(ConfigError, match="one of ollama, vllm, openai"):
+    with pytest.raises(ConfigError, match="one of ollama, vllm, sglang, llamacpp, openai"):
         load_settings(None, {"upstream_kind": "stand-in"}, environ={})

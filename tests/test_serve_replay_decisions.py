@@ -104,6 +104,9 @@ class FixedLoadBackend:
     def route_for(self, model: str) -> str:
         return self.base_url
 
+    async def check(self) -> list[str]:
+        return []
+
     async def keep(self, model: str, keep_alive: str) -> None:
         return None
 

@@ -52,6 +52,9 @@ class Backend(Protocol):
     def route_for(self, model: str) -> str:
         """Base URL that serves `model` (differs per model only where routes_per_model)."""
 
+    async def check(self) -> list[str]:
+        """What the operator should know about how the upstream was started (logged once at start; [] for nothing)."""
+
     async def keep(self, model: str, keep_alive: str) -> None:
         """Renew how long a resident model stays (Ollama's keep_alive); a no-op where the upstream has no timer."""
 

@@ -85,6 +85,9 @@ class OllamaBackend:
         if not isinstance(data, dict) or not data.get("done"):
             raise BackendError(f"load {model}: Ollama answered {data!r} instead of a finished load")
 
+    async def check(self) -> list[str]:
+        return []
+
     async def keep(self, model: str, keep_alive: str) -> None:
         """Renew a resident model's keep_alive with the context its runner has, so Ollama does not reload it."""
         model = canonical_name(model)

@@ -68,6 +68,9 @@ class OpenAICompatBackend:
     async def close(self) -> None:
         await self.http.close()
 
+    async def check(self) -> list[str]:
+        return []
+
     async def keep(self, model: str, keep_alive: str) -> None:
         """No keep-alive timer on this upstream: a resident model stays until unloaded."""
 

@@ -39,6 +39,10 @@ class BackendKind:
 BUILTIN = (
     BackendKind("ollama", "Ollama (/api/ps, load and unload through keep_alive)", "prewarm.backends.ollama:from_settings"),
     BackendKind("vllm", "one vLLM server per model, sleep mode ([vllm.servers])", "prewarm.backends.vllm:from_settings"),
+    BackendKind("sglang", "one SGLang server per model, --enable-memory-saver ([sglang.servers])",
+                "prewarm.backends.sglang:from_settings"),
+    BackendKind("llamacpp", "llama.cpp's llama-server in router mode (--models-dir, /models/load and /models/unload)",
+                "prewarm.backends.llamacpp:from_settings"),
     BackendKind("openai", "any OpenAI-compatible server (residency unknown)", "prewarm.backends.openai_compat:from_settings"),
 )
 _KINDS: dict[str, BackendKind] = {k.name: k for k in BUILTIN}

@@ -95,6 +95,9 @@ class VllmBackend:
     async def close(self) -> None:
         await self.http.close()
 
+    async def check(self) -> list[str]:
+        return []
+
     async def keep(self, model: str, keep_alive: str) -> None:
         """No keep-alive timer on this upstream: a resident model stays until unloaded."""
 

@@ -1,5 +1,5 @@
-"""``prewarm emulate``: serve the Ollama emulator (or, with --vllm-model, one vLLM sleep-mode server)
-until SIGINT or SIGTERM."""
+"""``prewarm emulate``: serve the Ollama emulator (or, with --vllm-model, one vLLM sleep-mode server; with
+--sglang-model, one SGLang stand-in) until SIGINT or SIGTERM."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from aiohttp import web
 from prewarm.catalog import Catalog, load_catalog, sample_catalog_path
 from prewarm.emulator.modelinfo import normalize_name
 from prewarm.errors import CommandError
+from prewarm.records import CatalogEntry
 from prewarm.units import format_size, parse_size
 
 log = logging.getLogger("prewarm.emulator")
@@ -25,13 +26,26 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def _entry(catalog: Catalog, model: str, flag: str) -> CatalogEntry:
+    entry = catalog.entries.get(model) or catalog.entries.get(normalize_name(model))
+    if entry is None:
+        raise CommandError(f"{flag} {model!r} is not in the catalog {catalog.source}")
+    return entry
+
+
 def _vllm_app(catalog: Catalog, model: str, time_scale: float, tokens_per_second: float) -> web.Application:
     from prewarm.emulator.vllm import make_vllm_app
 
-    entry = catalog.entries.get(model) or catalog.entries.get(normalize_name(model))
-    if entry is None:
-        raise CommandError(f"--vllm-model {model!r} is not in the catalog {catalog.source}")
+    entry = _entry(catalog, model, "--vllm-model")
     return make_vllm_app(model, entry.size_bytes, entry.load_seconds, time_scale, tokens_per_second=tokens_per_second)
+
+
+def _sglang_app(catalog: Catalog, model: str, time_scale: float, tokens_per_second: float,
+                cpu_backup: bool) -> web.Application:
+    from prewarm.emulator.sglang import make_sglang_app
+
+    entry = _entry(catalog, model, "--sglang-model")
+    return make_sglang_app(model, entry.size_bytes, entry.load_seconds, time_scale, tokens_per_second, cpu_backup)
 
 
 def build_app(args: argparse.Namespace) -> tuple[web.Application, str]:
@@ -42,6 +56,13 @@ def build_app(args: argparse.Namespace) -> tuple[web.Application, str]:
     tps = float(getattr(args, "tokens_per_second", 200.0))
     if tps <= 0:
         raise CommandError(f"--tokens-per-second must be > 0, got {tps}")
+    sglang_model = getattr(args, "sglang_model", None)
+    if sglang_model and getattr(args, "vllm_model", None):
+        raise CommandError("--vllm-model and --sglang-model each make one server: give one of them")
+    if sglang_model:
+        cpu_backup = bool(getattr(args, "sglang_cpu_backup", False))
+        return (_sglang_app(catalog, sglang_model, time_scale, tps, cpu_backup),
+                f"SGLang stand-in (memory saver{', CPU weight backup' if cpu_backup else ''}) of {sglang_model}")
     vllm_model = getattr(args, "vllm_model", None)
     if vllm_model:
         return _vllm_app(catalog, vllm_model, time_scale, tps), f"vLLM sleep-mode emulation of {vllm_model}"
