@@ -57,7 +57,7 @@ def recent_requests_sql(now: float, half_life_s: float) -> str:
     """The log's requests of the last RECENT_HALF_LIVES half-lives before ``now`` (epoch seconds), oldest first."""
     since = float(now) - RECENT_HALF_LIVES * half_life_s
     return (f"SELECT model, epoch(ts_start) AS ts FROM requests WHERE model IS NOT NULL "
-            f"AND ts_start >= to_timestamp({since!r}) ORDER BY ts_start")
+            f"AND status IS DISTINCT FROM 404 AND ts_start >= to_timestamp({since!r}) ORDER BY ts_start")
 
 
 # An unknown model name makes the prewarmer ask the upstream for its models again, at most this often: a
@@ -145,6 +145,10 @@ class Prewarmer:
                 recent = (await self.store.query(recent_requests_sql(self.clock(), self.state.half_life_s)))[1]
             except Exception as exc:  # the store may be unavailable: then recency starts from nothing
                 log.warning("cannot read the request log (%s); recency starts from nothing", exc)
+            try:
+                self.pins |= {self.canonical(str(m)) for (m,) in (await self.store.query("SELECT model FROM pins"))[1]}
+            except Exception as exc:
+                log.warning("cannot read the pins set through the API (%s); only the config's pins hold", exc)
         self.seed_recent(recent)
 
     def seed_recent(self, requests: Iterable[tuple[str, float]]) -> None:
@@ -707,15 +711,23 @@ class Prewarmer:
             self._kept_out_until[m] = self.clock() + self.settings.manual_hold
         return {"model": m, "action": "unload", "ok": ok, "error": None if ok else self.last_actions[-1]["error"]}
 
-    def pin(self, model: str) -> str:
+    def pin(self, model: str, source: str = "api") -> str:
+        """Keep `model` resident from now on, across restarts (a pin_events row; the pins view reads it back)."""
         m = self.canonical(model)
         self.pins.add(m)
+        self._record_pin(m, True, source)
         return m
 
-    def unpin(self, model: str) -> str:
+    def unpin(self, model: str, source: str = "api") -> str:
         m = self.canonical(model)
         self.pins.discard(m)
+        self._record_pin(m, False, source)
         return m
+
+    def _record_pin(self, model: str, pinned: bool, source: str) -> None:
+        if self.store is not None:
+            self.store.put_rows("pin_events", [{"ts": datetime.fromtimestamp(self.clock(), UTC), "model": model,
+                                                "pinned": pinned, "source": source}])
 
     def planning_status(self, limit: int = 50) -> dict[str, Any]:
         """The planning state as a person checks it: vram_cost, and per model (resident first, then the absent

@@ -315,6 +315,13 @@ async def test_request_for_unknown_model_evicts_nothing(aiohttp_client, tmp_path
         assert r.status == 404
     assert "gemma2:9b" in await rig.prewarmer.backend.list_resident()
     assert await rig.rows("SELECT count(*) FROM prewarm_actions") == [(0,)]
+    # Not a cold start (nothing was loaded), and no demand the forecaster or the recency counts learn from.
+    assert await rig.rows("SELECT status, cold FROM requests WHERE model = 'llama3:8b-typo'") == [(404, None)]
+    from prewarm.forecast.series import events_sql
+    from prewarm.prewarmer import recent_requests_sql
+
+    for sql in (events_sql(), recent_requests_sql(time.time(), 3600.0)):
+        assert "llama3:8b-typo" not in {r[1] if len(r) == 3 else r[0] for r in await rig.rows(sql)}
 
 
 async def test_request_that_needs_a_busy_models_room_waits_for_it(aiohttp_client, tmp_path, rigs):
@@ -475,3 +482,23 @@ async def test_the_grafana_dashboard_graphs_every_metric_family_and_only_served_
                 queried.add(re.sub(r"_(total|bucket|sum|count)$", "", name))
     assert queried <= served, queried - served
     assert served <= queried, served - queried  # a panel for every family /metrics serves
+
+
+async def test_pins_set_through_the_api_outlive_a_restart(aiohttp_client, tmp_path, rigs):
+    rig = await build(aiohttp_client, tmp_path, pins=["gemma2:9b"])
+    async with rig.proxy.post("/prewarm/pin/mistral") as r:
+        assert (await r.json())["pins"] == ["gemma2:9b", "mistral:latest"]
+    async with rig.proxy.post("/prewarm/pin/llama3.2:3b") as r:
+        assert r.status == 200
+    async with rig.proxy.delete("/prewarm/pin/llama3.2:3b") as r:
+        assert r.status == 200
+    assert [(m, src) for m, _, src in await rig.rows("SELECT * FROM pins ORDER BY model")] == [
+        ("mistral:latest", "api")]
+    await rig.prewarmer.stop()
+    await rig.store.close()
+
+    again = await build(aiohttp_client, tmp_path, pins=["gemma2:9b"])  # the same database file
+    rigs.append(again)
+    assert again.prewarmer.pins == {"gemma2:9b", "mistral:latest"}
+    history = await again.rows("SELECT model, pinned FROM pin_events ORDER BY ts, pinned DESC")
+    assert history == [("mistral:latest", True), ("llama3.2:3b", True), ("llama3.2:3b", False)]

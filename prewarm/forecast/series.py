@@ -98,7 +98,8 @@ def events_from_requests(con: duckdb.DuckDBPyConnection, since_ts: float | None 
 
 def events_sql(since_ts: float | None = None) -> str:
     """SQL selecting the events frame from ``requests``; shared with the service, which reads via its Store."""
-    where = "model IS NOT NULL AND ts_start IS NOT NULL"
+    # A 404 asked for a model the upstream does not have: demand for nothing that could be loaded.
+    where = "model IS NOT NULL AND ts_start IS NOT NULL AND status IS DISTINCT FROM 404"
     if since_ts is not None:
         where += f" AND ts_start >= to_timestamp({float(since_ts)!r})"
     return (f"SELECT epoch(ts_start) AS ts, model, user_id AS \"user\" FROM requests "

@@ -217,6 +217,8 @@ class _Forwarder:
             now = time.perf_counter()
             event.ts_end = datetime.now(UTC)
             event.total_ms = (now - t0) * 1000.0
+            if event.status == 404:
+                event.cold = None  # the upstream does not have the model: nothing was loaded, nothing was cold
             if loads:
                 self.hooks.request_finished(model, event)  # type: ignore[arg-type]
             self.store.put(event)

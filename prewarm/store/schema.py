@@ -96,6 +96,19 @@ MIGRATIONS: list[str] = [
           ON r.model = f.model AND r.ts_start >= f.window_start AND r.ts_start < f.window_end
         GROUP BY ALL;
     """,
+    # Pins set through the API outlive a restart: each pin and unpin is a row of pin_events (the history),
+    # and `pins` is what is pinned now (the config file's pins are added to it at start, not written here).
+    """
+    CREATE TABLE IF NOT EXISTS pin_events (
+        ts TIMESTAMPTZ,
+        model VARCHAR,
+        pinned BOOLEAN,
+        source VARCHAR
+    );
+    CREATE OR REPLACE VIEW pins AS
+        SELECT model, ts AS pinned_at, source FROM pin_events
+        QUALIFY row_number() OVER (PARTITION BY model ORDER BY ts DESC) = 1 AND pinned;
+    """,
 ]
 
 

@@ -54,7 +54,7 @@ REQUEST_COLUMNS = [f.name for f in fields(RequestEvent)]
 _event_tuple = operator.attrgetter(*REQUEST_COLUMNS)
 # Tables whose rows replace an existing row with the same key instead of adding one.
 UPSERT_KEYS = {"model_catalog": "model"}
-WRITABLE_TABLES = {"requests", "forecasts", "training_runs", "prewarm_actions", "model_catalog"}
+WRITABLE_TABLES = {"requests", "forecasts", "training_runs", "prewarm_actions", "model_catalog", "pin_events"}
 MAX_INSERT_ROWS = 50_000
 # Waiting for a flush longer than this means the writer is stuck: callers get StoreUnavailable, not a hang.
 FLUSH_TIMEOUT_S = 30.0
