@@ -214,6 +214,15 @@ def test_openai_client_through_prewarm_and_the_cold_flag(clean_router: Router, t
         plain = direct.chat.completions.create(model=small, **ask)  # type: ignore[call-overload]
         assert text == plain.choices[0].message.content
 
+        # Anthropic's Messages API and OpenAI's Responses API, which the router answers too: logged with
+        # their model and user like any other request.
+        for path, body in (("/v1/messages", {"model": small, "max_tokens": 4, "metadata": {"user_id": "ann"},
+                                             "messages": [{"role": "user", "content": "hi"}]}),
+                           ("/v1/responses", {"model": small, "input": "hi", "max_output_tokens": 4, "user": "bo"})):
+            req = urllib.request.Request(base + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+            with LOOPBACK.open(req, timeout=60) as resp:
+                assert resp.status == 200 and json.loads(resp.read())
+
         # /prewarm/load and /prewarm/unload are the router's own loads and unloads.
         assert post(f"{base}/prewarm/load/{mid}")["ok"] is True
         assert r.statuses()[mid] == "loaded"
@@ -224,9 +233,12 @@ def test_openai_client_through_prewarm_and_the_cold_flag(clean_router: Router, t
     rows = con.execute("SELECT model, stream, status, cold FROM requests WHERE endpoint = '/v1/chat/completions' "
                        "ORDER BY ts_start").fetchall()
     actions = con.execute("SELECT action, model, ok FROM prewarm_actions ORDER BY ts").fetchall()
+    other = con.execute("SELECT endpoint, model, user_id, status, cold, prompt_tokens > 0 FROM requests "
+                        "WHERE endpoint IN ('/v1/messages', '/v1/responses') ORDER BY ts_start").fetchall()
     con.close()
     assert rows == [(small, False, 200, True), (small, False, 200, False), (small, True, 200, False)]
     assert ("load", mid, True) in actions and ("unload", mid, True) in actions
+    assert other == [("/v1/messages", small, "ann", 200, False, True), ("/v1/responses", small, "bo", 200, False, True)]
 
 
 def test_a_burst_over_every_model_never_holds_more_than_the_budget(clean_router: Router, tmp_path: Path) -> None:

@@ -84,6 +84,23 @@ def test_usage_from_openai_sse_and_absent() -> None:
     assert (u.prompt_tokens, u.completion_tokens) == (None, None)
 
 
+def test_responses_and_messages_name_their_model_user_and_usage() -> None:
+    info = parse_request("/v1/responses", json.dumps({"model": "m", "input": "hi", "user": "ann"}).encode())
+    assert (info.model, info.user, info.stream) == ("m", "ann", False)
+    info = parse_request("/v1/responses", json.dumps({"model": "m", "input": "hi", "safety_identifier": "bo"}).encode())
+    assert info.user == "bo"
+    info = parse_request("/v1/messages", json.dumps({"model": "m", "max_tokens": 5, "stream": True,
+                                                     "messages": [], "metadata": {"user_id": "cy"}}).encode())
+    assert (info.model, info.user, info.stream) == ("m", "cy", True)
+    assert parse_request("/v1/messages", json.dumps({"model": "m", "user": "not-anthropic"}).encode()).user is None
+    u = usage_from_tail(b'{"type":"message","usage":{"input_tokens":9,"output_tokens":4}}')
+    assert (u.prompt_tokens, u.completion_tokens) == (9, 4)
+    sse = (b'event: response.completed\ndata: {"type":"response.completed","response":{"usage":'
+           b'{"input_tokens":7,"output_tokens":2,"total_tokens":9}}}\n\n')
+    u = usage_from_tail(sse)
+    assert (u.prompt_tokens, u.completion_tokens) == (7, 2)
+
+
 def test_error_shapes() -> None:
     assert json.loads(error_body("/api/chat", 502, "down")) == {"error": "down"}
     assert json.loads(error_body("/metrics", 502, "down")) == {"error": "down"}

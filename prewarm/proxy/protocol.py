@@ -26,6 +26,8 @@ MODEL_ENDPOINTS: dict[str, bool] = {
     "/v1/chat/completions": False,
     "/v1/completions": False,
     "/v1/embeddings": False,
+    "/v1/responses": False,  # OpenAI's Responses API (Ollama, vLLM and llama.cpp's server answer it too)
+    "/v1/messages": False,  # Anthropic's Messages API (Ollama and llama.cpp's server answer it)
 }
 # A known user listing or inspecting models is about to ask for one: the same as a hint (POST /prewarm/hint).
 PRESENCE_ENDPOINTS = frozenset({("GET", "/api/tags"), ("GET", "/v1/models"), ("POST", "/api/show")})
@@ -101,7 +103,7 @@ def parse_request(endpoint: str, raw: bytes) -> RequestInfo:
         if not isinstance(model, str) or not model:
             model = None
     stream = body.get("stream", default_stream)
-    user = body.get("user")
+    user = _body_user(endpoint, body)
     if model is not None:
         problem = model_name_problem(model)
         if problem is not None:
@@ -110,8 +112,22 @@ def parse_request(endpoint: str, raw: bytes) -> RequestInfo:
         model=model,
         stream=stream if isinstance(stream, bool) else default_stream,
         body=body,
-        user=user if isinstance(user, str) and endpoint.startswith("/v1/") else None,
+        user=user,
     )
+
+
+def _body_user(endpoint: str, body: dict[str, Any]) -> str | None:
+    """Who the body says sent it: OpenAI's `user` (the Responses API's newer `safety_identifier` too),
+    Anthropic's `metadata.user_id`. Ollama's own API has no such field."""
+    if not endpoint.startswith("/v1/"):
+        return None
+    candidates: list[Any] = [body.get("user")]
+    if endpoint == "/v1/responses":
+        candidates.append(body.get("safety_identifier"))
+    if endpoint == "/v1/messages":
+        meta = body.get("metadata")
+        candidates = [meta.get("user_id") if isinstance(meta, dict) else None]
+    return next((u for u in candidates if isinstance(u, str) and u), None)
 
 
 def model_name_problem(name: str) -> str | None:
@@ -182,6 +198,8 @@ _USAGE_PATTERNS = {
     "load_duration": re.compile(_NUM % b"load_duration"),
     "prompt_tokens": re.compile(_NUM % b"prompt_tokens"),
     "completion_tokens": re.compile(_NUM % b"completion_tokens"),
+    "input_tokens": re.compile(_NUM % b"input_tokens"),
+    "output_tokens": re.compile(_NUM % b"output_tokens"),
 }
 TAIL_KEEP = 8192
 
@@ -218,6 +236,9 @@ def usage_from_tail(tail: bytes) -> Usage:
         return out
     out.prompt_tokens = _last_int(_USAGE_PATTERNS["prompt_tokens"], tail)
     out.completion_tokens = _last_int(_USAGE_PATTERNS["completion_tokens"], tail)
+    if out.prompt_tokens is None and out.completion_tokens is None:  # the Responses and Messages APIs' names
+        out.prompt_tokens = _last_int(_USAGE_PATTERNS["input_tokens"], tail)
+        out.completion_tokens = _last_int(_USAGE_PATTERNS["output_tokens"], tail)
     return out
 
 
