@@ -336,6 +336,17 @@ class Prewarmer:
     def _known_now(self, model: str) -> bool:
         return model in self.sizes or model in self.catalog or model in self.tracker.resident
 
+    def model_servers(self) -> dict[str, tuple[str, int]] | None:
+        if not self.backend.routes_per_model:
+            return None
+        out = {}
+        for m in sorted(self.sizes) or sorted(self.catalog.entries):
+            try:
+                out[m] = (self.backend.route_for(m), self.size_of(m))
+            except BackendError:
+                continue
+        return out
+
     def upstream_for(self, model: str) -> str | None:
         if not self.backend.routes_per_model:
             return None

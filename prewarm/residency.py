@@ -113,6 +113,9 @@ class ResidencyTracker:
     def upstream_for(self, model: str) -> str | None:
         return None
 
+    def model_servers(self) -> dict[str, tuple[str, int]] | None:
+        return None
+
     def request_started(self, model: str) -> None:
         self.in_flight[model] = self.in_flight.get(model, 0) + 1
 

@@ -369,6 +369,9 @@ class KeepAliveHooks:
     def upstream_for(self, model: str) -> str | None:
         return None
 
+    def model_servers(self) -> dict[str, tuple[str, int]] | None:
+        return None
+
     def request_started(self, model: str) -> None:
         pass
 

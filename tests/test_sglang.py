@@ -230,3 +230,15 @@ def test_emulate_serves_an_sglang_standin_from_the_catalog() -> None:
     assert "SGLang stand-in" in what and app[ENGINE_KEY].cpu_backup is True
     with pytest.raises(CommandError, match="one of them"):
         build_app(Namespace(**{**vars(args), "vllm_model": "llama3.1:8b"}))
+
+
+async def test_model_lists_name_every_configured_server(stack) -> None:
+    proxy, pw, store, _ = stack
+    oai = openai.AsyncOpenAI(base_url=str(proxy.make_url("/v1")), api_key="x", max_retries=0)
+    assert sorted(m.id for m in (await oai.models.list()).data) == [A, B]
+    async with proxy.get("/api/tags", headers={"X-Prewarm-User": "ann"}) as r:
+        tags = (await r.json())["models"]
+    assert [(t["name"], t["size"]) for t in tags] == [(A, 8 * GB), (B, 6 * GB)]
+    await store.flush()
+    _, rows = await store.query("SELECT endpoint, status, upstream, user_id FROM requests ORDER BY ts_start")
+    assert rows == [("/v1/models", 200, "prewarm", None), ("/api/tags", 200, "prewarm", "ann")]

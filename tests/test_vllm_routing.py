@@ -68,3 +68,11 @@ async def test_requests_go_to_their_models_server_and_the_budget_holds(stack) ->
     assert sa["peak_vram_used"] + sb["peak_vram_used"] <= 14 * GB
     assert sa["wakes"] >= 1 and sb["sleeps"] >= 1
     assert sum(pw.tracker.resident.values()) <= 10 * GB
+
+
+async def test_v1_models_lists_every_vllm_server(stack) -> None:
+    proxy, _, _, _ = stack
+    oai = openai.AsyncOpenAI(base_url=str(proxy.make_url("/v1")), api_key="x", max_retries=0)
+    models = (await oai.models.list()).data
+    assert sorted(m.id for m in models) == ["org/model-a", "org/model-b"]
+    assert all(m.owned_by == "vllm" for m in models)  # each server's own card, as it answered

@@ -32,6 +32,7 @@ from prewarm.proxy.lag import LoopLag
 from prewarm.proxy.protocol import (
     HOP_BY_HOP,
     MODEL_ENDPOINTS,
+    MODEL_LISTS,
     NON_LOADING_ENDPOINTS,
     PRESENCE_ENDPOINTS,
     REQUEST_DROP,
@@ -191,6 +192,10 @@ class _Forwarder:
             event.user_id = user_of(request.headers, info.user if info else None, self.settings)
             if event.user_id is not None and (request.method, endpoint) in PRESENCE_ENDPOINTS:
                 self.hooks.user_seen(event.user_id)
+            if request.method == "GET" and endpoint in MODEL_LISTS:
+                servers = self.hooks.model_servers()
+                if servers is not None:
+                    return await self._list_models(request, event, servers)
             base = self.base
             if model is not None:
                 base = (self.hooks.upstream_for(model) or self.base).rstrip("/")
@@ -319,6 +324,35 @@ class _Forwarder:
         event.prompt_tokens = usage.prompt_tokens
         event.completion_tokens = usage.completion_tokens
         event.load_ms = usage.load_ms
+
+    async def _list_models(self, request: web.Request, event: RequestEvent,
+                           servers: dict[str, tuple[str, int]]) -> web.Response:
+        """/v1/models or /api/tags answered by the proxy where every model has its own server (vLLM, SGLang):
+        no single upstream can list them all, so each server's /v1/models is asked and the answers merged.
+        The one documented exception to forwarding byte for byte (docs/prewarmer.md)."""
+        session = request.app[SESSION_KEY]
+
+        async def cards(model: str, url: str) -> list[dict[str, Any]]:
+            try:
+                async with session.get(f"{url.rstrip('/')}/v1/models") as up:
+                    body = await up.json(content_type=None)
+                return [c for c in body.get("data", []) if isinstance(c, dict)] if isinstance(body, dict) else []
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                log.warning("listing models: %s's server %s did not answer: %s", model, url, one_line(exc))
+                return []
+
+        found = await asyncio.gather(*(cards(m, url) for m, (url, _) in servers.items()))
+        listed = {str(c.get("id")): c for group in found for c in group if c.get("id")}
+        for m in servers:  # a configured model whose server is down is still one the service serves
+            listed.setdefault(m, {"id": m, "object": "model", "owned_by": "prewarm"})
+        event.status, event.upstream = 200, "prewarm"
+        if event.endpoint == "/v1/models":
+            return web.json_response({"object": "list", "data": [listed[m] for m in sorted(listed)]})
+        now = datetime.now(UTC).isoformat()
+        return web.json_response({"models": [
+            {"name": m, "model": m, "modified_at": now, "size": servers[m][1] if m in servers else 0,
+             "digest": "", "details": {"format": "", "family": "", "parameter_size": "", "quantization_level": ""}}
+            for m in sorted(listed)]})
 
     def _refuse(self, request: web.Request, event: RequestEvent, status: int, message: str,
                 headers: dict[str, str] | None = None) -> web.Response:

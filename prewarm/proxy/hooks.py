@@ -38,6 +38,11 @@ class ProxyHooks(Protocol):
     def upstream_for(self, model: str) -> str | None:
         """Base URL of the server that serves `model` (vLLM runs one per model); None: the configured upstream."""
 
+    def model_servers(self) -> dict[str, tuple[str, int]] | None:
+        """model -> (its server's base URL, its size in bytes) where each model has its own server (vLLM,
+        SGLang), so that no single upstream can list them all; None where the upstream lists its models.
+        Must not do I/O."""
+
     def request_started(self, model: str) -> None:
         """A request for `model` is in flight: it must not be evicted until finished."""
 
