@@ -1,11 +1,11 @@
-"""prewarm in front of a real OpenAI-compatible server: llama-cpp-python's, with two tiny models.
+"""prewarm's `openai` kind in front of a real OpenAI-compatible server: llama.cpp's router, two tiny models.
 
 The emulator proves the proxy against our own idea of the API; this proves it against
-a server we did not write. llama-cpp-python serves several models from one
---config_file and swaps them on request (one in memory at a time), which is the case
-`--upstream-kind openai` exists for. The models are random-weight GGUFs written at
-test time (tests/llamacpp_model.py), so the whole module runs in seconds once
-llama-cpp-python is built (the `llamacpp` extra; CI installs it).
+a server we did not write. `upstream_kind = "openai"` is for servers that cannot say
+what is in memory or unload on request; here llama.cpp's `llama-server` (router
+mode, tests/llama_router.py) plays one, reached only through its OpenAI API, so the
+adapter is judged by what a client of that API can see. The models are
+random-weight GGUFs written at test time (tests/llamacpp_model.py).
 """
 
 from __future__ import annotations
@@ -13,81 +13,36 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
+import openai
 import pytest
+from llama_router import LOOPBACK, Router, start_router
+from llamacpp_model import write_tiny_llama
 
-pytest.importorskip(
-    "llama_cpp", reason="llama-cpp-python is not installed (pip install -e '.[llamacpp]'; CI installs it)"
-)
-
-import duckdb  # noqa: E402
-import openai  # noqa: E402
-from llamacpp_model import write_tiny_llama  # noqa: E402
-
-from prewarm.backends.base import BackendError, Unsupported  # noqa: E402
-from prewarm.backends.openai_compat import OpenAICompatBackend  # noqa: E402
-from prewarm.catalog import Catalog  # noqa: E402
-from prewarm.localproc import PREWARM_CMD, clean_env, free_port, wait_http  # noqa: E402
+from prewarm.backends.base import BackendError, Unsupported
+from prewarm.backends.openai_compat import OpenAICompatBackend
+from prewarm.catalog import Catalog
+from prewarm.localproc import PREWARM_CMD, clean_env, free_port, wait_http
 
 MODELS = ("tiny-a", "tiny-b")
 PREWARM = PREWARM_CMD
-LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-@dataclass(frozen=True)
-class LlamaServer:
-    url: str
-    log: Path
-
-    def posts(self, endpoint: str) -> int:
-        """How many POSTs to `endpoint` the server has answered (from its uvicorn access log)."""
-        return self.log.read_text().count(f'"POST {endpoint} HTTP/1.1"')
 
 
 @pytest.fixture(scope="module")
-def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
-    """llama-cpp-python's server on a free loopback port, serving both tiny models."""
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Router]:
+    """The router on a free loopback port, serving both tiny models."""
     d = tmp_path_factory.mktemp("llamacpp")
-    port = free_port()
-    config = {
-        "host": "127.0.0.1",
-        "port": port,
-        "models": [
-            {
-                "model": str(write_tiny_llama(d / f"{alias}.gguf", seed=i, name=alias)),
-                "model_alias": alias,
-                "chat_format": "chatml",
-                "n_ctx": 256,
-                "n_threads": 1,
-                "n_threads_batch": 1,
-                "verbose": False,
-            }
-            for i, alias in enumerate(MODELS)
-        ],
-    }
-    cfg = d / "config.json"
-    cfg.write_text(json.dumps(config))
-    log_path = d / "server.log"
-    log = log_path.open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--config_file", str(cfg)],
-        stdout=log, stderr=subprocess.STDOUT, env=dict(clean_env(), PYTHONUNBUFFERED="1"),
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(url + "/v1/models", proc)
-        yield LlamaServer(url, log_path)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+    (d / "models").mkdir()
+    for i, alias in enumerate(MODELS):
+        write_tiny_llama(d / "models" / f"{alias}.gguf", seed=i, name=alias)
+    with start_router(d / "models", d / "router.log") as router:
+        yield router
 
 
 @contextmanager
@@ -126,7 +81,7 @@ def sse_events(url: str, body: dict[str, Any]) -> list[dict[str, Any]]:
     return events
 
 
-def test_proxy_in_front_of_llama_cpp_server(llama_server: LlamaServer, tmp_path: Path) -> None:
+def test_proxy_in_front_of_llama_cpp_server(llama_server: Router, tmp_path: Path) -> None:
     db = tmp_path / "prewarm.duckdb"
     upstream = llama_server.url
     with prewarm_serve(upstream, db) as (serve, base):
@@ -170,9 +125,9 @@ def test_proxy_in_front_of_llama_cpp_server(llama_server: LlamaServer, tmp_path:
         )
         assert text == same.choices[0].message.content
 
-        # The server's own error reaches the client as is (llama-cpp-python answers a body it cannot
-        # validate with a 500 that names the field).
-        with pytest.raises(openai.InternalServerError, match="messages"):
+        # The server's own error reaches the client as is (the router answers a body it cannot
+        # validate with a 400 that names the field).
+        with pytest.raises(openai.BadRequestError, match="messages"):
             client.chat.completions.create(model=MODELS[0], messages=None)  # type: ignore[arg-type]
 
         serve.send_signal(signal.SIGTERM)
@@ -195,25 +150,25 @@ def test_proxy_in_front_of_llama_cpp_server(llama_server: LlamaServer, tmp_path:
 
     streamed = [r for r in rows if r[2]]
     assert [(r[0], r[3]) for r in streamed] == [(MODELS[0], 200), (MODELS[1], 200), (MODELS[1], 200)]
-    # llama-cpp-python sends no usage in a stream (not even with stream_options.include_usage): none invented.
+    # The router sends no usage in a stream unless asked (stream_options.include_usage): none invented.
     assert all(r[4] is None and r[5] is None for r in streamed)
 
     failed = [r for r in rows if r[3] != 200]
-    assert [(r[0], r[3]) for r in failed] == [(MODELS[0], 500)]
+    assert [(r[0], r[3]) for r in failed] == [(MODELS[0], 400)]
     assert "messages" in failed[0][9]
 
 
-async def test_openai_backend_against_llama_cpp_server(llama_server: LlamaServer) -> None:
+async def test_openai_backend_against_llama_cpp_server(llama_server: Router) -> None:
     """What the OpenAI-compatible adapter can honestly do against a real server, and what it refuses."""
     backend = OpenAICompatBackend(llama_server.url, Catalog({}))
     try:
         assert sorted(await backend.models()) == sorted(MODELS)
         assert backend.resident_known is False
         assert await backend.list_resident() == {}
-        for model in reversed(MODELS):  # a load is a one-token completion: the server swaps the model in
-            before = llama_server.posts("/v1/completions")
+        llama_server.unload_all()
+        for model in reversed(MODELS):  # a load is a one-token completion: the server loads the model for it
             await backend.load(model)
-            assert llama_server.posts("/v1/completions") == before + 1
+            assert llama_server.statuses()[model] == "loaded"
         sizes = await backend.sizes()  # the catalog's default rule: the server reports no sizes
         assert sorted(sizes) == sorted(MODELS) and all(s > 0 for s in sizes.values())
         assert await backend.reported_vram_total() is None
@@ -223,7 +178,7 @@ async def test_openai_backend_against_llama_cpp_server(llama_server: LlamaServer
         await backend.close()
 
 
-async def test_openai_backend_refuses_a_model_the_server_does_not_offer(llama_server: LlamaServer) -> None:
+async def test_openai_backend_refuses_a_model_the_server_does_not_offer(llama_server: Router) -> None:
     backend = OpenAICompatBackend(llama_server.url, Catalog({}))
     try:
         with pytest.raises(BackendError):
@@ -232,11 +187,11 @@ async def test_openai_backend_refuses_a_model_the_server_does_not_offer(llama_se
         await backend.close()
 
 
-def test_admin_load_swaps_the_model_in(llama_server: LlamaServer, tmp_path: Path) -> None:
+def test_admin_load_swaps_the_model_in(llama_server: Router, tmp_path: Path) -> None:
     with prewarm_serve(llama_server.url, tmp_path / "prewarm.duckdb") as (_, base):
         for model in (MODELS[1], MODELS[0]):
-            before = llama_server.posts("/v1/completions")
+            llama_server.unload_all()
             req = urllib.request.Request(f"{base}/prewarm/load/{model}", method="POST")
             with LOOPBACK.open(req, timeout=60) as resp:
                 assert json.loads(resp.read())["ok"] is True
-            assert llama_server.posts("/v1/completions") == before + 1
+            assert llama_server.statuses()[model] == "loaded"

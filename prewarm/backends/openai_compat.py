@@ -1,4 +1,4 @@
-"""A generic OpenAI-compatible upstream: llama.cpp's server, llama-cpp-python, LM Studio, vLLM without sleep mode.
+"""A generic OpenAI-compatible upstream: llama-cpp-python, LM Studio, vLLM without sleep mode, any llama-server.
 
 What it can do honestly: list the models the server offers (/v1/models) and load
 one the only way these servers allow, by sending it a one-token completion (a
