@@ -61,6 +61,25 @@ class Backend(Protocol):
     async def close(self) -> None: ...
 
 
+class ServerPerModel:
+    """The routing of upstreams that run one server per model (vLLM, SGLang): model -> base URL."""
+
+    def __init__(self, servers: dict[str, str], what: str) -> None:
+        self.servers = {m: u.rstrip("/") for m, u in servers.items()}
+        self.base_url = next(iter(self.servers.values()))
+        self._what = what
+
+    def canonical(self, model: str) -> str:
+        return model
+
+    def route_for(self, model: str) -> str:
+        try:
+            return self.servers[model]
+        except KeyError:
+            raise BackendError(f"no {self._what} server configured for model {model!r}; "
+                               f"known: {sorted(self.servers)}") from None
+
+
 class HttpClient:
     """One aiohttp session per backend, opened on first use (so constructing a backend does no I/O)."""
 

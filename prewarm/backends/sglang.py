@@ -29,7 +29,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from prewarm.backends.base import Backend, BackendError, HttpClient
+from prewarm.backends.base import Backend, BackendError, HttpClient, ServerPerModel
 from prewarm.catalog import Catalog
 from prewarm.config import Settings
 
@@ -41,7 +41,7 @@ def record_path(db: str) -> Path:
     return Path(db).with_suffix(".sglang.json")
 
 
-class SglangBackend:
+class SglangBackend(ServerPerModel):
     kind = "sglang"
     resident_known = True
     loads_on_request = False  # a request to a released server crashes it: prewarm resumes it first
@@ -52,8 +52,7 @@ class SglangBackend:
                  timeout_s: float = 600.0):
         if not servers:
             raise BackendError("upstream_kind = sglang needs [sglang.servers] (model -> base URL) in the config")
-        self.servers = {m: u.rstrip("/") for m, u in servers.items()}
-        self.base_url = next(iter(self.servers.values()))
+        super().__init__(servers, "SGLang")
         self.catalog = catalog or Catalog({})
         self.load_options: dict[str, dict[str, Any]] = {}  # an SGLang server's options are fixed at its start
         self.size_source: dict[str, str] = {}
@@ -83,15 +82,6 @@ class SglangBackend:
     async def _mark(self, model: str, released: bool) -> None:
         (self.released.add if released else self.released.discard)(model)
         await asyncio.to_thread(self._write_record)
-
-    def canonical(self, model: str) -> str:
-        return model
-
-    def route_for(self, model: str) -> str:
-        try:
-            return self.servers[model]
-        except KeyError:
-            raise BackendError(f"no SGLang server configured for model {model!r}; known: {sorted(self.servers)}") from None
 
     async def server_info(self, model: str) -> dict[str, Any]:
         if model not in self._info:

@@ -14,14 +14,14 @@ import asyncio
 import logging
 from typing import Any
 
-from prewarm.backends.base import Backend, BackendError, HttpClient
+from prewarm.backends.base import Backend, BackendError, HttpClient, ServerPerModel
 from prewarm.catalog import Catalog
 from prewarm.config import Settings
 
 log = logging.getLogger(__name__)
 
 
-class VllmBackend:
+class VllmBackend(ServerPerModel):
     kind = "vllm"
     resident_known = True
     loads_on_request = False
@@ -34,8 +34,7 @@ class VllmBackend:
             raise BackendError("upstream_kind = vllm needs [vllm.servers] (model -> base URL) in the config")
         if sleep_level not in (1, 2):
             raise BackendError(f"vllm_sleep_level must be 1 or 2, got {sleep_level}")
-        self.servers = {m: u.rstrip("/") for m, u in servers.items()}
-        self.base_url = next(iter(self.servers.values()))
+        super().__init__(servers, "vLLM")
         self.catalog = catalog or Catalog({})
         self.load_options: dict[str, dict[str, Any]] = {}  # a vLLM server's options are fixed at its start
         self.size_source: dict[str, str] = {}
@@ -43,15 +42,6 @@ class VllmBackend:
         self.http = HttpClient(timeout_s)
         # The level each server was put to sleep at by us; a server found asleep is assumed at the configured level.
         self._slept_level: dict[str, int] = {}
-
-    def canonical(self, model: str) -> str:
-        return model
-
-    def route_for(self, model: str) -> str:
-        try:
-            return self.servers[model]
-        except KeyError:
-            raise BackendError(f"no vLLM server configured for model {model!r}; known: {sorted(self.servers)}") from None
 
     async def _is_sleeping(self, model: str) -> bool | None:
         try:

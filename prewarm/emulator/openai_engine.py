@@ -29,6 +29,7 @@ from prewarm.emulator.web_common import (
 )
 
 MAX_MODEL_LEN = 4096
+KV_CACHE_FRACTION = 0.3
 
 
 class ServingEngine:
@@ -56,6 +57,23 @@ class ServingEngine:
         self.in_flight -= 1
         if self.in_flight == 0:
             self._idle.set()
+
+
+class ModelServerEngine(ServingEngine):
+    """A one-model server that can give its GPU memory back: weights plus a KV-cache pool of KV_CACHE_FRACTION
+    of the model's size (how vLLM and SGLang tag it), and a lock so one memory operation runs at a time."""
+
+    def __init__(self, model: str, size_bytes: int, load_seconds: float, time_scale: float,
+                 tokens_per_second: float) -> None:
+        if size_bytes <= 0 or load_seconds < 0 or time_scale < 0 or tokens_per_second <= 0:
+            raise ValueError("size_bytes and tokens_per_second must be > 0, load_seconds and time_scale >= 0")
+        super().__init__(model, tokens_per_second)
+        self.size_bytes = size_bytes
+        self.kv_bytes = int(size_bytes * KV_CACHE_FRACTION)
+        self.weight_bytes = size_bytes - self.kv_bytes
+        self.load_seconds = load_seconds
+        self.time_scale = time_scale
+        self._op_lock = asyncio.Lock()
 
 
 SERVING_KEY: web.AppKey[ServingEngine] = web.AppKey("prewarm_serving_engine", ServingEngine)

@@ -31,30 +31,22 @@ from typing import Any
 
 from aiohttp import web
 
-from prewarm.emulator.openai_engine import SERVING_KEY, ServingEngine, errors_middleware, model_card, openai_routes
+from prewarm.emulator.openai_engine import SERVING_KEY, ModelServerEngine, errors_middleware, model_card, openai_routes
 from prewarm.emulator.scheduler import BadRequest, EmulatorError
 from prewarm.emulator.web_common import json_response, mark_emulator, read_json
 
 TAGS = ("weights", "kv_cache", "cuda_graph")
-KV_CACHE_FRACTION = 0.3
 BACKUP_FRACTION = 0.1  # copying weights between GPU and pinned CPU memory, as a share of a load from disk
 ALLOCATE_FRACTION = 0.01
 VERSION = "0.5.23-prewarm-emulator"
 
 
-class SglangEngine(ServingEngine):
+class SglangEngine(ModelServerEngine):
     """The memory-saver state of one model's server and what it holds on the emulated GPU."""
 
     def __init__(self, model: str, size_bytes: int, load_seconds: float, time_scale: float,
                  tokens_per_second: float, cpu_backup: bool = False, memory_saver: bool = True):
-        if size_bytes <= 0 or load_seconds < 0 or time_scale < 0 or tokens_per_second <= 0:
-            raise ValueError("size_bytes and tokens_per_second must be > 0, load_seconds and time_scale >= 0")
-        super().__init__(model, tokens_per_second)
-        self.size_bytes = size_bytes
-        self.kv_bytes = int(size_bytes * KV_CACHE_FRACTION)
-        self.weight_bytes = size_bytes - self.kv_bytes
-        self.load_seconds = load_seconds
-        self.time_scale = time_scale
+        super().__init__(model, size_bytes, load_seconds, time_scale, tokens_per_second)
         self.cpu_backup = cpu_backup
         self.memory_saver = memory_saver
         self.released: set[str] = set()
@@ -62,7 +54,6 @@ class SglangEngine(ServingEngine):
         self.crashed: str | None = None
         self.counters.update({"releases": 0, "resumes": 0, "weight_loads": 0})
         self.peak_vram_used = self.vram_used
-        self._op_lock = asyncio.Lock()
 
     @property
     def vram_used(self) -> int:

@@ -27,11 +27,16 @@ from typing import Any
 
 from aiohttp import web
 
-from prewarm.emulator.openai_engine import SERVING_KEY, ServingEngine, errors_middleware, model_card, openai_routes
+from prewarm.emulator.openai_engine import (
+    SERVING_KEY,
+    ModelServerEngine,
+    errors_middleware,
+    model_card,
+    openai_routes,
+)
 from prewarm.emulator.scheduler import BadRequest, EmulatorError
 from prewarm.emulator.web_common import json_response, mark_emulator, read_json
 
-KV_CACHE_FRACTION = 0.3
 WAKE_FRACTION = 0.1
 ALLOCATE_FRACTION = 0.01
 VERSION = "0.11.0-prewarm-emulator"
@@ -39,25 +44,17 @@ VERSION = "0.11.0-prewarm-emulator"
 AWAKE, OFFLOADED, DISCARDED, EMPTY = "awake", "offloaded", "discarded", "empty"
 
 
-class VllmEngine(ServingEngine):
+class VllmEngine(ModelServerEngine):
     """The sleep-mode state of one model and the memory it holds on the emulated GPU."""
 
     def __init__(self, model: str, size_bytes: int, load_seconds: float, time_scale: float, tokens_per_second: float):
-        if size_bytes <= 0 or load_seconds < 0 or time_scale < 0 or tokens_per_second <= 0:
-            raise ValueError("size_bytes and tokens_per_second must be > 0, load_seconds and time_scale >= 0")
-        super().__init__(model, tokens_per_second)
-        self.size_bytes = size_bytes
-        self.kv_bytes = int(size_bytes * KV_CACHE_FRACTION)
-        self.weight_bytes = size_bytes - self.kv_bytes
-        self.load_seconds = load_seconds
-        self.time_scale = time_scale
+        super().__init__(model, size_bytes, load_seconds, time_scale, tokens_per_second)
         self.weights = AWAKE
         self.kv_cache = AWAKE
         self.sleep_level = 0
         self.draining = False
         self.counters.update({"sleeps": 0, "wakes": 0, "weight_reloads": 0})
         self.peak_vram_used = self.vram_used
-        self._op_lock = asyncio.Lock()
 
     @property
     def is_sleeping(self) -> bool:
