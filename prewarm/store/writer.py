@@ -58,6 +58,8 @@ WRITABLE_TABLES = {"requests", "forecasts", "training_runs", "prewarm_actions", 
 MAX_INSERT_ROWS = 50_000
 # Waiting for a flush longer than this means the writer is stuck: callers get StoreUnavailable, not a hang.
 FLUSH_TIMEOUT_S = 30.0
+# How long close waits for reads still running in worker threads (interrupted) before it gives up on them.
+CLOSE_WAIT_S = 10.0
 # Longest pause between retries of a database and spill that are both unwritable (disk full).
 RETRY_MAX_S = 30.0
 # Errors that are about a batch's data, not the disk: the batch is split to find the rows at fault (pandas
@@ -199,9 +201,30 @@ class Store:
             self._drop(left, "writer stopped before writing them")
             self._queue.clear()
         with self._db_lock:
-            if self._con is not None:
-                self._con.close()
-                self._con = None
+            con, self._con = self._con, None  # no new cursor from here on (_cursor says the store is closed)
+        if con is not None:
+            self._close_when_idle(con)
+
+    def _close_when_idle(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Close the connection once no cursor of it is mid-call. DuckDB refuses to close a connection busy in
+        another thread (a read that a cancelled task left running in its worker thread): interrupt the reads,
+        and retry for a bounded time rather than fail the shutdown or wait on a query forever."""
+        deadline = time.monotonic() + CLOSE_WAIT_S
+        while True:
+            for cur in list(self._user_cursors):
+                try:
+                    cur.interrupt()
+                except duckdb.Error:
+                    pass
+            try:
+                con.close()
+                return
+            except duckdb.ResourceInUseException:
+                if time.monotonic() > deadline:
+                    log.error("request log: the database stayed busy %.0f s after the reads were interrupted; "
+                              "leaving its connection to the process exit", CLOSE_WAIT_S)
+                    return
+                time.sleep(0.02)
 
     async def flush(self, timeout: float = FLUSH_TIMEOUT_S) -> None:
         """Wait until every row put so far is written (or spilled); StoreUnavailable after `timeout` seconds."""
