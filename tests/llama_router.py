@@ -80,12 +80,12 @@ class Router:
 
 
 @contextmanager
-def start_router(models_dir: Path, log: Path, models_max: int = 0) -> Iterator[Router]:
+def start_router(models_dir: Path, log: Path, models_max: int = 0, extra: tuple[str, ...] = ()) -> Iterator[Router]:
     port = free_port()
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [str(_binary()), "--models-dir", str(models_dir), "--models-max", str(models_max),
-             "--host", "127.0.0.1", "--port", str(port), "-c", str(CTX), "-t", "1", "--load-mode", "none"],
+             "--host", "127.0.0.1", "--port", str(port), "-c", str(CTX), "-t", "1", "--load-mode", "none", *extra],
             stdout=out, stderr=subprocess.STDOUT, env=clean_env(),
         )
         url = f"http://127.0.0.1:{port}"

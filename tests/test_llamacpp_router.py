@@ -115,6 +115,23 @@ async def test_backend_warns_when_the_router_would_evict_on_its_own(router: Rout
     assert len(notes) == 1 and "--models-max 2" in notes[0] and "--models-max 0" in notes[0]
 
 
+def test_without_autoload_prewarm_loads_before_it_forwards(router: Router, tmp_path: Path) -> None:
+    """A router started with --no-models-autoload refuses a request for an unloaded model; prewarm, told so by
+    /props at start, loads the model first, so the client never sees the refusal."""
+    with start_router(router.models_dir, tmp_path / "r.log", extra=("--no-models-autoload",)) as r:
+        small = r.models[0]
+        with prewarm_serve(r.url, tmp_path / "p.duckdb", budget=10**10) as base:
+            client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0)
+            reply = client.chat.completions.create(model=small, messages=[{"role": "user", "content": "hi"}],
+                                                   max_tokens=3, temperature=0)
+            assert reply.choices[0].message.content
+            assert r.statuses()[small] == "loaded"
+        direct = openai.OpenAI(base_url=r.url + "/v1", api_key="unused", max_retries=0)
+        with pytest.raises(openai.APIStatusError):  # what the client would have got without prewarm
+            direct.chat.completions.create(model=r.models[1], messages=[{"role": "user", "content": "hi"}],
+                                           max_tokens=3)
+
+
 def test_openai_client_through_prewarm_and_the_cold_flag(clean_router: Router, tmp_path: Path) -> None:
     r = clean_router
     db = tmp_path / "p.duckdb"
