@@ -92,12 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let the query read files (read_csv, read_parquet, glob...); only on the database file "
                         "itself, never through a running service")
     s.add_argument("query", help="one read-only SQL statement")
-    s.set_defaults(func=_lazy("prewarm.store.commands", "run_sql"))
+    s.set_defaults(func=_lazy("prewarm.commands.sql", "run_sql"))
 
     s = sub.add_parser("status", formatter_class=_Help, help="summary of requests, cold starts, forecasts and actions")
     s.add_argument("--db", help="DuckDB file (default data/prewarm.duckdb)")
     s.add_argument("--config", help="TOML config file")
-    s.set_defaults(func=_lazy("prewarm.store.commands", "run_status"))
+    s.set_defaults(func=_lazy("prewarm.commands.sql", "run_status"))
 
     s = sub.add_parser("train", formatter_class=_Help, help="train the forecaster on the request log or a trace")
     s.add_argument("--db", help="DuckDB file (default data/prewarm.duckdb)")
@@ -106,14 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--window", help="forecast window, e.g. 5m (default from config)")
     s.add_argument("--models-dir", help="where run artifacts go (default models/)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
-    s.set_defaults(func=_lazy("prewarm.forecast.commands", "run_train"))
+    s.set_defaults(func=_lazy("prewarm.commands.train", "run_train"))
 
     s = sub.add_parser("forecast", formatter_class=_Help, help="write forecasts for the next windows from the latest model")
     s.add_argument("--db", help="DuckDB file (default data/prewarm.duckdb)")
     s.add_argument("--config", help="TOML config file")
     s.add_argument("--models-dir", help="where run artifacts are (default models/)")
     s.add_argument("--horizon", type=int, help="windows ahead (default from config)")
-    s.set_defaults(func=_lazy("prewarm.forecast.commands", "run_forecast"))
+    s.set_defaults(func=_lazy("prewarm.commands.train", "run_forecast"))
 
     s = sub.add_parser("plan", formatter_class=_Help, help="show (and with --apply, carry out) the prewarm plan now")
     s.add_argument("--db", help="DuckDB file (default data/prewarm.duckdb)")
@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--window", default="5m", help="forecast/plan window")
     s.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format")
     s.add_argument("--plot", help="write a PNG comparing the policies")
-    s.set_defaults(func=_lazy("prewarm.sim.commands", "run_replay"))
+    s.set_defaults(func=_lazy("prewarm.commands.replay", "run_replay"))
 
     s = sub.add_parser("config", formatter_class=_Help, help="print every setting with its default and meaning")
     s.add_argument("--example", action="store_true", help="as a TOML file to edit (the only form for now)")

@@ -813,8 +813,8 @@ def run_plan_command(args: argparse.Namespace) -> int:
 
 async def _plan_command(settings: Settings, apply: bool) -> int:
     from prewarm.backends.registry import make_backend
+    from prewarm.commands.sql import format_table
     from prewarm.errors import CommandError
-    from prewarm.store.commands import format_table
     from prewarm.store.discovery import pid_alive, read_service_file
     from prewarm.store.reader import ReadError, read_query
 

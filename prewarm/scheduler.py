@@ -31,9 +31,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from prewarm.commands.train import params_from_settings
 from prewarm.config import Settings
 from prewarm.forecast.artifacts import latest_run
-from prewarm.forecast.commands import params_from_settings
 from prewarm.forecast.model import HeatForecaster
 from prewarm.forecast.seasonal import single_threaded_worker
 from prewarm.forecast.series import events_sql, normalise_events

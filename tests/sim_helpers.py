@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from prewarm.sim.device import SimGPU
 from prewarm.sim.engine import run_requests
-from prewarm.sim.gpu import SimGPU
 from prewarm.sim.policies.base import Policy
 from prewarm.sim.trace import Trace, frame_to_trace
 

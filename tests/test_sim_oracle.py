@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sim_helpers import drive, make_trace, max_overlap, random_trace
 
+from prewarm.sim.device import SimGPU
 from prewarm.sim.engine import Span, replay
-from prewarm.sim.gpu import SimGPU
 from prewarm.sim.policies.histogram import HistogramPolicy
 from prewarm.sim.policies.lru import LRUPolicy
 from prewarm.sim.policies.ollama import OllamaPolicy

@@ -1,4 +1,4 @@
-"""A built-in stand-in for Ollama (and for one vLLM sleep-mode server) with no GPU.
+"""A built-in stand-in for Ollama (and for one vLLM sleep-mode or SGLang memory-saver server) with no GPU.
 
 It exists so the proxy, the prewarmer, the demo and the benchmarks can run
 anywhere: loads take the catalog's load_seconds (x time_scale), models hold the
@@ -7,7 +7,8 @@ text is deterministic. Every response carries ``X-Prewarm-Emulator: 1`` and
 /api/version says ``-prewarm-emulator`` so it is never mistaken for a real backend.
 
 Modules: ``server`` (make_app), ``ollama_api`` and ``openai_api`` (handlers),
-``engine`` (one generation), ``scheduler`` (VRAM, keep_alive, eviction),
+``generation`` (one generation), ``runners`` (VRAM, keep_alive, eviction),
 ``modelinfo`` (sizes and architectures), ``text`` (deterministic output),
-``vllm`` (make_vllm_app), ``main`` (``prewarm emulate``).
+``openai_engine`` (the one-model OpenAI serving both of the next two share),
+``vllm`` (make_vllm_app), ``sglang`` (make_sglang_app), ``main`` (``prewarm emulate``).
 """

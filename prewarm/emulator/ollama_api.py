@@ -9,9 +9,9 @@ from typing import Any
 from aiohttp import web
 
 from prewarm.emulator import text
-from prewarm.emulator.engine import Engine, parse_keep_alive
+from prewarm.emulator.generation import Engine, parse_keep_alive
 from prewarm.emulator.modelinfo import DEFAULT_NUM_CTX, ModelSpec
-from prewarm.emulator.scheduler import FOREVER, BadRequest, Runner
+from prewarm.emulator.runners import FOREVER, BadRequest, Runner
 from prewarm.emulator.web_common import (
     flag,
     iso,

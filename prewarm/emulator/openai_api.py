@@ -13,9 +13,9 @@ from typing import Any
 from aiohttp import web
 
 from prewarm.emulator import text
-from prewarm.emulator.engine import Engine
+from prewarm.emulator.generation import Engine
 from prewarm.emulator.ollama_api import ENGINE_KEY, require_completion
-from prewarm.emulator.scheduler import BadRequest
+from prewarm.emulator.runners import BadRequest
 from prewarm.emulator.web_common import (
     flag,
     json_response,

@@ -16,8 +16,8 @@ from typing import Any
 from aiohttp import web
 
 from prewarm.emulator import text
-from prewarm.emulator.engine import paced
-from prewarm.emulator.scheduler import BadRequest, EmulatorError
+from prewarm.emulator.generation import paced
+from prewarm.emulator.runners import BadRequest, EmulatorError
 from prewarm.emulator.web_common import (
     flag,
     json_response,

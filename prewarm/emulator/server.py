@@ -1,4 +1,4 @@
-"""The Ollama-compatible emulator app: /api/* and /v1/* on an emulated GPU (see scheduler.py)."""
+"""The Ollama-compatible emulator app: /api/* and /v1/* on an emulated GPU (see runners.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from aiohttp import web
 
 from prewarm.catalog import Catalog
 from prewarm.emulator import ollama_api, openai_api
-from prewarm.emulator.engine import Engine
-from prewarm.emulator.scheduler import EmulatorError
+from prewarm.emulator.generation import Engine
+from prewarm.emulator.runners import EmulatorError
 from prewarm.emulator.web_common import json_response, mark_emulator, openai_error_body
 
 

@@ -32,7 +32,7 @@ from typing import Any
 from aiohttp import web
 
 from prewarm.emulator.openai_engine import SERVING_KEY, ModelServerEngine, errors_middleware, model_card, openai_routes
-from prewarm.emulator.scheduler import BadRequest, EmulatorError
+from prewarm.emulator.runners import BadRequest, EmulatorError
 from prewarm.emulator.web_common import json_response, mark_emulator, read_json
 
 TAGS = ("weights", "kv_cache", "cuda_graph")

@@ -34,7 +34,7 @@ from prewarm.emulator.openai_engine import (
     model_card,
     openai_routes,
 )
-from prewarm.emulator.scheduler import BadRequest, EmulatorError
+from prewarm.emulator.runners import BadRequest, EmulatorError
 from prewarm.emulator.web_common import json_response, mark_emulator, read_json
 
 WAKE_FRACTION = 0.1

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from prewarm.emulator.scheduler import BadRequest
+from prewarm.emulator.runners import BadRequest
 
 EMULATOR_HEADER = "X-Prewarm-Emulator"
 

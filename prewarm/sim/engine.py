@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from prewarm.sim.gpu import Interval, SimGPU
+from prewarm.sim.device import Interval, SimGPU
 from prewarm.sim.policies.base import Policy
 from prewarm.sim.trace import Trace
 

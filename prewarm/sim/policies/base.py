@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from prewarm.sim.gpu import ABSENT, INF, PRESENT, QUEUED, SimGPU
+from prewarm.sim.device import ABSENT, INF, PRESENT, QUEUED, SimGPU
 from prewarm.sim.trace import Trace
 
 __all__ = ["ABSENT", "INF", "PRESENT", "QUEUED", "Policy"]

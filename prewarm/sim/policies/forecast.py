@@ -35,7 +35,7 @@ import pandas as pd
 from prewarm.forecast.horizon import horizon_rates, horizon_span
 from prewarm.forecast.model import ForecastParams, HeatForecaster
 from prewarm.planning import Candidate, PlanningState
-from prewarm.sim.gpu import SimGPU
+from prewarm.sim.device import SimGPU
 from prewarm.sim.policies.base import ABSENT, INF, Policy
 from prewarm.sim.trace import Trace
 

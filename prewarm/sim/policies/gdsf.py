@@ -26,7 +26,7 @@ never reset by an eviction, as LFU-DA (Arlitt et al., 2000) does for web caches.
 
 from __future__ import annotations
 
-from prewarm.sim.gpu import SimGPU
+from prewarm.sim.device import SimGPU
 from prewarm.sim.policies.base import LowestFirst
 from prewarm.sim.trace import Trace
 

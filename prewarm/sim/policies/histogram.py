@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from prewarm.sim.gpu import SimGPU
+from prewarm.sim.device import SimGPU
 from prewarm.sim.policies.base import ABSENT, INF, PRESENT, KeepAliveExpiry
 from prewarm.sim.policies.lru import LRUPolicy
 from prewarm.sim.trace import Trace

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from prewarm.sim.gpu import SimGPU
+from prewarm.sim.device import SimGPU
 from prewarm.sim.policies.base import LowestFirst
 from prewarm.sim.trace import Trace
 

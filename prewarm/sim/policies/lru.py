@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from prewarm.sim.gpu import SimGPU
+from prewarm.sim.device import SimGPU
 from prewarm.sim.policies.base import Policy
 from prewarm.sim.trace import Trace
 

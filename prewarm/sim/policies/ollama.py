@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 
-from prewarm.sim.gpu import SimGPU
+from prewarm.sim.device import SimGPU
 from prewarm.sim.policies.base import INF, KeepAliveExpiry
 from prewarm.sim.trace import Trace
 

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from prewarm.planning import needed
-from prewarm.sim.gpu import SimGPU
+from prewarm.sim.device import SimGPU
 from prewarm.sim.policies.base import ABSENT, INF, Policy
 from prewarm.sim.trace import Trace
 

@@ -18,7 +18,7 @@ from collections import OrderedDict, deque
 
 import numpy as np
 
-from prewarm.sim.gpu import SimGPU
+from prewarm.sim.device import SimGPU
 from prewarm.sim.policies.base import ABSENT, Policy
 from prewarm.sim.trace import Trace
 

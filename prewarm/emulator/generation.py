@@ -17,7 +17,7 @@ from typing import Any
 from prewarm.catalog import Catalog
 from prewarm.emulator import text
 from prewarm.emulator.modelinfo import ModelSpec, normalize_name, specs_from_catalog
-from prewarm.emulator.scheduler import FOREVER, BadRequest, ModelNotFound, Runner, Scheduler, runner_options
+from prewarm.emulator.runners import FOREVER, BadRequest, ModelNotFound, Runner, Scheduler, runner_options
 from prewarm.units import parse_duration
 
 # Prompt evaluation runs this many times faster than generation, roughly as on a GPU.
