@@ -141,7 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--catalog", help="catalog CSV model,size_bytes,load_seconds")
     s.add_argument("--vram-budget", help="budget or comma-separated budgets to sweep, e.g. 24GB,48GB")
     s.add_argument("--policy", help="comma-separated, from: " + ",".join(POLICY_NAMES) + " (default: these), and "
-                   "the forecaster's ablations " + ",".join(ABLATIONS))
+                   "the forecaster's ablations " + ",".join(ABLATIONS) + ", and router (llama.cpp's router "
+                   "evicting on its own: least recently used past --models-max models)")
+    s.add_argument("--models-max", type=int, default=4,
+                   help="router policy: the router's --models-max (llama.cpp's default is 4)")
     s.add_argument("--keep-alive", default="5m",
                    help="ollama policy: keep-alive or comma-separated keep-alives to sweep, e.g. 1m,5m,15m,60m")
     s.add_argument("--vram-cost", default="0",

@@ -225,3 +225,20 @@ def test_lfu_half_life_lets_old_demand_fade():
     assert log2_add(3.0, 3.0) == pytest.approx(4.0)
     with pytest.raises(ValueError):
         LFUPolicy(half_life_s=0)
+
+
+def test_router_policy_evicts_by_count_past_models_max() -> None:
+    """llama.cpp's router with --models-max 2: three small models that fit the budget together still take turns,
+    the least recently used one going when a third starts; with a cap of 3 they all stay."""
+    from prewarm.sim.policies.lru import RouterLRUPolicy
+
+    tr = make_trace([(0, "a"), (10, "b"), (20, "c"), (30, "a"), (40, "b"), (50, "c")])
+    sizes = {"a": 1, "b": 1, "c": 1}
+    loads = {"a": 1.0, "b": 1.0, "c": 1.0}
+    capped, _ = drive(RouterLRUPolicy(2), tr, sizes, loads, 10)
+    free, _ = drive(RouterLRUPolicy(3), tr, sizes, loads, 10)
+    assert [w >= 0 for w in capped] == [True] * 6  # every request cold: a, b, c, then a again after c evicted it
+    assert [w >= 0 for w in free] == [True] * 3 + [False] * 3
+    assert RouterLRUPolicy(2).report() == {"models_max": 2}
+    with pytest.raises(ValueError, match="models-max"):
+        RouterLRUPolicy(0)

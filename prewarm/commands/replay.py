@@ -63,6 +63,8 @@ def run_replay(args: argparse.Namespace) -> int:
         keep_alive_s = [parse_duration(k.strip()) for k in args.keep_alive.split(",") if k.strip()]
         if not keep_alive_s or any(k <= 0 for k in keep_alive_s):
             raise ValueError(f"--keep-alive: positive durations expected, got {args.keep_alive!r}")
+        if args.models_max < 1:
+            raise ValueError(f"--models-max must be at least 1 (0, no limit, is the lru policy), not {args.models_max}")
         vram_costs = [_cost(c) for c in args.vram_cost.split(",") if c.strip()]
         if not vram_costs:
             raise ValueError("--vram-cost: no value given")
@@ -83,7 +85,7 @@ def run_replay(args: argparse.Namespace) -> int:
             print(n, file=sys.stderr)
     fopts = ForecastOptions(window_s=window_s, retrain_every_s=retrain_s, train_fraction=args.train_fraction)
     results = run_replays(trace, costs, budgets, policies, span, fopts, keep_alive_s=keep_alive_s,
-                          vram_costs=vram_costs)
+                          vram_costs=vram_costs, models_max=args.models_max)
     if args.format == "json":
         sys.stdout.write(report.to_json(results) + "\n")
     elif args.format == "csv":

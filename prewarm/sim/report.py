@@ -31,6 +31,8 @@ def label(r: ReplayResult) -> str:
     """A result's name in tables and legends: the policy, with its swept parameter where it has one."""
     if "keep_alive_s" in r.extra:
         return f"{r.policy} {duration(float(r.extra['keep_alive_s']))}"
+    if "models_max" in r.extra:
+        return f"{r.policy} max {int(r.extra['models_max'])}"
     if "vram_cost" in r.extra and r.policy == "forecast":
         return f"{r.policy} c={r.extra['vram_cost']:g}"
     return r.policy

@@ -12,12 +12,12 @@ from functools import partial
 
 from prewarm.catalog import DEFAULT_RULE, Catalog
 from prewarm.sim.engine import ReplayResult, Span, replay
-from prewarm.sim.policies import ABLATIONS, BASELINES, POLICY_NAMES
+from prewarm.sim.policies import ABLATIONS, BASELINES, OPT_IN, POLICY_NAMES
 from prewarm.sim.policies.base import Policy
 from prewarm.sim.policies.gdsf import GDSFLifetimePolicy, GDSFPolicy
 from prewarm.sim.policies.histogram import HistogramPolicy
 from prewarm.sim.policies.lfu import LFUPolicy
-from prewarm.sim.policies.lru import LRUPolicy
+from prewarm.sim.policies.lru import LRUPolicy, RouterLRUPolicy
 from prewarm.sim.policies.ollama import DEFAULT_KEEP_ALIVE_S, OllamaPolicy
 from prewarm.sim.policies.oracle import ORACLE_RULES, OraclePolicy
 from prewarm.sim.policies.topn import TopNPolicy
@@ -63,10 +63,10 @@ def parse_policies(text: str | None) -> list[str]:
     if not text:
         return list(POLICY_NAMES)
     names = [p.strip().lower() for p in text.split(",") if p.strip()]
-    bad = [p for p in names if p not in POLICY_NAMES + ABLATIONS]
+    bad = [p for p in names if p not in POLICY_NAMES + ABLATIONS + OPT_IN]
     if bad or not names:
         raise ValueError(f"unknown policy {', '.join(bad) or text!r}; choose from "
-                         f"{','.join(POLICY_NAMES + ABLATIONS)}")
+                         f"{','.join(POLICY_NAMES + ABLATIONS + OPT_IN)}")
     return list(dict.fromkeys(names))
 
 
@@ -124,6 +124,7 @@ def run_replays(
     timeline_for: str | None = "forecast",
     keep_alive_s: Sequence[float] = (DEFAULT_KEEP_ALIVE_S,),
     vram_costs: Sequence[float] = (0.0,),
+    models_max: int = 4,
 ) -> list[ReplayResult]:
     """Every (budget, policy) pair, budgets outer; the forecaster is trained once and shared by all budgets.
 
@@ -141,6 +142,8 @@ def run_replays(
                 makers: list[Callable[[], Policy]] = [partial(OllamaPolicy, k) for k in keep_alive_s]
             elif name == "forecast":
                 makers = [partial(forecast_at, c) for c in vram_costs]
+            elif name == "router":
+                makers = [partial(RouterLRUPolicy, models_max)]
             else:
                 makers = [factories[name]]
             for k, make in enumerate(makers):
