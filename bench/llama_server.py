@@ -15,8 +15,8 @@ child of its own executable (/proc/self/exe), needs no library path.
 
 `models` writes random-weight llama models (tests/llamacpp_model.py's writer) whose
 sizes grow geometrically, so their load times are real and told apart: with
-`--load-mode none` (no mmap, so the page cache cannot hide the load) the smallest
-loads in about 0.4 s and the largest in about 1-2 s on this machine.
+`--load-mode none` (no mmap, so the page cache cannot hide the load) they load in
+0.09 s (smallest) to 0.41 s (largest) on this machine, each size apart from the next.
 """
 
 from __future__ import annotations
@@ -48,9 +48,11 @@ FLAGS = (
     "-DLLAMA_SUBPROCESS=ON",
 )
 # Widths of the generated models: weights grow with width squared (77 MB to 470 MB at 8
-# layers). Measured on this 2-core machine with --load-mode none, from load request to
-# "loaded": 512 wide 0.41 s, 768 0.60 s, 1024 0.76 s; 1536 took 3.4 s and 2048 7.9 s,
-# past the 0.3-3 s a test should wait, so the widths stop at 1280.
+# layers). From load request to "loaded" on this 2-core machine with --load-mode none,
+# polled every 10 ms (bench/live_replay.py): 0.09, 0.13, 0.18, 0.23, 0.28, 0.41 s. A
+# first, coarser timing (curl and a Python status check per poll, ~0.3 s each) gave
+# 0.41-0.76 s for the three smallest and 3.4 s at 1536 wide, 7.9 s at 2048; the widths
+# stop at 1280 from that timing.
 WIDTHS = (512, 640, 768, 896, 1024, 1280)
 LAYERS = 8
 
