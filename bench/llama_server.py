@@ -133,7 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("n", type=int)
     args = parser.parse_args(argv)
     if args.command == "build":
-        print(build(args.jobs))
+        missing = [tool for tool in ("cmake", "c++") if shutil.which(tool) is None]
+        if missing and not binary().exists():
+            raise SystemExit(f"cannot build llama-server: {' and '.join(missing)} not found (install a C++ "
+                             "toolchain and CMake 3.14 or newer)")
+        try:
+            print(build(args.jobs))
+        except subprocess.CalledProcessError as exc:
+            raise SystemExit(f"building llama-server failed: {' '.join(map(str, exc.cmd[:4]))} ... exited with "
+                             f"{exc.returncode} (its output is above)") from None
     elif args.command == "path":
         print(binary())
     else:
