@@ -138,10 +138,15 @@ class LlamaCppBackend:
 
     async def list_resident(self) -> dict[str, int]:
         entries = await self.models()
-        return {m["id"]: self._size(m) for m in entries if self._status(m).get("value") in RESIDENT}
+        return await self._sizes_of([m for m in entries if self._status(m).get("value") in RESIDENT])
 
     async def sizes(self) -> dict[str, int]:
-        return {m["id"]: self._size(m) for m in await self.models()}
+        return await self._sizes_of(await self.models())
+
+    async def _sizes_of(self, entries: list[dict[str, Any]]) -> dict[str, int]:
+        """Sizes read from the GGUF files, in a worker thread: a first read parses a file's header, and the
+        residency tracker asks every ps_refresh seconds from the event loop."""
+        return await asyncio.to_thread(lambda: {str(m["id"]): self._size(m) for m in entries})
 
     def _size(self, entry: Mapping[str, Any]) -> int:
         name = str(entry["id"])
