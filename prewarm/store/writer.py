@@ -185,11 +185,7 @@ class Store:
         await asyncio.to_thread(self.close_sync)
 
     def close_sync(self) -> None:
-        for cur in list(self._user_cursors):  # a user's long query must not hold the shutdown
-            try:
-                cur.interrupt()
-            except duckdb.Error:
-                pass
+        self._interrupt_reads()  # a user's long query must not hold the shutdown
         self.ensure_writer()  # a dead writer would leave the queue unwritten
         self._stopping = True
         self._wake.set()
@@ -205,17 +201,20 @@ class Store:
         if con is not None:
             self._close_when_idle(con)
 
+    def _interrupt_reads(self) -> None:
+        for cur in list(self._user_cursors):
+            try:
+                cur.interrupt()
+            except duckdb.Error:
+                pass
+
     def _close_when_idle(self, con: duckdb.DuckDBPyConnection) -> None:
         """Close the connection once no cursor of it is mid-call. DuckDB refuses to close a connection busy in
         another thread (a read that a cancelled task left running in its worker thread): interrupt the reads,
         and retry for a bounded time rather than fail the shutdown or wait on a query forever."""
         deadline = time.monotonic() + CLOSE_WAIT_S
         while True:
-            for cur in list(self._user_cursors):
-                try:
-                    cur.interrupt()
-                except duckdb.Error:
-                    pass
+            self._interrupt_reads()
             try:
                 con.close()
                 return
