@@ -55,10 +55,10 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import llama_server  # noqa: E402
 
+from prewarm.backends.llamacpp import RESIDENT  # noqa: E402
 from prewarm.localproc import PREWARM_CMD, clean_env, free_port, wait_http  # noqa: E402
 from prewarm.workload import synth  # noqa: E402
 
-CTX = 256
 WARMUP = 0.3  # the first 30 % of the slice's span fills the caches and is not scored, live or simulated
 
 
@@ -78,10 +78,8 @@ class Router:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log.open("wb")
-        self.proc = subprocess.Popen(
-            [str(binary), "--models-dir", str(models_dir), "--models-max", str(models_max), "--host", "127.0.0.1",
-             "--port", str(self.port), "-c", str(CTX), "-t", "1", "--load-mode", "none"],
-            stdout=self.log, stderr=subprocess.STDOUT, env=clean_env())
+        self.proc = subprocess.Popen(llama_server.router_command(binary, models_dir, self.port, models_max),
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=clean_env())
         wait_http(self.url + "/models", self.proc)
 
     def close(self) -> None:
@@ -134,7 +132,7 @@ async def drive(slice_df: pd.DataFrame, compress: float, base: str, router_url: 
                 st = await statuses(s, router_url)
                 now = time.monotonic()
                 gb_s += sum(sizes[m] for m in loaded) / 1e9 * (now - last)
-                loaded, last = {m for m, v in st.items() if v in ("loaded", "loading")}, now
+                loaded, last = {m for m, v in st.items() if v in RESIDENT}, now
                 await asyncio.sleep(0.05)
 
         async def one(i: int, model: str, at: float) -> None:
@@ -219,6 +217,9 @@ def main() -> int:
         total = sum(sizes.values())
         budget = int(total * args.budget_share)
         biggest = sorted(sizes.values(), reverse=True)
+        if biggest[0] > budget:
+            raise SystemExit(f"a {args.budget_share:g} budget share ({budget / 1e9:.2f} GB) is smaller than the "
+                             f"largest model ({biggest[0] / 1e9:.2f} GB): raise --budget-share")
         k = max(i for i in range(1, len(biggest) + 1) if sum(biggest[:i]) <= budget)
         print(f"{args.models} models, {total / 1e9:.2f} GB in all; budget {budget / 1e9:.2f} GB; router "
               f"--models-max {k}; slice {args.slice} of seed {args.seed}: {len(df)} requests over "

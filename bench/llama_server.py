@@ -70,6 +70,18 @@ def binary() -> Path:
     return cache_dir() / "llama-server"
 
 
+# The context every child runs with in the tests and the live replay: small models, small KV caches.
+CTX = 256
+
+
+def router_command(binary: Path, models_dir: Path, port: int, models_max: int = 0,
+                   extra: tuple[str, ...] = ()) -> list[str]:
+    """The router as the tests and the live replay run it: loopback, one thread per child, no mmap (a load
+    reads the whole file, so the page cache cannot hide it)."""
+    return [str(binary), "--models-dir", str(models_dir), "--models-max", str(models_max), "--host", "127.0.0.1",
+            "--port", str(port), "-c", str(CTX), "-t", "1", "--load-mode", "none", *extra]
+
+
 def build(jobs: int) -> Path:
     """Build llama-server unless the cache holds it; a lock keeps two builds from racing."""
     target = binary()

@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
+from prewarm.backends.llamacpp import RESIDENT
 from prewarm.localproc import clean_env, free_port, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-CTX = 256
 
 
 def _bench_module() -> Any:
@@ -63,7 +63,7 @@ class Router:
         return {m["id"]: m["status"]["value"] for m in self.get("/models")["data"]}
 
     def loaded(self) -> set[str]:
-        return {m for m, s in self.statuses().items() if s in ("loaded", "loading")}
+        return {m for m, s in self.statuses().items() if s in RESIDENT}
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
         req = urllib.request.Request(self.url + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
@@ -83,11 +83,8 @@ class Router:
 def start_router(models_dir: Path, log: Path, models_max: int = 0, extra: tuple[str, ...] = ()) -> Iterator[Router]:
     port = free_port()
     with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(_binary()), "--models-dir", str(models_dir), "--models-max", str(models_max),
-             "--host", "127.0.0.1", "--port", str(port), "-c", str(CTX), "-t", "1", "--load-mode", "none", *extra],
-            stdout=out, stderr=subprocess.STDOUT, env=clean_env(),
-        )
+        proc = subprocess.Popen(llama_server.router_command(_binary(), models_dir, port, models_max, extra),
+                                stdout=out, stderr=subprocess.STDOUT, env=clean_env())
         url = f"http://127.0.0.1:{port}"
         try:
             wait_http(url + "/models", proc)
