@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", formatter_class=_Help,
                        help="emulator + proxy + forecaster + prewarmer, end to end, in a few minutes")
-    s.add_argument("--workdir", help="where the demo's database and models go (default: a temporary folder)")
+    s.add_argument("--workdir", help="where the demo's database goes; kept after the demo (default: a new temporary folder)")
     s.add_argument("--quick", action="store_true", help="a shorter run")
     s.set_defaults(func=_lazy("prewarm.demo", "run"))
     return p

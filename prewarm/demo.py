@@ -6,8 +6,9 @@
    `prewarm emulate` (a separate process), while the prewarmer loads and evicts
    from the forecasts every window, under a VRAM budget smaller than the models.
 4. What the request log shows, read with SQL: requests, cold starts, a prewarm.
-5. The same day replayed in the simulator under Ollama's keep-alive, LRU, top-N,
-   the Azure histogram policy, the forecast policy and the oracle.
+5. The same day replayed in the simulator under every baseline (Ollama's keep-alive,
+   LRU, top-N, the Azure histogram policy, greedy-dual and decayed LFU), the forecast
+   policy and the oracle; the headline compares with the best of the baselines.
 
 Time is compressed by one factor everywhere (traffic, windows and the emulator's
 load times), so every duration printed is in the workload's own time: a 12 s load
@@ -29,21 +30,23 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import duckdb
 import numpy as np
 import pandas as pd
 from aiohttp import web
 
+from prewarm.admin import make_service_app
 from prewarm.backends.ollama import OllamaBackend
 from prewarm.catalog import Catalog, load_catalog, sample_catalog_path
 from prewarm.config import Settings
+from prewarm.errors import CommandError
 from prewarm.forecast.model import ForecastParams, HeatForecaster
-from prewarm.localproc import PREWARM_CMD, free_port, wait_http
+from prewarm.forecast.training import forecast_rows
+from prewarm.localproc import PREWARM_CMD, ProcessFailed, free_port, wait_http
 from prewarm.prewarmer import Prewarmer
-from prewarm.proxy.admin_prewarm import routes as admin_prewarm_routes
-from prewarm.proxy.app import make_proxy_app
 from prewarm.sim.engine import Span
 from prewarm.sim.report import to_table
-from prewarm.sim.run import ModelCosts, run_replays
+from prewarm.sim.run import BASELINES, ModelCosts, run_replays
 from prewarm.sim.trace import frame_to_trace
 from prewarm.store.writer import Store
 from prewarm.units import format_size
@@ -99,9 +102,11 @@ class CompressedClock:
     def __init__(self, t0: float, factor: float) -> None:
         self.t0, self.factor = t0, factor
         self.wall0 = time.monotonic()
+        self.epoch0 = time.time()
 
     def start(self) -> None:
         self.wall0 = time.monotonic()
+        self.epoch0 = time.time()
 
     def now(self) -> float:
         return self.t0 + (time.monotonic() - self.wall0) * self.factor
@@ -114,8 +119,8 @@ class LiveDay:
     """Plays one day of traffic through the proxy in compressed time while the prewarmer plans every window."""
 
     def __init__(self, plan: DemoPlan, events: pd.DataFrame, history: pd.DataFrame, forecaster: HeatForecaster,
-                 prewarmer: Prewarmer, proxy_url: str, clock: CompressedClock) -> None:
-        self.plan, self.events, self.history = plan, events, history
+                 prewarmer: Prewarmer, store: Store, proxy_url: str, clock: CompressedClock) -> None:
+        self.plan, self.events, self.history, self.store = plan, events, history, store
         self.forecaster, self.prewarmer, self.proxy_url = forecaster, prewarmer, proxy_url
         self.clock = clock
         self.sent = 0
@@ -162,6 +167,8 @@ class LiveDay:
                 seen = pd.concat([self.history, self.events.iloc[:upto]], ignore_index=True)
             # Plan a little ahead of the window boundary, so loads finish before its requests.
             forecasts = self.forecaster.predict(seen, now, self.plan.horizon)
+            # Into the forecasts table as serve's scheduler writes them: the status page and SQL read them there.
+            self.store.put_rows("forecasts", forecast_rows(forecasts, "demo", now))
             await self.prewarmer.apply_plan(forecasts, made_at=now)
             self.plans += 1
             next_window = (np.floor((now + 0.1 * w) / w) + 1) * w - 0.1 * w
@@ -180,13 +187,38 @@ class LiveDay:
 
 
 async def _serve_proxy(settings: Settings, store: Store, prewarmer: Prewarmer) -> tuple[web.AppRunner, str]:
-    app = make_proxy_app(settings, store, prewarmer, admin_prewarm_routes(prewarmer))
+    app = make_service_app(settings, store, prewarmer, prewarmer)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
     return runner, f"http://127.0.0.1:{port}"
+
+
+def _to_workload_time(db: Path, clock: CompressedClock) -> None:
+    """Restamp the request log in workload time.
+
+    The proxy stamps each request with the wall clock, and the day ran `factor`
+    times faster than that; the prewarmer's actions and the forecasts are already
+    in workload time. Of the durations only the emulated loads were compressed,
+    so only they are stretched back (a request's own few milliseconds of HTTP stay
+    what they were). Restamped, the database reads like the day it played, for
+    `prewarm sql`, the status page and `prewarm replay` alike.
+    """
+    con = duckdb.connect(str(db))
+    try:
+        params = {"f": clock.factor, "t0": clock.t0, "w0": clock.epoch0}
+        con.execute("""
+            UPDATE requests SET ts_start = to_timestamp($t0 + (epoch(ts_start) - $w0) * $f),
+                                ts_end = to_timestamp($t0 + (epoch(ts_end) - $w0) * $f),
+                                ttft_ms = ttft_ms + coalesce(load_ms, 0) * ($f - 1),
+                                total_ms = total_ms + coalesce(load_ms, 0) * ($f - 1),
+                                load_ms = load_ms * $f""", params)
+        con.execute("UPDATE prewarm_actions SET duration_ms = duration_ms * $f WHERE action IN ('load', 'unload')",
+                    {"f": clock.factor})
+    finally:
+        con.close()
 
 
 def _print_sql(store: Store, title: str, sql: str) -> None:
@@ -216,15 +248,17 @@ async def _demo(workdir: Path, plan: DemoPlan) -> int:
     loop = asyncio.get_running_loop()
     with ProcessPoolExecutor(max_workers=1) as pool:
         forecaster = await loop.run_in_executor(pool, _fit, history, live_start, params)
-    methods = pd.Series(forecaster.fit_report.get("methods", {})).value_counts().to_dict()
-    _say(f"   trained in {time.monotonic() - t:.1f} s" + (f"; per-model methods: {methods}" if methods else ""))
+    methods = pd.Series(forecaster.fit_report.get("methods", {})).value_counts()
+    shown = ", ".join(f"{name} for {n} model{'s' if n != 1 else ''}" for name, n in methods.items())
+    _say(f"   trained in {time.monotonic() - t:.1f} s" + (f"; forecast by {shown}" if shown else ""))
 
     emu_port = free_port()
+    emulator_log = workdir / "emulator.log"  # why it failed, if it does
     emulator = subprocess.Popen(
         [*PREWARM_CMD, "emulate", "--listen", f"127.0.0.1:{emu_port}",
          "--catalog", str(sample_catalog_path()), "--vram", str(plan.emulator_vram),
          "--time-scale", repr(1.0 / plan.compress), "--tokens-per-second", "5000"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=emulator_log.open("wb"),
     )
     upstream = f"http://127.0.0.1:{emu_port}"
     db = workdir / "demo.duckdb"
@@ -233,14 +267,18 @@ async def _demo(workdir: Path, plan: DemoPlan) -> int:
     store = Store(settings.db, settings)
     runner: web.AppRunner | None = None
     prewarmer: Prewarmer | None = None
+    clock = CompressedClock(live_start, plan.compress)
     try:
-        await asyncio.to_thread(wait_http, upstream + "/api/version", emulator, 30.0)
+        try:
+            await asyncio.to_thread(wait_http, upstream + "/api/version", emulator, 30.0, emulator_log)
+        except ProcessFailed as exc:
+            last = [line for line in str(exc).splitlines() if line.strip()][-1]
+            raise CommandError(f"the demo's emulator did not start: {last} (its whole log: {emulator_log})") from None
         await asyncio.to_thread(store.open)
-        clock = CompressedClock(live_start, plan.compress)
         prewarmer = Prewarmer(settings, OllamaBackend(upstream, catalog), store, catalog=catalog, clock=clock.now)
         await prewarmer.start()
         runner, proxy_url = await _serve_proxy(settings, store, prewarmer)
-        day = LiveDay(plan, live, history, forecaster, prewarmer, proxy_url, clock)
+        day = LiveDay(plan, live, history, forecaster, prewarmer, store, proxy_url, clock)
         _say(f"\n3. playing day {plan.days} live: {len(live)} requests through the proxy ({proxy_url}) to "
              f"`prewarm emulate` ({upstream}), planning every {plan.window_s / 60:.0f} min "
              f"(~{len(live) and (live['ts'].iloc[-1] - live_start) / plan.compress:.0f} s of wall time) ...")
@@ -255,20 +293,22 @@ async def _demo(workdir: Path, plan: DemoPlan) -> int:
         emulator.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             emulator.wait(10)
+    await asyncio.to_thread(_to_workload_time, db, clock)
 
     _say("\n4. what the request log says (DuckDB, the same SQL works with `prewarm sql --db "
          f"{db}`):")
     ro = Store(str(db), settings)
     await asyncio.to_thread(ro.open)
     try:
-        f = plan.compress
-        _print_sql(ro, "requests and cold starts per model", f"""
+        _print_sql(ro, "requests and cold starts per model", """
             SELECT model, count(*) AS requests, count(*) FILTER (WHERE cold) AS cold_starts,
                    round(100.0 * count(*) FILTER (WHERE cold) / count(*), 1) AS cold_pct,
-                   round(median(load_ms) FILTER (WHERE cold) * {f} / 1000, 1) AS median_cold_load_s
+                   round(median(load_ms) FILTER (WHERE cold) / 1000, 1) AS median_cold_load_s
             FROM requests GROUP BY model ORDER BY requests DESC""")
-        _print_sql(ro, "what the prewarmer did", """
-            SELECT action, ok, count(*) AS n FROM prewarm_actions GROUP BY ALL ORDER BY action, ok""")
+        _print_sql(ro, "what the prewarmer did (a skip is a planned load with no room for it at that moment)", """
+            SELECT action, CASE WHEN ok THEN 'done' WHEN error LIKE 'skipped:%' THEN 'skipped' ELSE 'failed' END
+                   AS result, count(*) AS n
+            FROM prewarm_actions GROUP BY ALL ORDER BY action, result""")
         planned_next = """
             WITH loads AS (
                 SELECT ts, model FROM prewarm_actions WHERE action = 'load' AND ok AND reason LIKE 'prewarm:%'
@@ -277,9 +317,19 @@ async def _demo(workdir: Path, plan: DemoPlan) -> int:
             FROM loads l
             JOIN LATERAL (SELECT * FROM requests r WHERE r.model = l.model AND r.ts_start > l.ts
                           ORDER BY r.ts_start LIMIT 1) r ON true"""
-        _print_sql(ro, "prewarms at work: loads the forecast asked for, and whether the model's next request was warm",
-                   f"""SELECT count(*) AS planned_loads, count(*) FILTER (WHERE NOT cold) AS next_request_warm
-                       FROM ({planned_next})""")
+        hits = ro.read_df(f"""
+            SELECT (SELECT count(*) FROM prewarm_actions WHERE action = 'load' AND ok AND reason LIKE 'prewarm:%')
+                       AS planned_loads,
+                   count(*) FILTER (WHERE NOT cold) AS next_request_warm,
+                   count(*) FILTER (WHERE cold) AS unloaded_before_it
+            FROM ({planned_next})""").iloc[0]
+        loads, warm, gone = int(hits["planned_loads"]), int(hits["next_request_warm"]), int(hits["unloaded_before_it"])
+        _say(f"\nprewarms at work: {loads} loads the forecast asked for; the model's next request found it warm "
+             f"after {warm} of them ({100.0 * warm / max(loads, 1):.0f} %).")
+        _say(f"  In {gone} the model was unloaded again before its next request (another model was asked for "
+             "and the budget holds only some of them at once);")
+        _say(f"  after the other {loads - warm - gone} no request for it came that day: a forecast is a "
+             "chance, and the planner loads only while the budget has room that nothing likelier needs.")
         _print_sql(ro, "three of them", f"SELECT * FROM ({planned_next}) WHERE NOT cold ORDER BY loaded_at LIMIT 3")
         live_row = ro.read_df("SELECT count(*) AS n, count(*) FILTER (WHERE cold) AS cold FROM requests").iloc[0]
     finally:
@@ -290,26 +340,27 @@ async def _demo(workdir: Path, plan: DemoPlan) -> int:
     trace = frame_to_trace(events, source="demo workload")
     span = Span(live_start, float(events["ts"].iloc[-1]) + 1.0)
     costs = ModelCosts.from_catalog(trace, catalog)
-    results = await asyncio.to_thread(
-        run_replays, trace, costs, [plan.budget], ["ollama", "lru", "topn", "histogram", "forecast", "oracle"], span
-    )
+    results = await asyncio.to_thread(run_replays, trace, costs, [plan.budget], [*BASELINES, "forecast", "oracle"], span)
     _say(to_table(results))
-    ollama = next(r for r in results if r.policy == "ollama")
+    by_name = {r.policy: r for r in results}
+    best = min((r for r in results if r.policy not in ("forecast", "oracle")), key=lambda r: r.cold_starts)
     n, cold = int(live_row["n"]), int(live_row["cold"])
     _say(f"\nlive, with prewarm (emulator): {cold} cold starts in {n} requests ({100.0 * cold / max(n, 1):.1f} %)")
-    _say(f"same traffic under Ollama's own keep-alive (simulated): {ollama.cold_starts} cold starts in "
-         f"{ollama.requests} requests ({100.0 * ollama.cold_start_rate:.1f} %)")
-    _say("\nNext: `prewarm serve --upstream http://127.0.0.1:11434` in front of a real Ollama, "
-         "`prewarm replay --trace your-log.duckdb` on your own traffic.")
+    for label, r in (("prewarm's forecast policy (simulated)", by_name["forecast"]),
+                     (f"the best reactive policy here, {best.policy} (simulated)", best),
+                     ("Ollama's own keep-alive (simulated)", by_name["ollama"])):
+        _say(f"{label}: {r.cold_starts} cold starts in {r.requests} requests ({100.0 * r.cold_start_rate:.1f} %), "
+             f"{r.vram_gb_hours:.0f} GB-hours of VRAM held")
+    _say(f"\nThe demo's database is kept: {db}\n  (times in it are workload time; `prewarm sql --db {db} "
+         "\"SELECT * FROM v_cold_starts LIMIT 5\"` reads it; delete the folder when you are done)")
+    _say("\nNext: `prewarm serve --upstream http://127.0.0.1:11434` in front of a real Ollama (its status page is "
+         "at /prewarm/ui), `prewarm replay --trace your-log.duckdb` on your own traffic.")
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
     plan = DemoPlan.for_args(args.quick)
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
-    if args.workdir:
-        workdir = Path(args.workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
-        return asyncio.run(_demo(workdir, plan))
-    with tempfile.TemporaryDirectory(prefix="prewarm-demo-") as tmp:
-        return asyncio.run(_demo(Path(tmp), plan))
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="prewarm-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(_demo(workdir, plan))

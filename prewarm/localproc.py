@@ -21,7 +21,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-PREWARM_CMD = [sys.executable, "-m", "prewarm"]
+# -P: the working directory is not put on the import path, so a folder named prewarm in it (the clone itself,
+# run from the folder above it) does not shadow the installed package.
+PREWARM_CMD = [sys.executable, "-P", "-m", "prewarm"]
 LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -43,12 +45,15 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    """Poll `url` until it answers; fail early, with the end of its stderr, if `proc` exits first."""
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60.0, stderr_file: Path | None = None) -> None:
+    """Poll `url` until it answers; fail early, with the end of its stderr (its pipe, or `stderr_file`), if
+    `proc` exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             err = proc.stderr.read() if proc.stderr else ""
+            if stderr_file is not None and stderr_file.exists():
+                err = stderr_file.read_text(encoding="utf-8", errors="replace")
             if isinstance(err, bytes):
                 err = err.decode("utf-8", "replace")
             args = proc.args if isinstance(proc.args, (list, tuple)) else [proc.args]

@@ -23,14 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from prewarm.admin import check_admin_token, make_service_app
 from prewarm.backends.registry import make_backend
 from prewarm.catalog import Catalog, load_catalog
 from prewarm.config import Settings, load_settings
 from prewarm.errors import CommandError
 from prewarm.prewarmer import Prewarmer
-from prewarm.proxy.admin import check_admin_token
-from prewarm.proxy.admin_prewarm import routes as admin_prewarm_routes
-from prewarm.proxy.app import DRAIN_KEY, make_proxy_app, make_upstream_session
+from prewarm.proxy.app import DRAIN_KEY, make_upstream_session
 from prewarm.proxy.connections import (
     ConnectionCap,
     default_max_connections,
@@ -56,10 +55,11 @@ DRAIN_QUIET_S = 0.5
 
 @dataclass
 class Wiring:
-    """What the parts beyond the plain proxy add to serve: hooks, admin routes and lifecycle."""
+    """What the parts beyond the plain proxy add to serve: hooks, the parts behind the admin routes, lifecycle."""
 
     hooks: ProxyHooks
-    extra_routes: list[web.RouteDef] = field(default_factory=list)
+    prewarmer: Prewarmer
+    scheduler: ForecastScheduler | None = None
     startup: list[Callback] = field(default_factory=list)  # run once the store is open, before the port opens
     cleanup: list[Callback] = field(default_factory=list)  # run before the store is flushed, in reverse
     background: list[asyncio.Task[Any]] = field(default_factory=list)  # cancelled at shutdown if still running
@@ -83,7 +83,7 @@ def build_wiring(
     pw = Prewarmer(settings, make_backend(settings, catalog), store, catalog=catalog)
     wiring = Wiring(
         hooks=pw,
-        extra_routes=list(admin_prewarm_routes(pw)),
+        prewarmer=pw,
         startup=[pw.start],
         cleanup=[pw.stop],
     )
@@ -104,30 +104,11 @@ def build_wiring(
             # A model from an earlier run can plan now rather than a window from now.
             wiring.background.append(asyncio.create_task(sched.forecast_now()))
 
-        wiring.extra_routes.extend(schedule_routes(sched))
+        wiring.scheduler = sched
         wiring.startup.append(start_schedule)
         wiring.cleanup.append(sched.stop)
     return wiring
 
-
-def schedule_routes(sched: ForecastScheduler) -> list[web.RouteDef]:
-    """POST /prewarm/train and /prewarm/forecast: run a job now (what `prewarm train` asks a running service)."""
-
-    async def train(request: web.Request) -> web.Response:
-        result = await sched.train_now()
-        if result is None:
-            return web.json_response({"ok": False, "error": sched.last_error}, status=500)
-        return web.json_response({"ok": True, "run_id": result.run_id, "accepted": result.accepted,
-                                  "reason": result.reason, "n_models": result.n_models,
-                                  "artifact_path": result.artifact_path})
-
-    async def forecast(request: web.Request) -> web.Response:
-        frame = await sched.forecast_now()
-        if frame is None:
-            return web.json_response({"ok": False, "error": "no trained forecaster yet: train first"}, status=409)
-        return web.json_response({"ok": True, "rows": len(frame), "models": int(frame["model"].nunique())})
-
-    return [web.post("/prewarm/train", train), web.post("/prewarm/forecast", forecast)]
 
 
 async def drain(runner: web.AppRunner, app: web.Application, grace: float) -> None:
@@ -221,7 +202,7 @@ async def serve(settings: Settings, schedule: bool = True, sock: socket.socket |
     wiring: Wiring | None = None
     try:
         wiring = build_wiring(settings, store, schedule, catalog)
-        app = make_proxy_app(settings, store, wiring.hooks, wiring.extra_routes, session=session)
+        app = make_service_app(settings, store, wiring.hooks, wiring.prewarmer, wiring.scheduler, session=session)
         # keepalive_timeout counts from a connection's start too: silent and slow-header clients are closed.
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
                                shutdown_timeout=settings.shutdown_grace, keepalive_timeout=settings.idle_timeout)

@@ -23,3 +23,17 @@ def tiny_fs(tmp_path: Path):
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """One `prewarm demo --quick` for the session: its output and its kept folder (the demo test reads both,
+    the status page's test serves its database)."""
+    import sys
+
+    from prewarm.localproc import clean_env
+
+    workdir = tmp_path_factory.mktemp("demo")
+    out = subprocess.run([sys.executable, "-m", "prewarm", "demo", "--quick", "--workdir", str(workdir)],
+                         capture_output=True, text=True, timeout=600, env=clean_env())
+    return out, workdir

@@ -24,11 +24,11 @@ import duckdb
 import pytest
 from proxy_helpers import idle_tracker
 
+from prewarm.admin import guard as admin_guard
+from prewarm.admin import make_service_app
 from prewarm.cli import main
 from prewarm.config import Settings, hash_api_key, load_settings
 from prewarm.localproc import PREWARM_CMD, clean_env, free_port
-from prewarm.proxy import admin
-from prewarm.proxy.app import make_proxy_app
 from prewarm.store.readonly import ReadOnlyError, check_read_only
 from prewarm.store.writer import Store
 
@@ -144,12 +144,12 @@ async def test_token_is_compared_with_hmac_compare_digest(aiohttp_client, tmp_pa
         seen.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(admin.hmac, "compare_digest", spy)
+    monkeypatch.setattr(admin_guard.hmac, "compare_digest", spy)
     settings = Settings(db=str(tmp_path / "x.duckdb"), listen="10.1.2.3:11435", admin_token=TOKEN)
     store = Store(settings.db, settings)
     store.open()
 
-    client = await aiohttp_client(make_proxy_app(settings, store, idle_tracker()))
+    client = await aiohttp_client(make_service_app(settings, store, idle_tracker()))
     assert (await client.get("/prewarm/health", headers={"Authorization": "Bearer nope"})).status == 401
     assert (await client.get("/prewarm/health", headers={"Authorization": f"Bearer {TOKEN}"})).status == 200
     assert seen == [(b"Bearer nope", f"Bearer {TOKEN}".encode()), (f"Bearer {TOKEN}".encode(),) * 2]
@@ -168,7 +168,7 @@ async def test_service_sql_path_refuses_writes_and_the_data_is_untouched(aiohttp
     store = Store(settings.db, settings)
     store.open()
 
-    client = await aiohttp_client(make_proxy_app(settings, store, idle_tracker()))
+    client = await aiohttp_client(make_service_app(settings, store, idle_tracker()))
     for sql in WRITES:
         r = await client.post("/prewarm/sql", json={"sql": sql})
         assert r.status == 400 and (await r.json())["error"], sql

@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
 
-from prewarm.localproc import clean_env
 
-
-def test_quick_demo_runs_to_the_end(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "prewarm", "demo", "--quick", "--workdir", str(tmp_path)],
-                         capture_output=True, text=True, timeout=600, env=clean_env())
+def test_quick_demo_runs_to_the_end(demo_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    out, tmp_path = demo_run
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout
     assert "EMULATOR" in text
     for step in ("1. workload", "2. training", "3. playing", "4. what the request log says", "5. the same day"):
         assert step in text
-    assert "same traffic under Ollama's own keep-alive (simulated)" in text
+    assert "Ollama's own keep-alive (simulated)" in text and "the best reactive policy here" in text
+    assert "The demo's database is kept" in text and (tmp_path / "demo.duckdb").exists()
     con = duckdb.connect(str(tmp_path / "demo.duckdb"), read_only=True)
     try:
         n, users, failed = con.execute(

@@ -20,13 +20,13 @@ import aiohttp
 import duckdb
 import pytest
 
+from prewarm.admin import make_service_app
 from prewarm.backends.ollama import OllamaBackend
 from prewarm.catalog import load_catalog, sample_catalog_path
 from prewarm.config import Settings
 from prewarm.emulator.server import make_app
 from prewarm.localproc import PREWARM_CMD, clean_env, free_port, wait_http
 from prewarm.prewarmer import Prewarmer
-from prewarm.proxy.app import make_proxy_app
 from prewarm.store.writer import Store
 
 GB = 10**9
@@ -155,7 +155,7 @@ async def in_process(aiohttp_client, tmp_path):
         store.open()
         pw = Prewarmer(settings, OllamaBackend(upstream, catalog), store, catalog=catalog)
         await pw.start()
-        proxy = await aiohttp_client(make_proxy_app(settings, store, pw))
+        proxy = await aiohttp_client(make_service_app(settings, store, pw))
         made.append((pw, store))
         return proxy, store
 

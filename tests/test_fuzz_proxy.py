@@ -19,13 +19,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from prewarm.admin import make_service_app
 from prewarm.backends.ollama import OllamaBackend
 from prewarm.catalog import load_catalog, sample_catalog_path
 from prewarm.config import Settings
 from prewarm.emulator.server import make_app
 from prewarm.prewarmer import Prewarmer
-from prewarm.proxy.admin_prewarm import routes
-from prewarm.proxy.app import make_proxy_app
 from prewarm.store.writer import Store
 
 GB = 10**9
@@ -130,7 +129,7 @@ async def target(aiohttp_server, tmp_path):
     store.open()
     pw = Prewarmer(cfg, OllamaBackend(upstream, catalog), store, catalog=catalog)
     await pw.start()
-    server = await aiohttp_server(make_proxy_app(cfg, store, pw, routes(pw)))
+    server = await aiohttp_server(make_service_app(cfg, store, pw, pw))
     t = Target(server.host, server.port, store)
     yield t
     await store.flush()

@@ -11,14 +11,13 @@ import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from prewarm.admin import make_service_app
 from prewarm.backends.ollama import OllamaBackend
 from prewarm.catalog import load_catalog, sample_catalog_path
 from prewarm.config import Settings
 from prewarm.emulator.server import make_app
 from prewarm.forecast.horizon import horizon_rates
 from prewarm.prewarmer import Prewarmer, PrewarmError, run_plan_command
-from prewarm.proxy.admin_prewarm import routes
-from prewarm.proxy.app import make_proxy_app
 from prewarm.residency import ResidencyTracker
 from prewarm.store.writer import Store
 
@@ -59,13 +58,13 @@ async def build(aiohttp_client, tmp_path, listen="127.0.0.1:0", admin_token=None
     if prewarm:
         pw = Prewarmer(settings, OllamaBackend(upstream, catalog), store, catalog=catalog)
         await pw.start()
-        hooks, extra = pw, routes(pw)
+        hooks = pw
     else:
         session = OllamaBackend(upstream, catalog)
         hooks = ResidencyTracker(session.list_resident, 0.05)
         await hooks.start()
-        pw, extra = None, []
-    proxy = await aiohttp_client(make_proxy_app(settings, store, hooks, extra))
+        pw = None
+    proxy = await aiohttp_client(make_service_app(settings, store, hooks, pw))
     rig = Rig(emulator, proxy, pw, store)
     rig._cleanup = (hooks, None if prewarm else session)
     return rig

@@ -17,11 +17,11 @@ from aiohttp import web
 from proxy_helpers import idle_tracker
 from yarl import URL
 
+from prewarm.admin import Guard, check_admin_token, make_service_app, routes
 from prewarm.backends.ollama import OllamaBackend
 from prewarm.catalog import load_catalog, sample_catalog_path
 from prewarm.config import ConfigError, Settings
 from prewarm.emulator.server import make_app
-from prewarm.proxy.admin import check_admin_token
 from prewarm.proxy.app import make_proxy_app
 from prewarm.records import RequestEvent
 from prewarm.residency import ResidencyTracker
@@ -57,7 +57,7 @@ async def start_stack(aiohttp_server, upstream_url: str, tmp_path: Path, hooks=N
     backend = OllamaBackend(upstream_url)
     tracker = ResidencyTracker(backend.list_resident, refresh_s=60)
     await tracker.start()
-    app = make_proxy_app(settings, store, hooks or tracker)
+    app = make_service_app(settings, store, hooks or tracker)
 
     async def stop(_: web.Application) -> None:
         await tracker.stop()
@@ -405,7 +405,9 @@ async def test_admin_guard_off_loopback(aiohttp_client, tmp_path: Path) -> None:
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(text="m 1\n")
 
-    app = make_proxy_app(settings, store, idle_tracker(), extra_routes=[web.get("/metrics", metrics)])
+    guard = Guard(settings)
+    app = make_proxy_app(settings, store, idle_tracker(),
+                         guard.routes([web.get("/metrics", metrics), *routes(settings, store, guard)]))
     client = await aiohttp_client(app)
     for path in ("/prewarm/health", "/metrics", "/prewarm/anything"):
         assert (await client.get(path)).status == 401

@@ -15,14 +15,13 @@ from pathlib import Path
 import openai
 import pytest
 
+from prewarm.admin import make_service_app
 from prewarm.backends.base import BackendError
 from prewarm.backends.sglang import SglangBackend, record_path
 from prewarm.catalog import Catalog
 from prewarm.config import ConfigError, Settings, load_settings
 from prewarm.emulator.sglang import make_sglang_app
 from prewarm.prewarmer import Prewarmer
-from prewarm.proxy.admin_prewarm import routes
-from prewarm.proxy.app import make_proxy_app
 from prewarm.records import CatalogEntry
 from prewarm.store.writer import Store
 
@@ -188,7 +187,7 @@ async def stack(pair, aiohttp_client, tmp_path: Path):
     store.open()
     pw = Prewarmer(settings, SglangBackend(servers, catalog, record_path(settings.db)), store, catalog=catalog)
     await pw.start()
-    proxy = await aiohttp_client(make_proxy_app(settings, store, pw, routes(pw)))
+    proxy = await aiohttp_client(make_service_app(settings, store, pw, pw))
     yield proxy, pw, store, ab
     await pw.stop()
     await store.close()

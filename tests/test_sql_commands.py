@@ -14,9 +14,9 @@ import pytest
 from proxy_helpers import idle_tracker
 from test_store_writer import event
 
+from prewarm.admin import make_service_app
 from prewarm.cli import main
 from prewarm.config import Settings
-from prewarm.proxy.app import make_proxy_app
 from prewarm.store.discovery import ServiceInfo, remove_service_file, service_file, write_service_file
 from prewarm.store.readonly import ReadOnlyError, check_read_only
 from prewarm.store.writer import Store
@@ -112,7 +112,7 @@ async def test_sql_and_status_through_running_service(aiohttp_server, tmp_path: 
         store.put(event(i))
     await store.flush()
 
-    app = make_proxy_app(settings, store, idle_tracker())
+    app = make_service_app(settings, store, idle_tracker())
     server = await aiohttp_server(app)
     write_service_file(str(db), ServiceInfo(str(server.make_url("")).rstrip("/"), os.getpid()))
     try:
@@ -136,7 +136,7 @@ async def test_service_sql_route_validates(aiohttp_client, tmp_path: Path) -> No
     store = Store(settings.db, settings)
     store.open()
 
-    client = await aiohttp_client(make_proxy_app(settings, store, idle_tracker()))
+    client = await aiohttp_client(make_service_app(settings, store, idle_tracker()))
     r = await client.post("/prewarm/sql", data=b"not json")
     assert r.status == 400
     r = await client.post("/prewarm/sql", json={"sql": "select 1 as a, 'x' as b, now() as t"})

@@ -7,13 +7,12 @@ from pathlib import Path
 import openai
 import pytest
 
+from prewarm.admin import make_service_app
 from prewarm.backends.vllm import VllmBackend
 from prewarm.catalog import Catalog
 from prewarm.config import Settings
 from prewarm.emulator.vllm import make_vllm_app
 from prewarm.prewarmer import Prewarmer
-from prewarm.proxy.admin_prewarm import routes
-from prewarm.proxy.app import make_proxy_app
 from prewarm.records import CatalogEntry
 from prewarm.store.writer import Store
 
@@ -33,7 +32,7 @@ async def stack(aiohttp_server, aiohttp_client, tmp_path: Path):
     store.open()
     pw = Prewarmer(settings, VllmBackend(servers, catalog), store, catalog=catalog)
     await pw.start()
-    proxy = await aiohttp_client(make_proxy_app(settings, store, pw, routes(pw)))
+    proxy = await aiohttp_client(make_service_app(settings, store, pw, pw))
     yield proxy, pw, store, (a, b)
     await pw.stop()
     await store.close()

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,12 +25,12 @@ from yarl import URL
 
 from prewarm.config import Settings
 from prewarm.errors import one_line
-from prewarm.proxy.admin import MANAGEMENT_PATHS, admin_routes, fallback_route, guard_routes, management_guard
 from prewarm.proxy.connections import BodyBudget
 from prewarm.proxy.hooks import ProxyHooks
 from prewarm.proxy.lag import LoopLag
 from prewarm.proxy.protocol import (
     HOP_BY_HOP,
+    MANAGEMENT_PATHS,
     MODEL_ENDPOINTS,
     MODEL_LISTS,
     NON_LOADING_ENDPOINTS,
@@ -88,14 +88,19 @@ def make_upstream_session(settings: Settings) -> aiohttp.ClientSession:
     )
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
 def make_proxy_app(
     settings: Settings,
     store: Store,
     hooks: ProxyHooks,
-    extra_routes: Iterable[web.RouteDef] = (),
+    routes: Iterable[web.RouteDef] = (),
+    management_guard: Callable[[Handler], Handler] = lambda handler: handler,
     session: aiohttp.ClientSession | None = None,
 ) -> web.Application:
-    """The proxy app. `session` lets serve share its pooled session; else the app owns one."""
+    """The proxy app. `routes` are matched before the proxy's catch-all (the admin routes, already guarded);
+    `management_guard` wraps Ollama's management routes; `session` lets serve share its pooled session."""
     app = web.Application(client_max_size=settings.max_body_bytes)
     lag = app[LAG_KEY] = LoopLag()
     drain = app[DRAIN_KEY] = Draining()
@@ -111,14 +116,11 @@ def make_proxy_app(
             await app[SESSION_KEY].close()
 
     app.cleanup_ctx.append(upstream_session)
-    app.add_routes(admin_routes(settings, store, lag, hooks))
-    app.add_routes(guard_routes(extra_routes, settings))
-    app.add_routes(fallback_route(settings))
+    app.add_routes(routes)
     # [\s\S], not ".": a path with an encoded newline (%0a) must be proxied and logged like any other.
     forwarder = _Forwarder(settings, store, hooks, drain, budget)
-    management = management_guard(settings)
     for path in MANAGEMENT_PATHS:
-        app.router.add_route("*", path, management(forwarder.handle))
+        app.router.add_route("*", path, management_guard(forwarder.handle))
     app.router.add_route("*", r"/{tail:[\s\S]*}", forwarder.handle)
     return app
 

@@ -31,6 +31,8 @@ MODEL_ENDPOINTS: dict[str, bool] = {
 }
 # A known user listing or inspecting models is about to ask for one: the same as a hint (POST /prewarm/hint).
 PRESENCE_ENDPOINTS = frozenset({("GET", "/api/tags"), ("GET", "/v1/models"), ("POST", "/api/show")})
+# Ollama's routes that change what the server holds on disk; off loopback they are admin operations.
+MANAGEMENT_PATHS = ("/api/delete", "/api/pull", "/api/push", "/api/create", "/api/copy")
 # The model lists a client reads; where each model has its own server the proxy merges them (app._list_models).
 MODEL_LISTS = frozenset({"/v1/models", "/api/tags"})
 # /api/show reads model metadata without loading it: it must not count as a cold start.

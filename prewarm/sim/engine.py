@@ -53,6 +53,7 @@ class ReplayResult:
     loader_utilization: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
     timeline: list[Interval] = field(default_factory=list)
+    request_cold: list[bool] = field(default_factory=list)  # per trace request, with the timeline only (the plot)
 
     @property
     def cold_start_rate(self) -> float:
@@ -155,4 +156,5 @@ def replay(
         loader_utilization=gpu.loader_utilization,
         extra=extra,
         timeline=gpu.timeline,
+        request_cold=(waits >= 0.0).tolist() if record_timeline else [],
     )

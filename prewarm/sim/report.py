@@ -59,6 +59,33 @@ def to_csv(results: Sequence[ReplayResult]) -> str:
     return buf.getvalue()
 
 
+SUGGEST_POINTS = 1.0  # percentage points of cold-start rate ...
+SUGGEST_STEP = 0.10  # ... per this much more budget: the knee a person choosing a budget looks for
+
+
+def suggested_budget(results: Sequence[ReplayResult]) -> int | None:
+    """The smallest swept budget beyond which the best policy gains less than SUGGEST_POINTS of cold-start rate
+    per SUGGEST_STEP more budget, towards every larger budget swept; None with fewer than two budgets.
+
+    "The best policy" is the lowest cold-start rate at each budget, whichever policy
+    that is, so the suggestion does not depend on which policy is run. A request for
+    a model the budget leaves out counts as cold here (it is worse than cold: it is
+    not served), so every budget is scored on the same requests.
+    """
+    best: dict[int, float] = {}
+    for r in results:
+        asked = r.requests + r.oversized_requests
+        rate = (r.cold_starts + r.oversized_requests) / asked if asked else 0.0
+        best[r.budget] = min(best.get(r.budget, 1.0), rate)
+    budgets = sorted(best)
+    if len(budgets) < 2:
+        return None
+    for i, b in enumerate(budgets):
+        if all(100 * (best[b] - best[c]) < SUGGEST_POINTS * (c - b) / (SUGGEST_STEP * b) for c in budgets[i + 1:]):
+            return b
+    return budgets[-1]
+
+
 def to_table(results: Sequence[ReplayResult], notes: Sequence[str] = ()) -> str:
     header = ["budget", "policy", "requests", "cold starts", "cold %", "added s total", "p99 added s",
               "VRAM GB-h", "loads", "evictions", "loader busy %"]
@@ -77,12 +104,17 @@ def to_table(results: Sequence[ReplayResult], notes: Sequence[str] = ()) -> str:
     lines.append("  ".join("-" * w for w in widths))
     for row in rows:
         lines.append("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=False)))
+    told: set[int] = set()
     for r in results:
-        if r.oversized_models:
-            lines.append(f"{r.policy} @ {r.budget / 1e9:g} GB: {r.oversized_requests} requests for "
-                         f"{len(r.oversized_models)} model(s) larger than the budget, not served: "
+        if r.oversized_models and r.budget not in told:
+            told.add(r.budget)
+            lines.append(f"{r.budget / 1e9:g} GB leaves {len(r.oversized_models)} model(s) out (larger than the "
+                         f"budget; their {r.oversized_requests} requests are not scored, for every policy): "
                          + ", ".join(r.oversized_models[:10]) + (" ..." if len(r.oversized_models) > 10 else ""))
-            break
+    suggested = suggested_budget(results)
+    if suggested is not None:
+        lines.append(f"suggested budget: {suggested / 1e9:g} GB (beyond it the best policy's cold-start rate improves "
+                     f"by less than {SUGGEST_POINTS:g} point per further {100 * SUGGEST_STEP:g} % of budget)")
     shown = [(r, {k: v for k, v in r.extra.items() if not (k in QUIET_WHEN_ZERO and v == 0)
                   and not isinstance(v, dict) and k not in ("keep_alive_s", "vram_cost")}) for r in results]
     extras = [f"{label(r)} @ {r.budget / 1e9:g} GB: " + ", ".join(f"{k}={_fmt(v)}" for k, v in e.items())

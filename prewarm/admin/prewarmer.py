@@ -1,32 +1,24 @@
-"""Admin routes of the prewarmer under /prewarm/: status, manual load/unload, pins, and /metrics.
+"""Admin routes of the prewarmer under /prewarm/: status, manual load/unload, pins, hints, and /metrics.
 
-The proxy app puts these behind its admin guard (token off loopback); this module
-only turns HTTP into Prewarmer calls and errors into the {"error": ...} shape.
+Behind the admin guard (`prewarm.admin.routes` puts them there); this module only
+turns HTTP into Prewarmer calls and errors into the {"error": ...} shape.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aiohttp import web
 
+from prewarm.admin.errors import error as err
+from prewarm.admin.guard import HINT_PATH
 from prewarm.backends.base import BackendError
 from prewarm.config import ConfigError
 from prewarm.metrics import metrics_route
-from prewarm.proxy.admin import HINT_PATH
+from prewarm.prewarmer import Prewarmer, PrewarmError
 from prewarm.proxy.protocol import model_name_problem
 from prewarm.store.writer import StoreUnavailable
 
-if TYPE_CHECKING:
-    from prewarm.prewarmer import Prewarmer
 
-
-def routes(prewarmer: Prewarmer) -> list[web.RouteDef]:
-    from prewarm.prewarmer import PrewarmError
-
-    def err(status: int, message: str) -> web.Response:
-        return web.json_response({"error": message}, status=status)
-
+def prewarmer_routes(prewarmer: Prewarmer) -> list[web.RouteDef]:
     async def status(request: web.Request) -> web.Response:
         return web.json_response(prewarmer.status())
 
