@@ -30,6 +30,7 @@ class PrewarmMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        self._children: dict[tuple[str, int, bool | None], tuple[Any, ...]] = {}
         self.requests = Counter("prewarm_requests", "Proxied requests per model and HTTP status", ["model", "status"],
                                 registry=r)
         self.ttft = Histogram("prewarm_ttft_seconds", "Time to the first byte of the answer, cold or warm",
@@ -68,14 +69,26 @@ class PrewarmMetrics:
         return float("nan") if self._forecast_at is None else max(0.0, time.time() - self._forecast_at)
 
     def observe_request(self, model: str, event: RequestEvent) -> None:
-        self.requests.labels(model, str(event.status)).inc()
-        cold = "unknown" if event.cold is None else str(event.cold).lower()
-        if event.cold:
-            self.cold_starts.labels(model).inc()
+        """Every proxied request passes here: the labelled children are looked up once per label set and
+        kept (the labels are bounded: known models or "other", the statuses the upstream uses)."""
+        key = (model, event.status, event.cold)
+        children = self._children.get(key)
+        if children is None:
+            cold = "unknown" if event.cold is None else str(event.cold).lower()
+            children = self._children[key] = (
+                self.requests.labels(model, str(event.status)),
+                self.cold_starts.labels(model) if event.cold else None,
+                self.ttft.labels(model, cold),
+                self.request_seconds.labels(model, cold),
+            )
+        requests, cold_starts, ttft, total = children
+        requests.inc()
+        if cold_starts is not None:
+            cold_starts.inc()
         if event.ttft_ms is not None:
-            self.ttft.labels(model, cold).observe(event.ttft_ms / 1000.0)
+            ttft.observe(event.ttft_ms / 1000.0)
         if event.total_ms is not None:
-            self.request_seconds.labels(model, cold).observe(event.total_ms / 1000.0)
+            total.observe(event.total_ms / 1000.0)
 
     def loaded(self, model: str, seconds: float) -> None:
         self.loads.labels(model).inc()

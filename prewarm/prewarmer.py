@@ -110,6 +110,7 @@ class Prewarmer:
         self.last_plan_at: float | None = None
         self.last_actions: deque[dict[str, Any]] = deque(maxlen=50)
         self._options: dict[str, Counter[tuple]] = {}
+        self._best_options: dict[str, tuple] = {}  # per model, the most common key of _options (kept as they count)
         self._reserved: dict[str, int] = {}  # model -> bytes made room for, until its request finishes
         # Models being unloaded now: not resident for any request that arrives meanwhile (it waits for the
         # unload, then makes room like any cold request), so the upstream never reloads one beside a newcomer.
@@ -122,7 +123,9 @@ class Prewarmer:
         self._filling = False  # a fill is running: another would only queue behind it for the same steps
         self._too_large: set[str] = set()  # models already reported as larger than the budget
         self._op_lock = asyncio.Lock()  # one load or unload at a time, as the upstream does them
-        self._request_done = asyncio.Event()  # set (and replaced) whenever a request finishes: room may be free
+        # Set (and replaced) when a request finishes and a request waiting for room holds it: room may be free.
+        self._request_done = asyncio.Event()
+        self._request_done_held = False
         self.metrics.bind(self)
 
     # ------------------------------------------------------------------ lifecycle
@@ -366,11 +369,13 @@ class Prewarmer:
 
     def request_finished(self, model: str, event: RequestEvent) -> None:
         self.tracker.request_finished(model, event)
-        m = self.canonical(model)
-        if not self._in_flight().get(m):
+        m = model  # the proxy canonicalised it where the request entered
+        if not self.tracker.in_flight.get(m):
             self._reserved.pop(m, None)
-        self._request_done.set()
-        self._request_done = asyncio.Event()
+        if self._request_done_held:
+            self._request_done.set()
+            self._request_done = asyncio.Event()
+            self._request_done_held = False
         self.metrics.observe_request(m if self._known_now(m) else "other", event)
         if event.cold and self._known_now(m):
             self.fill_soon()  # the load it waited for is done: the loader would idle now
@@ -383,16 +388,22 @@ class Prewarmer:
         for m in set(self._options) - keep:
             if m in gone or not self.state.knows(m):
                 self._options.pop(m, None)
+                self._best_options.pop(m, None)
                 self.backend.load_options.pop(m, None)
         return gone
 
     def _tally_options(self, model: str, body: dict[str, Any]) -> None:
         """Count the runner options traffic uses per model; loads use the most common so Ollama does not reload."""
-        opts = runner_options(body.get("options"))
+        raw = body.get("options")
+        key = tuple(sorted(runner_options(raw).items())) if raw else ()
         tally = self._options.setdefault(model, Counter())
-        tally[tuple(sorted(opts.items()))] += 1
-        best = dict(tally.most_common(1)[0][0])
-        self.backend.load_options[model] = best
+        tally[key] += 1
+        # Counted as they come (on the request path): the best changes only when another key overtakes it,
+        # and a tie keeps the earlier one, as Counter.most_common does.
+        best = self._best_options.get(model)
+        if best is None or (key != best and tally[key] > tally[best]):
+            self._best_options[model] = key
+            self.backend.load_options[model] = dict(key)
 
     async def _make_room_for(self, model: str, why: str) -> None:
         """Evict the lowest worth until `model` fits, then reserve its room; waits for a load in progress.
@@ -406,6 +417,7 @@ class Prewarmer:
         deadline = loop.time() + self.settings.room_wait
         while True:
             freed = self._request_done
+            self._request_done_held = True
             async with self._op_lock:
                 if self._resident_now(model) or model in self._reserved:
                     return

@@ -196,15 +196,10 @@ def user_of(headers: Mapping[str, str], body_user: str | None, settings: Setting
 
 
 _NUM = rb'"%s"\s*:\s*(\d+)'
-_USAGE_PATTERNS = {
-    "prompt_eval_count": re.compile(_NUM % b"prompt_eval_count"),
-    "eval_count": re.compile(_NUM % b"eval_count"),
-    "load_duration": re.compile(_NUM % b"load_duration"),
-    "prompt_tokens": re.compile(_NUM % b"prompt_tokens"),
-    "completion_tokens": re.compile(_NUM % b"completion_tokens"),
-    "input_tokens": re.compile(_NUM % b"input_tokens"),
-    "output_tokens": re.compile(_NUM % b"output_tokens"),
-}
+_USAGE_KEYS = ("prompt_eval_count", "eval_count", "load_duration", "prompt_tokens", "completion_tokens",
+               "input_tokens", "output_tokens")
+# key -> (the quoted name, searched for from the end; the pattern that must match where it is found)
+_USAGE_PATTERNS = {k: (b'"%s"' % k.encode(), re.compile(_NUM % k.encode())) for k in _USAGE_KEYS}
 TAIL_KEEP = 8192
 
 
@@ -215,11 +210,18 @@ class Usage:
     load_ms: float | None = None
 
 
-def _last_int(pattern: re.Pattern[bytes], text: bytes) -> int | None:
-    found = None
-    for match in pattern.finditer(text):
-        found = match
-    return int(found.group(1)) if found else None
+def _last_int(key: tuple[bytes, re.Pattern[bytes]], text: bytes) -> int | None:
+    """The number after the last `"name": <digits>` in text, found from the end (rfind runs in C; every
+    response's tail passes here). The quote before the name keeps `"eval_count"` from matching inside
+    `"prompt_eval_count"`."""
+    name, pattern = key
+    at = text.rfind(name)
+    while at >= 0:
+        match = pattern.match(text, at)
+        if match:
+            return int(match.group(1))
+        at = text.rfind(name, 0, at)
+    return None
 
 
 def usage_from_tail(tail: bytes) -> Usage:
@@ -232,9 +234,9 @@ def usage_from_tail(tail: bytes) -> Usage:
     """
     out = Usage()
     prompt = _last_int(_USAGE_PATTERNS["prompt_eval_count"], tail)
-    if prompt is not None or _USAGE_PATTERNS["eval_count"].search(tail):
-        out.prompt_tokens = prompt
-        out.completion_tokens = _last_int(_USAGE_PATTERNS["eval_count"], tail)
+    completion = _last_int(_USAGE_PATTERNS["eval_count"], tail)
+    if prompt is not None or completion is not None:
+        out.prompt_tokens, out.completion_tokens = prompt, completion
         load_ns = _last_int(_USAGE_PATTERNS["load_duration"], tail)
         out.load_ms = load_ns / 1e6 if load_ns is not None else None
         return out
