@@ -15,9 +15,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from prewarm.sim.engine import Span
-from prewarm.sim.run import ForecastOptions, ModelCosts, run_replays
-from prewarm.sim.trace import frame_to_trace
+from prewarm.sim import ForecastOptions, ModelCosts, Span, frame_to_trace, run_replays
 
 
 def synthetic(n: int, models: int, days: float, seed: int) -> pd.DataFrame:

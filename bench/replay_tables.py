@@ -34,11 +34,20 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from prewarm.catalog import load_catalog
-from prewarm.sim.engine import ReplayResult, Span
-from prewarm.sim.policies import ABLATIONS, BASELINES, POLICY_NAMES
+from prewarm.sim import (
+    ABLATIONS,
+    BASELINES,
+    POLICY_NAMES,
+    ForecastOptions,
+    ModelCosts,
+    ReplayResult,
+    Span,
+    Trace,
+    frame_to_trace,
+    read_trace,
+    run_replays,
+)
 from prewarm.sim.report import duration
-from prewarm.sim.run import ForecastOptions, ModelCosts, run_replays
-from prewarm.sim.trace import Trace, frame_to_trace, read_trace
 from prewarm.workload import synth
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,9 +17,7 @@ import time
 
 import numpy as np
 
-from prewarm.forecast.model import ForecastParams, HeatForecaster
-from prewarm.forecast.series import count_matrix
-from prewarm.forecast.training import train_run
+from prewarm.forecast import ForecastParams, HeatForecaster, count_matrix, train_run
 from prewarm.workload import synth
 
 

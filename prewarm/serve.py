@@ -17,9 +17,9 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -47,22 +47,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("prewarm.serve")
 
-Callback = Callable[[], Awaitable[None]]
 # While stopping: the connections are closed once no request has run for this long (a client between two
 # requests of a burst gets its next answer, with Connection: close, rather than a reset).
 DRAIN_QUIET_S = 0.5
 
 
+Part = Callable[[web.Application], AsyncIterator[None]]
+
+
 @dataclass
 class Wiring:
-    """What the parts beyond the plain proxy add to serve: hooks, the parts behind the admin routes, lifecycle."""
+    """What the parts beyond the plain proxy add to serve: hooks, the parts behind the admin routes, and their
+    lifecycles as aiohttp cleanup contexts (started in order before the port opens, stopped in reverse once
+    the last request is done, before the store is flushed)."""
 
     hooks: ProxyHooks
     prewarmer: Prewarmer
     scheduler: ForecastScheduler | None = None
-    startup: list[Callback] = field(default_factory=list)  # run once the store is open, before the port opens
-    cleanup: list[Callback] = field(default_factory=list)  # run before the store is flushed, in reverse
-    background: list[asyncio.Task[Any]] = field(default_factory=list)  # cancelled at shutdown if still running
+    parts: list[Part] = field(default_factory=list)
 
 
 def build_wiring(
@@ -81,12 +83,13 @@ def build_wiring(
     """
     catalog = catalog if catalog is not None else load_catalog(settings.catalog)
     pw = Prewarmer(settings, make_backend(settings, catalog), store, catalog=catalog)
-    wiring = Wiring(
-        hooks=pw,
-        prewarmer=pw,
-        startup=[pw.start],
-        cleanup=[pw.stop],
-    )
+
+    async def prewarmer_part(app: web.Application) -> AsyncIterator[None]:
+        await pw.start()
+        yield
+        await pw.stop()
+
+    wiring = Wiring(hooks=pw, prewarmer=pw, parts=[prewarmer_part])
     if schedule:
         from prewarm.scheduler import ForecastScheduler
 
@@ -98,15 +101,17 @@ def build_wiring(
 
         sched = ForecastScheduler(settings, store, on_forecast=plan_from)
 
-        async def start_schedule() -> None:
+        async def schedule_part(app: web.Application) -> AsyncIterator[None]:
             await asyncio.to_thread(sched.load_latest)
             sched.start()
             # A model from an earlier run can plan now rather than a window from now.
-            wiring.background.append(asyncio.create_task(sched.forecast_now()))
+            first = asyncio.create_task(sched.forecast_now())
+            yield
+            first.cancel()
+            await sched.stop()
 
         wiring.scheduler = sched
-        wiring.startup.append(start_schedule)
-        wiring.cleanup.append(sched.stop)
+        wiring.parts.append(schedule_part)
     return wiring
 
 
@@ -199,20 +204,19 @@ async def serve(settings: Settings, schedule: bool = True, sock: socket.socket |
     await asyncio.to_thread(store.open)
     session = make_upstream_session(settings)
     runner: web.AppRunner | None = None
-    wiring: Wiring | None = None
     try:
         wiring = build_wiring(settings, store, schedule, catalog)
         app = make_service_app(settings, store, wiring.hooks, wiring.prewarmer, wiring.scheduler, session=session)
+        app.cleanup_ctx.extend(wiring.parts)
         # keepalive_timeout counts from a connection's start too: silent and slow-header clients are closed.
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
                                shutdown_timeout=settings.shutdown_grace, keepalive_timeout=settings.idle_timeout)
+        # Everything is up before the port opens (setup runs the parts): a client that sees the port sees the
+        # whole service.
         await runner.setup()
         assert runner.server is not None
         cap = ConnectionCap(runner.server, settings.max_connections or default_max_connections())
         quiet_request_errors()
-        # Everything is up before the port opens: a client that sees the port sees the whole service.
-        for cb in wiring.startup:
-            await cb()
         site: web.BaseSite = (web.SockSite(runner, sock) if sock is not None
                               else web.TCPSite(runner, settings.listen_host, settings.listen_port))
         await site.start()
@@ -231,15 +235,10 @@ async def serve(settings: Settings, schedule: bool = True, sock: socket.socket |
         await drain(runner, app, settings.shutdown_grace)
     finally:
         if runner is not None:
-            await runner.cleanup()
-        if wiring is not None:
-            for task in wiring.background:
-                task.cancel()
-            for cb in reversed(wiring.cleanup):
-                try:
-                    await cb()
-                except Exception:
-                    log.exception("cleanup step failed")
+            try:
+                await runner.cleanup()  # the parts stop here, in reverse, each even if another failed
+            except Exception:
+                log.exception("stopping a part of the service failed")
         await session.close()
         await store.close()
         remove_service_file(settings.db, os.getpid())

@@ -5,10 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from prewarm.sim.device import SimGPU
-from prewarm.sim.engine import run_requests
-from prewarm.sim.policies.base import Policy
-from prewarm.sim.trace import Trace, frame_to_trace
+from prewarm.sim import SimGPU, Trace, frame_to_trace, run_requests
+from prewarm.sim.policies import Policy
 
 
 def make_trace(events: list[tuple[float, str]]) -> Trace:

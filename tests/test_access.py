@@ -29,8 +29,7 @@ from prewarm.admin import make_service_app
 from prewarm.cli import main
 from prewarm.config import Settings, hash_api_key, load_settings
 from prewarm.localproc import PREWARM_CMD, clean_env, free_port
-from prewarm.store.readonly import ReadOnlyError, check_read_only
-from prewarm.store.writer import Store
+from prewarm.store import ReadOnlyError, Store, check_read_only
 
 PREWARM = PREWARM_CMD
 TOKEN = "tok-3f9a7c1e5b2d4e6f8a0b"

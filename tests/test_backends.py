@@ -5,14 +5,21 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from prewarm.backends.base import BackendError, Unsupported
-from prewarm.backends.ollama import OllamaBackend, canonical_name, runner_options
-from prewarm.backends.openai_compat import OpenAICompatBackend
-from prewarm.backends.sizing import catalog_rows, estimate_size, kv_cache_bytes, load_ms_p50
-from prewarm.backends.vllm import VllmBackend
+from prewarm.backends import (
+    BackendError,
+    OllamaBackend,
+    OpenAICompatBackend,
+    Unsupported,
+    VllmBackend,
+    canonical_name,
+    catalog_rows,
+    estimate_size,
+    kv_cache_bytes,
+    load_ms_p50,
+    runner_options,
+)
 from prewarm.catalog import Catalog, load_catalog, sample_catalog_path
-from prewarm.emulator.server import make_app
-from prewarm.emulator.vllm import make_vllm_app
+from prewarm.emulator import make_app, make_vllm_app
 from prewarm.records import CatalogEntry
 
 GB = 10**9

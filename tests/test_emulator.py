@@ -10,11 +10,10 @@ from datetime import datetime
 import pytest
 
 from prewarm.catalog import load_catalog
-from prewarm.emulator import text
+from prewarm.emulator import engine_of, make_app, text
 from prewarm.emulator.generation import parse_keep_alive
 from prewarm.emulator.modelinfo import DEFAULT_NUM_CTX
 from prewarm.emulator.runners import BadRequest, runner_options
-from prewarm.emulator.server import engine_of, make_app
 
 GB = 10**9
 LOAD_S = 1.0

@@ -13,8 +13,7 @@ import openai
 import pytest
 
 from prewarm.catalog import load_catalog, sample_catalog_path
-from prewarm.emulator import text
-from prewarm.emulator.server import make_app
+from prewarm.emulator import make_app, text
 
 GB = 10**9
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from prewarm.emulator import make_vllm_app
 from prewarm.emulator.openai_engine import KV_CACHE_FRACTION
-from prewarm.emulator.vllm import make_vllm_app
 
 GB = 10**9
 MODEL = "Qwen/Qwen2.5-7B-Instruct"

@@ -19,7 +19,7 @@ import pytest
 
 from prewarm.config import Settings
 from prewarm.records import RequestEvent
-from prewarm.store.writer import Store, spill_path
+from prewarm.store import Store, spill_path
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,12 +8,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prewarm.forecast.artifacts import latest_run, load_latest, prune, read_manifest, run_dirs, set_latest
-from prewarm.forecast.backtest import backtest, format_table, is_worse
-from prewarm.forecast.model import ForecastParams, HeatForecaster
-from prewarm.forecast.seasonal import SeasonalConfig
-from prewarm.forecast.series import TraceError, count_matrix, load_trace
-from prewarm.forecast.training import train_run
+from prewarm.forecast import (
+    ForecastParams,
+    HeatForecaster,
+    SeasonalConfig,
+    TraceError,
+    count_matrix,
+    format_table,
+    is_worse,
+    latest_run,
+    load_latest,
+    load_trace,
+    prune,
+    read_manifest,
+    run_dirs,
+    set_latest,
+    train_run,
+)
+from prewarm.forecast.backtest import backtest  # the package's name `backtest` is its module
 from prewarm.workload import EPOCH_START, synth, write_trace
 
 DAY = 86400.0

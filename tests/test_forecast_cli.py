@@ -10,8 +10,8 @@ import time
 import duckdb
 
 from prewarm.cli import main
-from prewarm.forecast.artifacts import latest_run
-from prewarm.store.discovery import ServiceInfo, write_service_file
+from prewarm.forecast import latest_run
+from prewarm.store import ServiceInfo, write_service_file
 from prewarm.workload import synth, write_trace
 
 

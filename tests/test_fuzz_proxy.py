@@ -20,12 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from prewarm.admin import make_service_app
-from prewarm.backends.ollama import OllamaBackend
+from prewarm.backends import OllamaBackend
 from prewarm.catalog import load_catalog, sample_catalog_path
 from prewarm.config import Settings
-from prewarm.emulator.server import make_app
+from prewarm.emulator import make_app
 from prewarm.prewarmer import Prewarmer
-from prewarm.store.writer import Store
+from prewarm.store import Store
 
 GB = 10**9
 EXAMPLES = 150

@@ -27,8 +27,7 @@ import openai
 import pytest
 from llama_router import LOOPBACK, Router, llama_server, start_router
 
-from prewarm.backends.base import BackendError
-from prewarm.backends.llamacpp import LlamaCppBackend
+from prewarm.backends import BackendError, LlamaCppBackend
 from prewarm.catalog import Catalog
 from prewarm.localproc import PREWARM_CMD, clean_env, free_port, wait_http
 

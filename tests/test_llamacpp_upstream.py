@@ -25,8 +25,7 @@ import pytest
 from llama_router import LOOPBACK, Router, start_router
 from llamacpp_model import write_tiny_llama
 
-from prewarm.backends.base import BackendError, Unsupported
-from prewarm.backends.openai_compat import OpenAICompatBackend
+from prewarm.backends import BackendError, OpenAICompatBackend, Unsupported
 from prewarm.catalog import Catalog
 from prewarm.localproc import PREWARM_CMD, clean_env, free_port, wait_http
 

@@ -12,14 +12,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from prewarm.admin import make_service_app
-from prewarm.backends.ollama import OllamaBackend
+from prewarm.backends import OllamaBackend
 from prewarm.catalog import load_catalog, sample_catalog_path
 from prewarm.config import Settings
-from prewarm.emulator.server import make_app
-from prewarm.forecast.horizon import horizon_rates
+from prewarm.emulator import make_app
+from prewarm.forecast import horizon_rates
 from prewarm.prewarmer import Prewarmer, PrewarmError, run_plan_command
 from prewarm.residency import ResidencyTracker
-from prewarm.store.writer import Store
+from prewarm.store import Store
 
 GB = 10**9
 BUDGET = 12 * GB

@@ -18,14 +18,14 @@ from proxy_helpers import idle_tracker
 from yarl import URL
 
 from prewarm.admin import Guard, check_admin_token, make_service_app, routes
-from prewarm.backends.ollama import OllamaBackend
+from prewarm.backends import OllamaBackend
 from prewarm.catalog import load_catalog, sample_catalog_path
 from prewarm.config import ConfigError, Settings
-from prewarm.emulator.server import make_app
-from prewarm.proxy.app import make_proxy_app
+from prewarm.emulator import make_app
+from prewarm.proxy import make_proxy_app
 from prewarm.records import RequestEvent
 from prewarm.residency import ResidencyTracker
-from prewarm.store.writer import Store
+from prewarm.store import Store
 
 
 class Stack:

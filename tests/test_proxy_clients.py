@@ -9,7 +9,7 @@ from test_proxy_app import Stack, start_stack
 
 from prewarm.catalog import load_catalog, sample_catalog_path
 from prewarm.config import hash_api_key
-from prewarm.emulator.server import make_app
+from prewarm.emulator import make_app
 
 
 @pytest.fixture

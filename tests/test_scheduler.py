@@ -12,7 +12,7 @@ import pytest
 
 from prewarm.config import load_settings
 from prewarm.scheduler import ForecastScheduler, start_scheduler
-from prewarm.store.writer import Store
+from prewarm.store import Store
 from prewarm.workload import synth
 
 

@@ -15,10 +15,10 @@ from sim_helpers import drive, make_trace
 
 from prewarm.catalog import load_catalog
 from prewarm.config import Settings
-from prewarm.forecast.horizon import horizon_rates, horizon_span
+from prewarm.forecast import horizon_rates, horizon_span
 from prewarm.prewarmer import Prewarmer
 from prewarm.records import RequestEvent
-from prewarm.sim.policies.forecast import ForecastPolicy, ForecastSchedule, WindowForecast
+from prewarm.sim.policies import ForecastPolicy, ForecastSchedule, WindowForecast
 
 GB = 10**9
 SIZES = {"a": 4 * GB, "b": 3 * GB, "c": 5 * GB, "d": 2 * GB}

@@ -16,14 +16,14 @@ import openai
 import pytest
 
 from prewarm.admin import make_service_app
-from prewarm.backends.base import BackendError
+from prewarm.backends import BackendError
 from prewarm.backends.sglang import SglangBackend, record_path
 from prewarm.catalog import Catalog
 from prewarm.config import ConfigError, Settings, load_settings
-from prewarm.emulator.sglang import make_sglang_app
+from prewarm.emulator import make_sglang_app
 from prewarm.prewarmer import Prewarmer
 from prewarm.records import CatalogEntry
-from prewarm.store.writer import Store
+from prewarm.store import Store
 
 GB = 10**9
 A, B = "org/model-a", "org/model-b"

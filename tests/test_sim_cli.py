@@ -10,7 +10,7 @@ import pytest
 from sim_helpers import random_trace
 
 from prewarm.cli import main
-from prewarm.store.schema import migrate
+from prewarm.store import migrate
 
 
 @pytest.fixture

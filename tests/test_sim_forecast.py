@@ -7,9 +7,7 @@ import pandas as pd
 import pytest
 
 from prewarm.catalog import load_catalog
-from prewarm.sim.engine import Span
-from prewarm.sim.run import ForecastOptions, ModelCosts, run_replays
-from prewarm.sim.trace import frame_to_trace
+from prewarm.sim import ForecastOptions, ModelCosts, Span, frame_to_trace, run_replays
 
 DAY = 86400.0
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 from sim_helpers import drive, make_trace, max_overlap, random_trace
 
-from prewarm.sim.engine import Span, replay
-from prewarm.sim.policies.lru import LRUPolicy
-from prewarm.sim.policies.ollama import OllamaPolicy
+from prewarm.sim import Span, replay
+from prewarm.sim.policies import LRUPolicy, OllamaPolicy
 
 GB = 10**9
 

@@ -5,13 +5,8 @@ from __future__ import annotations
 import pytest
 from sim_helpers import drive, make_trace, max_overlap, random_trace
 
-from prewarm.sim.device import SimGPU
-from prewarm.sim.engine import Span, replay
-from prewarm.sim.policies.histogram import HistogramPolicy
-from prewarm.sim.policies.lru import LRUPolicy
-from prewarm.sim.policies.ollama import OllamaPolicy
-from prewarm.sim.policies.oracle import OraclePolicy, next_request_times
-from prewarm.sim.policies.topn import TopNPolicy
+from prewarm.sim import SimGPU, Span, replay
+from prewarm.sim.policies import HistogramPolicy, LRUPolicy, OllamaPolicy, OraclePolicy, TopNPolicy, next_request_times
 
 GB = 10**9
 

@@ -8,10 +8,7 @@ import numpy as np
 import pytest
 from sim_helpers import drive, make_trace
 
-from prewarm.sim.policies.histogram import HistogramPolicy, IdleHistogram
-from prewarm.sim.policies.lru import LRUPolicy
-from prewarm.sim.policies.ollama import OllamaPolicy
-from prewarm.sim.policies.topn import TopNPolicy
+from prewarm.sim.policies import HistogramPolicy, IdleHistogram, LRUPolicy, OllamaPolicy, TopNPolicy
 
 GB = 10**9
 

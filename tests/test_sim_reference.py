@@ -18,9 +18,8 @@ from __future__ import annotations
 import pytest
 from sim_helpers import random_trace
 
-from prewarm.sim.engine import Span
-from prewarm.sim.policies.forecast import ForecastPerfectPolicy, ForecastPolicy
-from prewarm.sim.run import POLICY_NAMES, ForecastOptions, ModelCosts, run_replays
+from prewarm.sim import POLICY_NAMES, ForecastOptions, ModelCosts, Span, run_replays
+from prewarm.sim.policies import ForecastPerfectPolicy, ForecastPolicy
 
 GB = 10**9
 SATURATED_SLACK = 0.02

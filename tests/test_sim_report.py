@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from prewarm.sim.engine import ReplayResult
-from prewarm.sim.report import suggested_budget, to_table
+from prewarm.sim import ReplayResult, suggested_budget, to_table
 
 GB = 10**9
 

@@ -17,9 +17,15 @@ from test_store_writer import event
 from prewarm.admin import make_service_app
 from prewarm.cli import main
 from prewarm.config import Settings
-from prewarm.store.discovery import ServiceInfo, remove_service_file, service_file, write_service_file
-from prewarm.store.readonly import ReadOnlyError, check_read_only
-from prewarm.store.writer import Store
+from prewarm.store import (
+    ReadOnlyError,
+    ServiceInfo,
+    Store,
+    check_read_only,
+    remove_service_file,
+    service_file,
+    write_service_file,
+)
 
 
 def make_db(path: Path, n: int = 5) -> None:

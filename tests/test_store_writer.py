@@ -14,8 +14,7 @@ import pytest
 
 from prewarm.config import Settings
 from prewarm.records import RequestEvent
-from prewarm.store.readonly import ReadOnlyError
-from prewarm.store.writer import Store, spill_path
+from prewarm.store import ReadOnlyError, Store, spill_path
 
 
 def event(i: int, model: str | None = "llama3.2:1b", user: str | None = "alice") -> RequestEvent:

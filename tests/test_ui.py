@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from prewarm.admin import make_service_app
-from prewarm.backends.ollama import OllamaBackend
+from prewarm.backends import OllamaBackend
 from prewarm.catalog import load_catalog, sample_catalog_path
 from prewarm.config import Settings
-from prewarm.emulator.server import make_app as make_emulator_app
+from prewarm.emulator import make_app as make_emulator_app
 from prewarm.prewarmer import Prewarmer
-from prewarm.store.writer import Store
+from prewarm.store import Store
 
 TOKEN = "s3cret-ui-token"
 GB = 10**9

@@ -8,13 +8,13 @@ import openai
 import pytest
 
 from prewarm.admin import make_service_app
-from prewarm.backends.vllm import VllmBackend
+from prewarm.backends import VllmBackend
 from prewarm.catalog import Catalog
 from prewarm.config import Settings
-from prewarm.emulator.vllm import make_vllm_app
+from prewarm.emulator import make_vllm_app
 from prewarm.prewarmer import Prewarmer
 from prewarm.records import CatalogEntry
-from prewarm.store.writer import Store
+from prewarm.store import Store
 
 GB = 10**9
 

@@ -7,7 +7,7 @@ import pandas as pd
 
 from prewarm.catalog import default_entry
 from prewarm.cli import main
-from prewarm.forecast.series import load_trace
+from prewarm.forecast import load_trace
 from prewarm.workload import EPOCH_START, synth
 
 

@@ -12,3 +12,28 @@ Modules: ``server`` (make_app), ``ollama_api`` and ``openai_api`` (handlers),
 ``openai_engine`` (the one-model OpenAI serving both of the next two share),
 ``vllm`` (make_vllm_app), ``sglang`` (make_sglang_app), ``main`` (``prewarm emulate``).
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prewarm._faces import lazy_face
+
+if TYPE_CHECKING:
+    from prewarm.emulator.server import engine_of, make_app
+    from prewarm.emulator.sglang import make_sglang_app
+    from prewarm.emulator.vllm import make_vllm_app
+
+_EXPORTS = {
+    "engine_of": "prewarm.emulator.server",
+    "make_app": "prewarm.emulator.server",
+    "make_sglang_app": "prewarm.emulator.sglang",
+    "make_vllm_app": "prewarm.emulator.vllm",
+}
+__all__ = [
+    "engine_of",
+    "make_app",
+    "make_sglang_app",
+    "make_vllm_app",
+]
+__getattr__, __dir__ = lazy_face(__name__, _EXPORTS)

@@ -1,0 +1,45 @@
+"""Each package's face: `__all__` names its public surface, every name resolves to the object in the module
+that defines it, and the faces import lazily, so `prewarm --help` loads none of the heavy libraries."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+FACES = ["prewarm.admin", "prewarm.backends", "prewarm.emulator", "prewarm.forecast", "prewarm.proxy",
+         "prewarm.sim", "prewarm.sim.policies", "prewarm.store"]
+
+
+@pytest.mark.parametrize("name", FACES)
+def test_every_public_name_resolves(name: str) -> None:
+    face = importlib.import_module(name)
+    exports = getattr(face, "_EXPORTS", {})
+    assert set(exports) <= set(face.__all__) and len(set(face.__all__)) == len(face.__all__)
+    for public in face.__all__:
+        value = getattr(face, public)
+        if public in exports:  # the object itself, not a submodule of the same name
+            assert value is getattr(importlib.import_module(exports[public]), public), public
+    for module in set(exports.values()):  # importing every submodule rebinds no public name
+        importlib.import_module(module)
+    for public, module in exports.items():
+        assert getattr(face, public) is getattr(importlib.import_module(module), public), public
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    import prewarm.sim
+
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        prewarm.sim.nope  # noqa: B018
+
+
+def test_the_cli_and_the_replay_import_what_they_need_only() -> None:
+    code = ("import sys, prewarm.cli; heavy = [m for m in sys.modules if m.split('.')[0] in "
+            "('statsmodels', 'sklearn', 'matplotlib', 'pandas', 'aiohttp') or m.startswith('prewarm.sim.run')]; "
+            "import prewarm.sim.run; "
+            "served = [m for m in sys.modules if m.startswith(('prewarm.proxy', 'prewarm.prewarmer', 'prewarm.admin'))]; "
+            "print(heavy, served)")
+    out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[] []", out
