@@ -254,12 +254,13 @@ async def _demo(workdir: Path, plan: DemoPlan) -> int:
 
     emu_port = free_port()
     emulator_log = workdir / "emulator.log"  # why it failed, if it does
-    emulator = subprocess.Popen(
-        [*PREWARM_CMD, "emulate", "--listen", f"127.0.0.1:{emu_port}",
-         "--catalog", str(sample_catalog_path()), "--vram", str(plan.emulator_vram),
-         "--time-scale", repr(1.0 / plan.compress), "--tokens-per-second", "5000"],
-        stdout=subprocess.DEVNULL, stderr=emulator_log.open("wb"),
-    )
+    with emulator_log.open("wb") as log_file:  # the child has its own copy of the file
+        emulator = subprocess.Popen(
+            [*PREWARM_CMD, "emulate", "--listen", f"127.0.0.1:{emu_port}",
+             "--catalog", str(sample_catalog_path()), "--vram", str(plan.emulator_vram),
+             "--time-scale", repr(1.0 / plan.compress), "--tokens-per-second", "5000"],
+            stdout=subprocess.DEVNULL, stderr=log_file,
+        )
     upstream = f"http://127.0.0.1:{emu_port}"
     db = workdir / "demo.duckdb"
     settings = Settings(upstream=upstream, db=str(db), vram_budget=plan.budget, vram_reserve=0,
@@ -309,17 +310,15 @@ async def _demo(workdir: Path, plan: DemoPlan) -> int:
             SELECT action, CASE WHEN ok THEN 'done' WHEN error LIKE 'skipped:%' THEN 'skipped' ELSE 'failed' END
                    AS result, count(*) AS n
             FROM prewarm_actions GROUP BY ALL ORDER BY action, result""")
-        planned_next = """
-            WITH loads AS (
-                SELECT ts, model FROM prewarm_actions WHERE action = 'load' AND ok AND reason LIKE 'prewarm:%'
-            )
+        planned_loads = "SELECT ts, model FROM prewarm_actions WHERE action = 'load' AND ok AND reason LIKE 'prewarm:%'"
+        planned_next = f"""
+            WITH loads AS ({planned_loads})
             SELECT l.model, l.ts AS loaded_at, r.ts_start AS next_request_at, r.user_id, r.cold
             FROM loads l
             JOIN LATERAL (SELECT * FROM requests r WHERE r.model = l.model AND r.ts_start > l.ts
                           ORDER BY r.ts_start LIMIT 1) r ON true"""
         hits = ro.read_df(f"""
-            SELECT (SELECT count(*) FROM prewarm_actions WHERE action = 'load' AND ok AND reason LIKE 'prewarm:%')
-                       AS planned_loads,
+            SELECT (SELECT count(*) FROM ({planned_loads})) AS planned_loads,
                    count(*) FILTER (WHERE NOT cold) AS next_request_warm,
                    count(*) FILTER (WHERE cold) AS unloaded_before_it
             FROM ({planned_next})""").iloc[0]

@@ -36,7 +36,6 @@ from prewarm.proxy.connections import (
     quiet_request_errors,
     request_in_progress,
 )
-from prewarm.proxy.hooks import ProxyHooks
 from prewarm.store.discovery import ServiceInfo, pid_alive, read_service_file, remove_service_file, write_service_file
 from prewarm.store.writer import Store
 
@@ -57,11 +56,10 @@ Part = Callable[[web.Application], AsyncIterator[None]]
 
 @dataclass
 class Wiring:
-    """What the parts beyond the plain proxy add to serve: hooks, the parts behind the admin routes, and their
-    lifecycles as aiohttp cleanup contexts (started in order before the port opens, stopped in reverse once
-    the last request is done, before the store is flushed)."""
+    """What the parts beyond the plain proxy add to serve: the prewarmer (the proxy's hooks too), the scheduler,
+    and their lifecycles as aiohttp cleanup contexts (started in order before the port opens, stopped in
+    reverse once the last request is done, before the store is flushed)."""
 
-    hooks: ProxyHooks
     prewarmer: Prewarmer
     scheduler: ForecastScheduler | None = None
     parts: list[Part] = field(default_factory=list)
@@ -89,7 +87,7 @@ def build_wiring(
         yield
         await pw.stop()
 
-    wiring = Wiring(hooks=pw, prewarmer=pw, parts=[prewarmer_part])
+    wiring = Wiring(prewarmer=pw, parts=[prewarmer_part])
     if schedule:
         from prewarm.scheduler import ForecastScheduler
 
@@ -206,7 +204,8 @@ async def serve(settings: Settings, schedule: bool = True, sock: socket.socket |
     runner: web.AppRunner | None = None
     try:
         wiring = build_wiring(settings, store, schedule, catalog)
-        app = make_service_app(settings, store, wiring.hooks, wiring.prewarmer, wiring.scheduler, session=session)
+        app = make_service_app(settings, store, wiring.prewarmer, wiring.prewarmer, wiring.scheduler,
+                               session=session)
         app.cleanup_ctx.extend(wiring.parts)
         # keepalive_timeout counts from a connection's start too: silent and slow-header clients are closed.
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None,

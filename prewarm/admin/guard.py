@@ -29,10 +29,10 @@ SESSION_COOKIE = "prewarm_session"
 # Routes a client may call as well as an admin: off loopback an API key (api_keys) opens them too.
 HINT_PATH = "/prewarm/hint"
 CLIENT_ROUTES = frozenset({("POST", HINT_PATH)})
+UI_PATH, LOGIN_PATH, LOGOUT_PATH = "/prewarm/ui", "/prewarm/login", "/prewarm/logout"
 # Reachable without credentials even where the guard is on: the login form and its answer, logging out, and
 # the page itself (it sends a browser without a session to the form rather than answering 401).
-OPEN_ROUTES = frozenset({("GET", "/prewarm/login"), ("POST", "/prewarm/login"), ("POST", "/prewarm/logout"),
-                         ("GET", "/prewarm/ui")})
+OPEN_ROUTES = frozenset({("GET", LOGIN_PATH), ("POST", LOGIN_PATH), ("POST", LOGOUT_PATH), ("GET", UI_PATH)})
 
 
 def is_loopback(host: str) -> bool:

@@ -12,8 +12,6 @@ if TYPE_CHECKING:
 
 
 def schedule_routes(sched: ForecastScheduler) -> list[web.RouteDef]:
-    """POST /prewarm/train and /prewarm/forecast: run a job now (what `prewarm train` asks a running service)."""
-
     async def train(request: web.Request) -> web.Response:
         result = await sched.train_now()
         if result is None:

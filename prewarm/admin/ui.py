@@ -19,15 +19,13 @@ from typing import Any
 from aiohttp import web
 
 from prewarm.admin.errors import error
-from prewarm.admin.guard import SESSION_COOKIE, Guard
+from prewarm.admin.guard import LOGIN_PATH, LOGOUT_PATH, SESSION_COOKIE, UI_PATH, Guard
 from prewarm.config import Settings
 from prewarm.prewarmer import Prewarmer
 from prewarm.store import queries
 from prewarm.store.readonly import jsonable
 from prewarm.store.writer import Store, StoreUnavailable
 
-UI_PATH = "/prewarm/ui"
-LOGIN_PATH = "/prewarm/login"
 SESSION_MAX_AGE_S = 12 * 3600
 HEAT_MODELS = 16  # rows of the heat map: the models most likely to be asked for, then the busiest
 PAST_WINDOWS = 12  # windows of what happened shown before the forecast's first
@@ -80,16 +78,12 @@ def ui_routes(settings: Settings, store: Store, guard: Guard, prewarmer: Prewarm
         return web.json_response(body, dumps=lambda o: json.dumps(o, allow_nan=False, default=str))
 
     return [web.get(UI_PATH, ui), web.get(LOGIN_PATH, login), web.post(LOGIN_PATH, login),
-            web.post("/prewarm/logout", logout), web.get(UI_PATH + "/data", data)]
+            web.post(LOGOUT_PATH, logout), web.get(UI_PATH + "/data", data)]
 
 
 async def _rows(store: Store, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     columns, rows = await store.query(sql, params, timeout=10.0)
-    return [{c: _finite(jsonable(v)) for c, v in zip(columns, row, strict=True)} for row in rows]
-
-
-def _finite(value: Any) -> Any:
-    return None if isinstance(value, float) and not math.isfinite(value) else value
+    return [{c: jsonable(v) for c, v in zip(columns, row, strict=True)} for row in rows]  # NaN, inf -> None
 
 
 async def page_data(settings: Settings, store: Store, prewarmer: Prewarmer | None) -> dict[str, Any]:

@@ -31,7 +31,7 @@ def plot_results(results: Sequence[ReplayResult], trace: Trace, path: str) -> No
     ax_mem, ax_pareto = axes[1]
     # tab10 while it lasts: tab20's neighbours are light and dark shades of one hue, too alike for two policies.
     cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
-    ncolors = 10 if len(labels) <= 10 else 20
+    ncolors = cmap.N
     for k, name in enumerate(labels):
         rs = sorted((r for r in results if label(r) == name), key=lambda r: r.budget)
         xs = [r.budget / 1e9 for r in rs]
