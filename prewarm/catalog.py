@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from prewarm.errors import CatalogError as CatalogError
 from prewarm.records import CatalogEntry
 from prewarm.units import parse_size
 
@@ -35,9 +36,6 @@ DEFAULT_RULE = (
 
 _PARAMS_RE = re.compile(r"(?<![0-9a-z.])(\d+(?:\.\d+)?)\s*b(?![a-z])", re.IGNORECASE)
 
-
-class CatalogError(ValueError):
-    """The catalog file is missing or malformed; the message names the line."""
 
 
 def default_entry(model: str) -> CatalogEntry:

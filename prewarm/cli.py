@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from prewarm import __version__
 from prewarm.backends.registry import kind_names
-from prewarm.errors import CommandError
+from prewarm.errors import PrewarmError
 from prewarm.sim.policies import ABLATIONS, POLICY_NAMES
 
 
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(default 0: spend the budget for the fewest cold starts)")
     s.add_argument("--no-schedule", action="store_true",
                    help="no scheduled training, forecasting or planned loads (the VRAM budget is still enforced)")
-    s.set_defaults(func=_lazy("prewarm.serve", "run"))
+    s.set_defaults(func=_lazy("prewarm.commands.serve", "run"))
 
     s = sub.add_parser("emulate", formatter_class=_Help, help="run the built-in Ollama emulator (no GPU needed)")
     s.add_argument("--listen", default="127.0.0.1:11434", help="HOST:PORT the emulator listens on")
@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--vram-budget", help="VRAM budget, e.g. 24GB")
     s.add_argument("--catalog", help="catalog CSV")
     s.add_argument("--apply", action="store_true", help="carry the plan out on the upstream")
-    s.set_defaults(func=_lazy("prewarm.prewarmer", "run_plan_command"))
+    s.set_defaults(func=_lazy("prewarm.commands.plan", "run_plan"))
 
     s = sub.add_parser("workload", formatter_class=_Help, help="synthetic workloads")
     wsub = s.add_subparsers(dest="workload_command", metavar="KIND", required=True)
@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="emulator + proxy + forecaster + prewarmer, end to end, in a few minutes")
     s.add_argument("--workdir", help="where the demo's database goes; kept after the demo (default: a new temporary folder)")
     s.add_argument("--quick", action="store_true", help="a shorter run")
-    s.set_defaults(func=_lazy("prewarm.demo", "run"))
+    s.set_defaults(func=_lazy("prewarm.commands.demo", "run"))
     return p
 
 
@@ -178,12 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         import logging
 
         logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from prewarm.catalog import CatalogError
-    from prewarm.config import ConfigError
-
     try:
         return int(args.func(args) or 0)
-    except (CommandError, ConfigError, CatalogError, FileNotFoundError) as exc:
+    except (PrewarmError, FileNotFoundError) as exc:
         print(f"prewarm {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -38,13 +38,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from prewarm.errors import ConfigError as ConfigError
 from prewarm.units import parse_duration, parse_size
 
 ENV_PREFIX = "PREWARM_"
 
-
-class ConfigError(ValueError):
-    """A setting is missing or malformed; the message names it."""
 
 
 def hash_api_key(key: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prewarm.residency import ResidencyTracker
+from prewarm.prewarmer.residency import ResidencyTracker
 
 
 async def _nothing_resident() -> dict[str, int]:

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-FACES = ["prewarm.admin", "prewarm.backends", "prewarm.emulator", "prewarm.forecast", "prewarm.proxy",
-         "prewarm.sim", "prewarm.sim.policies", "prewarm.store"]
+FACES = ["prewarm.admin", "prewarm.backends", "prewarm.emulator", "prewarm.forecast", "prewarm.prewarmer",
+         "prewarm.proxy", "prewarm.sim", "prewarm.sim.policies", "prewarm.store"]
 
 
 @pytest.mark.parametrize("name", FACES)
@@ -43,3 +43,13 @@ def test_the_cli_and_the_replay_import_what_they_need_only() -> None:
             "print(heavy, served)")
     out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[] []", out
+
+
+def test_the_proxy_imports_none_of_the_parts_that_decide() -> None:
+    """DESIGN.md: the proxy knows only ProxyHooks and Store.put; the prewarmer, the planner, the forecaster and
+    the admin routes are handed to it, never imported by it."""
+    code = ("import sys, prewarm.proxy.app, prewarm.proxy.connections, prewarm.proxy.lag; "
+            "print([m for m in sys.modules if m.startswith(('prewarm.prewarmer', 'prewarm.planner', "
+            "'prewarm.forecast', 'prewarm.admin'))])")
+    out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

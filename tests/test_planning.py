@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prewarm.planning import Candidate, PlanningState, plan
+from prewarm.planner import Candidate, PlanningState, plan
 
 GB = 10**9
 

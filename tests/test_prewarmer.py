@@ -14,11 +14,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from prewarm.admin import make_service_app
 from prewarm.backends import OllamaBackend
 from prewarm.catalog import load_catalog, sample_catalog_path
+from prewarm.commands.plan import run_plan
 from prewarm.config import Settings
 from prewarm.emulator import make_app
+from prewarm.errors import ActionRefused
 from prewarm.forecast import horizon_rates
-from prewarm.prewarmer import Prewarmer, PrewarmError, run_plan_command
-from prewarm.residency import ResidencyTracker
+from prewarm.prewarmer import Prewarmer, status
+from prewarm.prewarmer.residency import ResidencyTracker
 from prewarm.store import Store
 
 GB = 10**9
@@ -115,7 +117,7 @@ async def test_budget_holds_while_requests_need_twice_the_budget(aiohttp_client,
     # every request was counted by the planning state, and what it holds is what it shows
     pw = rig.prewarmer
     assert all(pw.state.knows(m) for m in order)
-    planning = pw.status()["planning"]
+    planning = status(pw)["planning"]
     assert planning["vram_cost"] == 0.0
     assert {r["model"] for r in planning["models"] if r["resident"]} == set(await pw.backend.list_resident())
 
@@ -153,9 +155,9 @@ async def test_plan_loads_hot_unloads_cold_logs_actions_and_does_not_flap(aiohtt
     assert rows == [("keep", 2), ("load", 2), ("unload", 1)]
     reasons = await rig.rows("SELECT reason FROM prewarm_actions WHERE action = 'load'")
     assert all("requests/h expected (forecast)" in r[0] for r in reasons)
-    with pytest.raises(PrewarmError, match="no forecasts"):
+    with pytest.raises(ActionRefused, match="no forecasts"):
         await pw.apply_plan(forecasts.iloc[0:0])
-    with pytest.raises(PrewarmError, match="expected_requests"):
+    with pytest.raises(ActionRefused, match="expected_requests"):
         await pw.apply_plan(forecasts.drop(columns="expected_requests").assign(p_any=0.5))
 
 
@@ -241,7 +243,7 @@ async def test_admin_unload_refuses_model_in_flight_and_load_refuses_impossible(
     pw = rig.prewarmer
     await rig.generate("llama3.1:8b")
     pw.request_started("llama3.1:8b")
-    with pytest.raises(PrewarmError, match="in flight"):
+    with pytest.raises(ActionRefused, match="in flight"):
         await pw.unload_now("llama3.1:8b")
     async with rig.proxy.post("/prewarm/load/qwen2.5-coder:14b") as r:  # 10.4 GB beside 6.2 GB busy: no room
         assert r.status == 409
@@ -285,19 +287,19 @@ async def test_plan_command_prints_plan_and_refuses_without_forecasts(aiohttp_cl
     from prewarm.errors import CommandError
 
     with pytest.raises(CommandError, match="no forecasts"):
-        await asyncio.to_thread(run_plan_command, args)
+        await asyncio.to_thread(run_plan, args)
     import duckdb
 
     con = duckdb.connect(db)
     con.execute("INSERT INTO forecasts SELECT 'r1', now(), 'llama3.2:3b', now() - INTERVAL 1 MINUTE, "
                 "now() + INTERVAL 4 MINUTE, 1.0, 0.9, 0.5, 2.0")
     con.close()
-    assert await asyncio.to_thread(run_plan_command, args) == 0
+    assert await asyncio.to_thread(run_plan, args) == 0
     out = capsys.readouterr().out
     assert "budget 8.00 GB (config" in out and "vram_cost 0 s per GB-hour" in out
     assert "load" in out and "llama3.2:3b" in out and "requests/h expected (forecast)" in out
     args.apply = True
-    assert await asyncio.to_thread(run_plan_command, args) == 0
+    assert await asyncio.to_thread(run_plan, args) == 0
     async with emulator.get("/api/ps") as r:
         assert [m["name"] for m in (await r.json())["models"]] == ["llama3.2:3b"]
     con = duckdb.connect(db, read_only=True)
@@ -317,7 +319,7 @@ async def test_request_for_unknown_model_evicts_nothing(aiohttp_client, tmp_path
     # Not a cold start (nothing was loaded), and no demand the forecaster or the recency counts learn from.
     assert await rig.rows("SELECT status, cold FROM requests WHERE model = 'llama3:8b-typo'") == [(404, None)]
     from prewarm.forecast.series import events_sql
-    from prewarm.prewarmer import recent_requests_sql
+    from prewarm.store.queries import recent_requests_sql
 
     for sql in (events_sql(), recent_requests_sql(time.time(), 3600.0)):
         assert "llama3:8b-typo" not in {r[1] if len(r) == 3 else r[0] for r in await rig.rows(sql)}
@@ -363,7 +365,7 @@ async def test_a_restarted_prewarmer_reads_recency_and_the_on_demand_cache_from_
         await rig.generate(model)
     await rig.store.flush()
     old = rig.prewarmer
-    fresh = Prewarmer(old.settings, old.backend, rig.store, catalog=old.catalog)
+    fresh = Prewarmer(old.settings, old.backend, rig.store, catalog=old.facts.catalog)
     await fresh.start(start_tracker=False)
     # the log's requests replayed into the decayed counts: the same rates as the prewarmer that saw them
     now = fresh.clock()
@@ -394,7 +396,7 @@ async def test_an_untagged_name_is_logged_canonical_and_keeps_its_catalog_size(a
     assert [m for (m,) in rows] == ["gemma2:9b", "llama3.2:3b", "nomic-embed-text:latest"]
     assert await rig.rows("SELECT count(*) FROM prewarm_actions WHERE action = 'unload'") == [(0,)]
     assert (await rig.stats())["evictions"] == 0
-    assert rig.prewarmer is not None and rig.prewarmer.size_of("nomic-embed-text:latest") == 600_000_000
+    assert rig.prewarmer is not None and rig.prewarmer.facts.size_of("nomic-embed-text:latest") == 600_000_000
 
 
 async def _as_user(rig: Rig, model: str, header: str = "X-Prewarm-User") -> None:

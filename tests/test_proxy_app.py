@@ -22,9 +22,9 @@ from prewarm.backends import OllamaBackend
 from prewarm.catalog import load_catalog, sample_catalog_path
 from prewarm.config import ConfigError, Settings
 from prewarm.emulator import make_app
+from prewarm.prewarmer.residency import ResidencyTracker
 from prewarm.proxy import make_proxy_app
 from prewarm.records import RequestEvent
-from prewarm.residency import ResidencyTracker
 from prewarm.store import Store
 
 

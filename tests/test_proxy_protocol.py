@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from prewarm.config import Settings
+from prewarm.prewarmer.residency import ResidencyTracker
 from prewarm.proxy.protocol import (
     MAX_USER_CHARS,
     error_body,
@@ -20,7 +21,6 @@ from prewarm.proxy.protocol import (
     user_of,
 )
 from prewarm.records import RequestEvent
-from prewarm.residency import ResidencyTracker
 
 
 def test_parse_request_fields_and_defaults() -> None:

@@ -142,8 +142,8 @@ async def live_actions(tmp_path: Path, vram_cost: float) -> list[tuple[float, st
         while pw._hints:  # the fill a cold request starts runs in the background: let it finish
             await asyncio.gather(*list(pw._hints))
     await pw.stop(stop_tracker=False)
-    assert all(r["ok"] for r in pw.last_actions)
-    return [(r["ts"].timestamp(), r["action"], r["model"]) for r in pw.last_actions if r["action"] != "keep"]
+    assert all(r["ok"] for r in pw.actuator.last_actions)
+    return [(r["ts"].timestamp(), r["action"], r["model"]) for r in pw.actuator.last_actions if r["action"] != "keep"]
 
 
 def canonical(actions: list[tuple[float, str, str]]) -> list[tuple[float, str, str]]:

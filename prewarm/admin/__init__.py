@@ -34,7 +34,7 @@ def routes(settings: Settings, store: Store, guard: Guard, hooks: ProxyHooks | N
     404 for any other /prewarm/* path (it must not leak to the upstream), all behind `guard`."""
     found = [health_route(settings, store, hooks if hooks is not None else prewarmer), sql_route(settings, store)]
     if prewarmer is not None:
-        from prewarm.admin.prewarmer import prewarmer_routes
+        from prewarm.admin.operations import prewarmer_routes
         from prewarm.admin.ui import ui_routes
 
         found += prewarmer_routes(prewarmer)

@@ -21,7 +21,7 @@ from aiohttp import web
 from prewarm.admin.errors import error
 from prewarm.admin.guard import LOGIN_PATH, LOGOUT_PATH, SESSION_COOKIE, UI_PATH, Guard
 from prewarm.config import Settings
-from prewarm.prewarmer import Prewarmer
+from prewarm.prewarmer import Prewarmer, status
 from prewarm.store import queries
 from prewarm.store.readonly import jsonable
 from prewarm.store.writer import Store, StoreUnavailable
@@ -88,7 +88,7 @@ async def _rows(store: Store, sql: str, params: dict[str, Any] | None = None) ->
 
 async def page_data(settings: Settings, store: Store, prewarmer: Prewarmer | None) -> dict[str, Any]:
     """Everything the page draws, in one document: live state, heat, the last day, actions, training runs."""
-    status = prewarmer.status() if prewarmer is not None else None
+    state = status(prewarmer) if prewarmer is not None else None
     forecast = await _rows(store, queries.LATEST_FORECAST)
     span = (await _rows(store, queries.LAST_DAY_SPAN))[0]
     window = settings.window
@@ -99,14 +99,14 @@ async def page_data(settings: Settings, store: Store, prewarmer: Prewarmer | Non
     if anchor is not None:
         since = math.floor(anchor / window) * window - PAST_WINDOWS * window
         actual = await _rows(store, queries.REQUESTS_PER_WINDOW, {"window": window, "since": since})
-        heat["models"] = _heat_rows(forecast, actual, status)
+        heat["models"] = _heat_rows(forecast, actual, state)
         heat["since"] = since
     if span["until"] is not None:
         bucket = max(60.0, (span["until"] - span["since"]) / DAY_BUCKETS)
         day = {"bucket_s": bucket, "since": span["since"], "until": span["until"],
                "buckets": await _rows(store, queries.LAST_DAY, {"bucket": bucket, "since": span["since"]})}
     return {
-        "status": status,
+        "status": state,
         "window_s": window,
         "heat": heat,
         "day": day,
@@ -126,7 +126,7 @@ def _heat_rows(forecast: list[dict[str, Any]], actual: list[dict[str, Any]],
 
     for f in forecast:
         r = row(f["model"])
-        r["forecast"].append({"start": f["start"], "p_any": f["p_any"], "expected": f["expected_requests"]})
+        r["forecast"].append({"start": f["window_start"], "p_any": f["p_any"], "expected": f["expected_requests"]})
         r["peak_p"] = max(r["peak_p"], f["p_any"] or 0.0)
     for a in actual:
         r = row(a["model"])

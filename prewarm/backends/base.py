@@ -12,13 +12,8 @@ from typing import Any, Protocol
 
 import aiohttp
 
-
-class BackendError(RuntimeError):
-    """The upstream refused or failed an operation; the message says which and why."""
-
-
-class Unsupported(BackendError):
-    """The upstream has no API for this operation (e.g. unloading on an OpenAI-compatible server)."""
+from prewarm.errors import BackendError as BackendError
+from prewarm.errors import Unsupported as Unsupported
 
 
 class Backend(Protocol):

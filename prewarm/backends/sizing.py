@@ -20,15 +20,6 @@ from prewarm.catalog import Catalog
 
 DEFAULT_NUM_CTX = 4096  # Ollama's default context when neither the request nor the Modelfile sets one
 
-LOAD_MS_SQL = """
-SELECT model, median(load_ms) AS load_ms_p50, count(*) AS n FROM (
-    SELECT model, load_ms FROM requests WHERE cold AND load_ms IS NOT NULL AND model IS NOT NULL
-    UNION ALL
-    SELECT model, duration_ms AS load_ms FROM prewarm_actions WHERE action = 'load' AND ok AND duration_ms IS NOT NULL
-) GROUP BY model
-"""
-
-
 def kv_cache_bytes(model_info: Mapping[str, Any], num_ctx: int) -> int | None:
     """Ollama's KV-cache estimate, f16: 2 (K and V) x layers x kv_heads x head_dim x num_ctx x 2 bytes.
 
@@ -63,7 +54,7 @@ def estimate_size(file_bytes: int, model_info: Mapping[str, Any], num_ctx: int) 
 
 
 def load_ms_p50(df: pd.DataFrame | None) -> dict[str, float]:
-    """model -> median load ms from a frame with columns model, load_ms_p50 (the result of LOAD_MS_SQL)."""
+    """model -> median load ms from a frame with columns model, load_ms_p50 (the result of store.queries.LOAD_MS)."""
     if df is None or df.empty:
         return {}
     return {str(m): float(ms) for m, ms in zip(df["model"].tolist(), df["load_ms_p50"].tolist(), strict=True)

@@ -19,9 +19,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-
-class TraceError(ValueError):
-    """A trace file is missing, unreadable or lacks a required column; the message says which."""
+from prewarm.errors import TraceError as TraceError
 
 
 def _is_duckdb_file(path: Path) -> bool:

@@ -1,7 +1,7 @@
 """The replay simulator: a trace, a simulated GPU with one serial loader, the policies, and the report.
 
 `run_replays` runs policies over a trace under budgets and returns a `ReplayResult` each;
-the `forecast` policy drives the same planning state (`prewarm.planning`) as `serve`.
+the `forecast` policy drives the same planning state (`prewarm.planner`) as `serve`.
 Nothing here imports the proxy, the prewarmer or the admin routes.
 """
 

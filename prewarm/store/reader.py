@@ -19,15 +19,13 @@ from typing import Any, Protocol
 import duckdb
 
 from prewarm.config import Settings
+from prewarm.errors import ReadError as ReadError
 from prewarm.errors import one_line
 from prewarm.store.discovery import ServiceInfo, pid_alive, read_service_file
 from prewarm.store.readonly import QueryTimeout, check_read_only, execute_read, jsonable, sandbox_config
 
 SERVICE_TIMEOUT_S = 30.0
 
-
-class ReadError(RuntimeError):
-    """The query could not be answered; the message is one line for the user."""
 
 
 class Reader(Protocol):

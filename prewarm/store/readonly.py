@@ -29,6 +29,8 @@ from typing import Any
 
 import duckdb
 
+from prewarm.errors import QueryTimeout as QueryTimeout
+from prewarm.errors import ReadOnlyError as ReadOnlyError
 from prewarm.errors import one_line
 
 _READ_TYPES = {duckdb.StatementType.SELECT}
@@ -58,12 +60,6 @@ SANDBOX_CONFIG: dict[str, Any] = {
 DEFAULT_TIMEOUT_S = 30.0
 
 
-class ReadOnlyError(ValueError):
-    """The SQL is not a single read-only statement; the message says why."""
-
-
-class QueryTimeout(RuntimeError):
-    """A user's query ran past its time limit and was interrupted."""
 
 
 def sandbox_config(allow_files: bool = False) -> dict[str, Any]:

@@ -43,6 +43,7 @@ import duckdb
 import pandas as pd
 
 from prewarm.config import Settings
+from prewarm.errors import StoreUnavailable as StoreUnavailable
 from prewarm.errors import one_line
 from prewarm.records import RequestEvent
 from prewarm.store.readonly import apply_sandbox, execute_read
@@ -75,9 +76,6 @@ def _is_data_error(exc: BaseException) -> bool:
         return True
     return isinstance(exc, duckdb.InvalidInputException) and "Conversion" in str(exc)
 
-
-class StoreUnavailable(RuntimeError):
-    """The database file cannot be opened now (locked by another process, unreadable)."""
 
 
 def spill_path(db_path: str | os.PathLike[str]) -> Path:

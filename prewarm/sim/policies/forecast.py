@@ -6,7 +6,7 @@
   everything seen so far, warm-started from the previous fit.
 * Every window (aligned to multiples of ``window_s``, as the forecaster aligns
   them) it predicts from the events before that instant only and hands the
-  planning state (``prewarm.planning``) each model's expected request rate over
+  planning state (``prewarm.planner``) each model's expected request rate over
   the forecast horizon (``horizon_rates``).
 * Decisions are the planning state's: a miss is loaded on demand, room made by
   evicting the lowest worth; whenever the loader would otherwise idle (a window
@@ -34,7 +34,7 @@ import pandas as pd
 
 from prewarm.forecast.horizon import horizon_rates, horizon_span
 from prewarm.forecast.model import ForecastParams, HeatForecaster
-from prewarm.planning import Candidate, PlanningState
+from prewarm.planner import Candidate, PlanningState
 from prewarm.sim.device import SimGPU
 from prewarm.sim.policies.base import ABSENT, INF, Policy
 from prewarm.sim.trace import Trace

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from prewarm.planning import needed
+from prewarm.planner import needed
 from prewarm.sim.device import SimGPU
 from prewarm.sim.policies.base import ABSENT, INF, Policy
 from prewarm.sim.trace import Trace

@@ -11,8 +11,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -58,7 +57,7 @@ class PrewarmMetrics:
     def bind(self, prewarmer: Any) -> None:
         """Read VRAM in use from the prewarmer at scrape time rather than pushing it on every change."""
         self._prewarmer = prewarmer
-        self.vram_used.set_function(lambda: float(prewarmer._resident_bytes()))
+        self.vram_used.set_function(lambda: float(prewarmer.resident_bytes()))
 
         store = getattr(prewarmer, "store", None)
         if store is not None:
@@ -147,22 +146,14 @@ class _PerModel(Collector):
     def collect(self) -> list[GaugeMetricFamily]:
         inflight, resident, worth = self.describe()
         counts: dict[str, int] = {}
-        for model, n in self.prewarmer._in_flight().items():
-            label = model if self.prewarmer._known_now(model) else "other"
+        for model, n in self.prewarmer.in_flight().items():
+            label = model if self.prewarmer.facts.known_now(model) else "other"
             counts[label] = counts.get(label, 0) + n
         for label, n in sorted(counts.items()):
             inflight.add_metric([label], float(n))
-        for model, size in sorted(self.prewarmer._resident().items()):
+        for model, size in sorted(self.prewarmer.resident().items()):
             resident.add_metric([model], float(size))
         for model, value in sorted(self.prewarmer.worths().items()):
             worth.add_metric([model], value)
         return [inflight, resident, worth]
 
-
-def metrics_route(metrics: PrewarmMetrics) -> web.RouteDef:
-    """GET /metrics in the Prometheus text format (pass it among the proxy's extra_routes: it gets the admin guard)."""
-
-    async def handler(request: web.Request) -> web.Response:
-        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    return web.get("/metrics", handler)

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
     from prewarm.scheduler import ForecastScheduler
 
-log = logging.getLogger("prewarm.serve")
+log = logging.getLogger("prewarm.commands.serve")
 
 # While stopping: the connections are closed once no request has run for this long (a client between two
 # requests of a burst gets its next answer, with Connection: close, rather than a reset).

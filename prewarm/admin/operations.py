@@ -10,22 +10,22 @@ from aiohttp import web
 
 from prewarm.admin.errors import error as err
 from prewarm.admin.guard import HINT_PATH
-from prewarm.backends.base import BackendError
-from prewarm.config import ConfigError
-from prewarm.metrics import metrics_route
-from prewarm.prewarmer import Prewarmer, PrewarmError
+from prewarm.admin.metrics import metrics_route
+from prewarm.errors import ActionRefused, BackendError, ConfigError
+from prewarm.prewarmer import Prewarmer
+from prewarm.prewarmer.status import status as status_of
 from prewarm.proxy.protocol import model_name_problem
 from prewarm.store.writer import StoreUnavailable
 
 
 def prewarmer_routes(prewarmer: Prewarmer) -> list[web.RouteDef]:
     async def status(request: web.Request) -> web.Response:
-        return web.json_response(prewarmer.status())
+        return web.json_response(status_of(prewarmer))
 
     async def load(request: web.Request) -> web.Response:
         try:
             result = await prewarmer.load_now(request.match_info["model"])
-        except PrewarmError as exc:
+        except ActionRefused as exc:
             return err(409, str(exc))
         except (BackendError, ConfigError) as exc:
             return err(502, str(exc))
@@ -34,7 +34,7 @@ def prewarmer_routes(prewarmer: Prewarmer) -> list[web.RouteDef]:
     async def unload(request: web.Request) -> web.Response:
         try:
             result = await prewarmer.unload_now(request.match_info["model"])
-        except PrewarmError as exc:
+        except ActionRefused as exc:
             return err(409, str(exc))
         return web.json_response(result, status=200 if result["ok"] else 502)
 
