@@ -25,11 +25,12 @@ ablations (forecast-recency, -nousers, -noseasonal) train their own.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -67,9 +68,9 @@ def budgets_by_share(costs: ModelCosts) -> list[int]:
     return [max(1, round(f * total / 1e9)) * 10**9 for f in FRACTIONS]
 
 
-def replay_all(trace: Trace, costs: ModelCosts, budgets: list[int]) -> list[ReplayResult]:
+def replay_all(trace: Trace, costs: ModelCosts, budgets: list[int], policies: Sequence[str]) -> list[ReplayResult]:
     span = Span.from_warmup(trace, 0.3)
-    return run_replays(trace, costs, budgets, POLICY_NAMES + ABLATIONS, span, ForecastOptions(), timeline_for=None,
+    return run_replays(trace, costs, budgets, policies, span, ForecastOptions(), timeline_for=None,
                        keep_alive_s=KEEP_ALIVES, vram_costs=VRAM_COSTS)
 
 
@@ -178,41 +179,71 @@ def verdict(cells: list[Cell]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def synthetic_group(seeds_text: str, plots: str | None) -> tuple[str, list[Cell]]:
-    seeds = [int(s) for s in seeds_text.split(",")]
-    budgets = [16 * 10**9, 24 * 10**9, 48 * 10**9]
-    cells = [Cell("synthetic", b) for b in budgets]
-    t0 = time.perf_counter()
-    for seed in seeds:
+SYNTH_BUDGETS = [16 * 10**9, 24 * 10**9, 48 * 10**9]
+# The work of one trace, split so the worker processes share it evenly: each part trains what it needs (the
+# forecast schedules are per part and shared by its budgets and costs), the oracle's rules run per budget.
+FORECAST_PARTS: tuple[tuple[str, ...], ...] = (("forecast",), ("forecast-nousers",), ("forecast-noseasonal",),
+                                               ("forecast-perfect", "forecast-recency"))
+ORDER = POLICY_NAMES + ABLATIONS
+TraceKey = tuple[str, int]  # ("synth", seed) or (public trace key, 0)
+
+
+@functools.lru_cache(maxsize=2)
+def load(key: TraceKey, traces: str) -> tuple[Trace, ModelCosts, list[int]]:
+    """A trace, its costs and its budgets (cached: a worker runs several parts of one trace)."""
+    name, seed = key
+    if name == "synth":
         trace = frame_to_trace(synth(20, 200, 14, seed), f"synthetic seed {seed}")
-        costs = ModelCosts.from_catalog(trace, load_catalog(ROOT / "data/catalog.csv"))
-        results = replay_all(trace, costs, budgets)
-        for c in cells:
-            c.add(results)
-        _plot(plots, results, trace, f"synthetic-seed{seed}")
-    notes = [f"`prewarm workload synth --models 20 --users 200 --days 14 --seed S` for S in {seeds_text}, "
-             "catalog data/catalog.csv; cold-start rate (%) and VRAM GB-hours, means over the seeds",
-             f"{time.perf_counter() - t0:.0f} s"]
-    title = "Synthetic: 20 models, 200 users, 14 days"
-    return cell_table(title, cells, notes) + "\n" + ablation_table(title, cells), cells
-
-
-def public_group(key: str, traces: str, plots: str | None) -> tuple[str, list[Cell]]:
-    fname, catalog, title = PUBLIC[key]
-    t0 = time.perf_counter()
+        return trace, ModelCosts.from_catalog(trace, load_catalog(ROOT / "data/catalog.csv")), SYNTH_BUDGETS
+    fname, catalog, _ = PUBLIC[name]
     trace = read_trace(Path(traces) / fname)
     costs = ModelCosts.from_catalog(trace, load_catalog(ROOT / catalog))
-    budgets = budgets_by_share(costs)
-    results = replay_all(trace, costs, budgets)
+    return trace, costs, budgets_by_share(costs)
+
+
+def replay_part(key: TraceKey, traces: str, policies: tuple[str, ...], budget: int | None
+                ) -> tuple[TraceKey, list[ReplayResult], float]:
+    """One part of a trace's replays (every budget, or one): its results and the seconds it took."""
+    t0 = time.perf_counter()
+    trace, costs, budgets = load(key, traces)
+    results = replay_all(trace, costs, budgets if budget is None else [budget], list(policies))
+    return key, results, time.perf_counter() - t0
+
+
+def parts(key: TraceKey, traces: str) -> list[tuple[TraceKey, str, tuple[str, ...], int | None]]:
+    budgets = SYNTH_BUDGETS if key[0] == "synth" else budgets_by_share(load(key, traces)[1])
+    out: list[tuple[TraceKey, str, tuple[str, ...], int | None]] = [(key, traces, p, None) for p in FORECAST_PARTS]
+    out += [(key, traces, ("oracle",), b) for b in budgets]
+    out.append((key, traces, BASELINES, None))
+    return out
+
+
+def group_table(key: str, seeds: list[int], by_trace: dict[TraceKey, list[ReplayResult]],
+                seconds: dict[TraceKey, float], traces: str, plots: str | None) -> tuple[str, list[Cell]]:
+    """The tables of one trace (or of the synthetic seeds) from the results of all its parts."""
+    keys = [("synth", s) for s in seeds] if key == "synth" else [(key, 0)]
+    budgets = SYNTH_BUDGETS if key == "synth" else load(keys[0], traces)[2]
+    title = "Synthetic: 20 models, 200 users, 14 days" if key == "synth" else PUBLIC[key][2]
     cells = [Cell(title, b) for b in budgets]
-    for c in cells:
-        c.add(results)
-    _plot(plots, results, trace, key)
+    for k in keys:
+        results = sorted(by_trace[k], key=lambda r: (r.budget, ORDER.index(r.policy)))
+        for c in cells:
+            c.add(results)
+        if plots is not None:
+            trace = load(k, traces)[0]
+            _plot(plots, results, trace, f"synthetic-seed{k[1]}" if key == "synth" else key)
+    cpu = f"{sum(seconds[k] for k in keys):.0f} s of worker time"
+    if key == "synth":
+        notes = [f"`prewarm workload synth --models 20 --users 200 --days 14 --seed S` for S in "
+                 f"{','.join(map(str, seeds))}, catalog data/catalog.csv; cold-start rate (%) and VRAM GB-hours, "
+                 "means over the seeds", cpu]
+        return cell_table(title, cells, notes) + "\n" + ablation_table(title, cells), cells
+    fname, catalog, _ = PUBLIC[key]
+    trace = load(keys[0], traces)[0]
     sizes = ",".join(f"{b // 10**9}GB" for b in budgets)
     notes = [f"`prewarm replay --trace {fname} --catalog {catalog} --vram-budget {sizes} "
              "--keep-alive 1m,5m,15m,60m --vram-cost 0,1,3,10,30,100,300`",
-             f"{len(trace)} requests, {trace.n_models} models; scored: the last 70 % of the time span; "
-             f"{time.perf_counter() - t0:.0f} s"]
+             f"{len(trace)} requests, {trace.n_models} models; scored: the last 70 % of the time span; {cpu}"]
     return cell_table(f"{title} ({fname})", cells, notes) + "\n" + ablation_table(title, cells), cells
 
 
@@ -224,32 +255,39 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2,3,4", help="synthetic workload seeds")
     ap.add_argument("--plots", default=None, help="folder for one Pareto/budget PNG per trace")
     ap.add_argument("--jobs", type=int, default=1,
-                    help="trace groups replayed at once in worker processes (the synthetic seeds, Azure and "
-                         "ServeGen are independent; ServeGen, the longest, starts first)")
+                    help="worker processes; each trace's replays are split into parts (each forecaster variant, "
+                         "the oracle per budget, the baselines) that the workers share, the longest first")
     args = ap.parse_args()
-    only = {s.strip() for s in args.only.split(",")}
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    bad = [s for s in only if s != "synth" and s not in PUBLIC]
+    if bad:
+        ap.error(f"--only: unknown {', '.join(bad)}; choose from synth, {', '.join(PUBLIC)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
     started = time.perf_counter()
-    groups: list[tuple[str, Callable[..., tuple[str, list[Cell]]], tuple[object, ...]]] = []
-    if "synth" in only:
-        groups.append(("synth", synthetic_group, (args.seeds, args.plots)))
-    for key in PUBLIC:
-        if key in only:
-            groups.append((key, public_group, (key, args.traces, args.plots)))
-    order = [g[0] for g in groups]
-    done: dict[str, tuple[str, list[Cell]]] = {}
+    keys: list[TraceKey] = [(k, 0) for k in ("servegen", "azure") if k in only]
+    keys += [("synth", s) for s in seeds] if "synth" in only else []
+    # longest first: ServeGen's parts, then Azure's, then the synthetic seeds; within a trace the forecast
+    # parts (they train) before the oracle's and the baselines
+    todo = [p for k in keys for p in parts(k, args.traces)]
+    by_trace: dict[TraceKey, list[ReplayResult]] = {k: [] for k in keys}
+    seconds: dict[TraceKey, float] = dict.fromkeys(keys, 0.0)
+
+    def collect(key: TraceKey, results: list[ReplayResult], took: float) -> None:
+        by_trace[key].extend(results)
+        seconds[key] += took
+
     if args.jobs > 1:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            futures = {name: pool.submit(fn, *fa) for name, fn, fa in sorted(groups, key=lambda g: g[0] != "servegen")}
-            done = {name: f.result() for name, f in futures.items()}
+            for f in [pool.submit(replay_part, *p) for p in todo]:
+                collect(*f.result())
     else:
-        for name, fn, fa in groups:
-            done[name] = fn(*fa)
-            sys.stdout.write(done[name][0] + "\n")
-            sys.stdout.flush()
-    if args.jobs > 1:
-        for name in order:
-            sys.stdout.write(done[name][0] + "\n")
-    all_cells = [c for name in order for c in done[name][1]]
+        for p in todo:
+            collect(*replay_part(*p))
+    groups = [g for g in ("synth", *PUBLIC) if g in only]
+    done = {g: group_table(g, seeds, by_trace, seconds, args.traces, args.plots) for g in groups}
+    for g in groups:
+        sys.stdout.write(done[g][0] + "\n")
+    all_cells = [c for g in groups for c in done[g][1]]
     sys.stdout.write(verdict(all_cells) + f"\nall tables: {time.perf_counter() - started:.0f} s "
                      f"({args.jobs} worker process{'es' if args.jobs > 1 else ''})\n")
 

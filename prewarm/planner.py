@@ -24,7 +24,8 @@ next request. Every decision ranks by it:
   absent model of highest worth, only if each model it displaces is worth less
   than it (else it would be the next to go: eviction and prefetch rank by the
   one score) and only if together they save less waiting per second
-  (``rate x load_s`` summed) than it brings;
+  (``rate x load_s`` summed) and are expected to see fewer requests per second
+  (``rate`` summed: the cold starts they would cost) than it brings;
 * a resident model whose worth is below ``vram_cost`` is let go: at that price the
   memory is worth more than the waiting it saves. At ``vram_cost`` 0, the
   default, the budget is spent for the fewest cold starts.
@@ -115,6 +116,11 @@ class PlanAction:
     resident_bytes_after: int
 
 
+def _idle_capped(rate: float, last: float, t: float) -> float:
+    """``rate``, at most 1 / the idle age since ``last`` (PlanningState.recent_rate says why)."""
+    return rate if t <= last else min(rate, 1.0 / (t - last))
+
+
 def _size(c: Candidate) -> int:
     return c.size_bytes
 
@@ -192,11 +198,18 @@ class PlanningState:
     # -- rates and worth --------------------------------------------------------
 
     def recent_rate(self, key: Any, t: float) -> float:
-        """Requests per second from the decayed count: count x ln 2 / half-life."""
+        """Requests per second from the decayed count (count x ln 2 / half-life), at most 1 / the idle age.
+
+        The decayed count assumes the rate held over the half-life; a model's
+        silence since its last request is evidence it did not. Request
+        inter-arrival times are heavy-tailed (Azure Functions: Shahrad et al.,
+        ATC'20), and for a Pareto tail of shape 1 the hazard after an idle age
+        ``a`` is ``1 / a``: a model idle for three days is not expected back
+        within the hour however busy it was before. No constant."""
         s = self._score.get(key)
         if s is None:
             return 0.0
-        return float(2.0 ** (s - t / self.half_life_s) * _LN2 / self.half_life_s)
+        return _idle_capped(float(2.0 ** (s - t / self.half_life_s) * _LN2 / self.half_life_s), self._last[key], t)
 
     def rate(self, key: Any, t: float) -> float:
         """Expected requests per second: the forecast's over its horizon, extended past it by the decayed rate
@@ -219,8 +232,25 @@ class PlanningState:
         return (f"{self.rate(c.key, t) * 3600:.2f} requests/h expected ({source}) x load {c.load_seconds:.1f} s "
                 f"/ {c.size_bytes / 1e9:.2f} GB = worth {self.worth(c, t):.1f} s per GB-hour")
 
-    def _order(self, c: Candidate, t: float) -> tuple[float, float]:
-        return (self.worth(c, t), self.recent_rate(c.key, t) * c.load_seconds / max(c.size_bytes, 1))
+    def _scorer(self, t: float) -> Callable[[Candidate], tuple[float, float, float]]:
+        """``rate``, ``worth`` and the tie-break (the decayed rate x load s per byte: among equal worth, the
+        most recently busy stay) for many candidates at one ``t``: ``rate`` and ``worth``'s arithmetic, with
+        what does not depend on the candidate read once (a decision scans every model, and the replay decides
+        at every load's end)."""
+        T, H = self.keep_time(), self.horizon_s
+        forecast, score, last, hl = self.forecast, self._score, self._last, self.half_life_s
+        x = t / hl
+        tail = T > H
+
+        def scored(c: Candidate) -> tuple[float, float, float]:
+            s = score.get(c.key)
+            recent = 0.0 if s is None else _idle_capped(float(2.0 ** (s - x) * _LN2 / hl), last[c.key], t)
+            f = forecast.get(c.key)
+            r = recent if f is None else ((f * H + recent * (T - H)) / T if tail else f)
+            size = max(c.size_bytes, 1)
+            return r, r * c.load_seconds * 3600.0 / (size / 1e9), recent * c.load_seconds / size
+
+        return scored
 
     # -- decisions --------------------------------------------------------------
 
@@ -229,7 +259,8 @@ class PlanningState:
         for put back (most worth first). None when the evictable models cannot free enough."""
         if need_bytes <= 0:
             return []
-        pool = sorted((c for c in resident if c.evictable), key=lambda c: self._order(c, t))
+        scored = self._scorer(t)
+        pool = sorted((c for c in resident if c.evictable), key=lambda c: scored(c)[1:])
         chosen: list[Candidate] = []
         freed = 0
         for c in pool:
@@ -245,7 +276,8 @@ class PlanningState:
         """Evictable resident models worth less than ``vram_cost`` (none at 0)."""
         if self.vram_cost <= 0:
             return []
-        return [c.key for c in resident if c.evictable and self.worth(c, t) < self.vram_cost]
+        scored = self._scorer(t)
+        return [c.key for c in resident if c.evictable and scored(c)[1] < self.vram_cost]
 
     def prefetch(self, absent: Sequence[Candidate], resident: Sequence[Candidate], free_bytes: int,
                  t: float) -> tuple[Any, list[Any]] | None:
@@ -255,31 +287,39 @@ class PlanningState:
         ``vram_cost``, worth more than each model it displaces (a prefetch that
         would itself be the next victim only churns the loader: in the replays
         of docs/replay.md most such prefetches were evicted before any request),
-        and whose displaced models' ``rate x load_s`` sums to less than its own:
-        it is expected to save more waiting per second than they do. Only the
+        whose displaced models' ``rate x load_s`` sums to less than its own (it
+        is expected to save more waiting per second than they do) and whose
+        displaced models' rates sum to less than its own (it is expected to
+        avoid more cold starts per second than they will cost: the objective's
+        first term at ``vram_cost`` 0). Only the
         best candidate is considered; if it does not pay, neither would a worse
         one displacing the same models.
         """
+        scored = self._scorer(t)
         best: Candidate | None = None
+        best_rate = 0.0
         best_order = (0.0, 0.0)
         for c in absent:
-            if self.rate(c.key, t) <= 0:
+            r, w, tie = scored(c)
+            if r <= 0:
                 continue
-            o = self._order(c, t)
-            if best is None or o > best_order:
-                best, best_order = c, o
-        if best is None or self.worth(best, t) < self.vram_cost:
+            if best is None or (w, tie) > best_order:
+                best, best_rate, best_order = c, r, (w, tie)
+        if best is None or best_order[0] < self.vram_cost:
             return None
         need = best.size_bytes - free_bytes
         gone = self.victims(resident, need, t)
         if gone is None:
             return None
         by_key = {c.key: c for c in resident}
-        incoming = self.worth(best, t)
-        if any(self.worth(by_key[k], t) >= incoming for k in gone):
+        incoming = best_order[0]
+        out = [scored(by_key[k]) for k in gone]
+        if any(w >= incoming for _, w, _ in out):
             return None
-        lost = sum(self.rate(k, t) * by_key[k].load_seconds for k in gone)
-        if lost >= self.rate(best.key, t) * best.load_seconds:
+        lost = sum(r * by_key[k].load_seconds for k, (r, _, _) in zip(gone, out, strict=True))
+        if lost >= best_rate * best.load_seconds:
+            return None
+        if sum(r for r, _, _ in out) >= best_rate:  # the objective counts cold starts first: fewer expected
             return None
         return best.key, gone
 

@@ -31,6 +31,18 @@ def test_without_a_forecast_the_rate_is_the_decayed_count() -> None:
     assert state.rate("a", 0.0) == 0.0  # the forecast's opinion wins where it has one
 
 
+def test_the_decayed_rate_is_at_most_one_over_the_idle_age() -> None:
+    """A burst of 100 requests, then silence: the decayed count still says ~0.019 requests/s an hour later
+    (100 x ln 2 / 6 h x 2^(-1/6)), but an hour of silence caps the rate at 1 / 3600 s."""
+    state = PlanningState()
+    for _ in range(100):
+        state.observe("busy-then-quiet", 0.0)
+    assert state.recent_rate("busy-then-quiet", 0.0) == pytest.approx(100 * math.log(2) / 21600)  # no idle age yet
+    assert state.recent_rate("busy-then-quiet", 3600.0) == pytest.approx(1 / 3600)
+    state.observe("steady", 3590.0)  # one request, 10 s ago: its decayed rate is below 1 / 10 s, uncapped
+    assert state.recent_rate("steady", 3600.0) == pytest.approx(2 ** (-10 / 21600) * math.log(2) / 21600)
+
+
 def test_forget_idle_drops_only_models_idle_longer_than_asked_and_not_kept() -> None:
     state = PlanningState()
     state.observe("old", 0.0)
@@ -123,3 +135,23 @@ def test_a_prefetch_that_would_be_the_next_victim_is_not_made() -> None:
     assert state.worth(absent[0], 0.0) < state.worth(resident[0], 0.0)
     assert state.prefetch(absent, resident, 0, 0.0) is None
     assert state.prefetch(absent, resident, 8 * GB, 0.0) == ("b", [])  # with room, nothing is displaced
+
+
+@settings(max_examples=200, deadline=None)
+@given(events=st.lists(st.tuples(st.sampled_from("abcd"), st.floats(0.0, 86400.0)), max_size=12),
+       forecast=st.dictionaries(st.sampled_from("abce"), RATES), horizon=st.sampled_from([60.0, 3600.0, math.inf]),
+       evict_at=st.floats(0.0, 86400.0), t=st.floats(0.0, 2 * 86400.0))
+def test_the_batch_scorer_is_rate_and_worth_to_the_last_bit(events, forecast, horizon, evict_at, t):
+    """Decisions rank many models through ``_scorer``; ``explain`` and the tests read ``rate`` and ``worth``:
+    the two must agree exactly, or the reason shown would not be the one decided by."""
+    state = PlanningState()
+    for key, at in sorted(events, key=lambda e: e[1]):
+        state.observe(key, at)
+    for key in "ab":
+        state.evicted(key, evict_at)
+    state.set_forecast(forecast, horizon)
+    scored = state._scorer(t)
+    for key in "abcde":
+        c = Candidate(key, 3 * GB, 7.5)
+        assert scored(c) == (state.rate(key, t), state.worth(c, t),
+                             state.recent_rate(key, t) * c.load_seconds / c.size_bytes)

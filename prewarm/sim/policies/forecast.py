@@ -169,6 +169,8 @@ class ForecastPolicy(Policy):
         self.windows = self.schedule.compute()
         self.k = 0
         self.state = PlanningState(self.vram_cost)
+        # one Candidate per model, made once: a decision scans them all at every window and every load's end
+        self.cands = [Candidate(m, gpu.sizes[m], gpu.load_seconds[m]) for m in range(trace.n_models)]
         self.resident: set[int] = set()
         self.prefetches = 0
         self.next_event = self.windows[0].at if self.windows else INF
@@ -185,22 +187,23 @@ class ForecastPolicy(Policy):
         self.resident.discard(m)
 
     def _candidates(self, t: float, but: int = -1) -> list[Candidate]:
-        gpu = self.gpu
-        return [Candidate(v, gpu.sizes[v], gpu.load_seconds[v]) for v in self.resident
-                if v != but and gpu.is_resident(v, t)]
+        gpu, cands = self.gpu, self.cands
+        return [cands[v] for v in self.resident if v != but and gpu.is_resident(v, t)]
 
     def advance(self, x: float) -> None:
         windows = self.windows
         while self.k < len(windows) and windows[self.k].at <= x:
             self.state.set_forecast(windows[self.k].rates, windows[self.k].horizon_s)
             self.k += 1
-        for v in self.state.expendable(self._candidates(x), x):
+        resident = self._candidates(x)
+        gone = self.state.expendable(resident, x)
+        for v in gone:
             self.evict(v, x)
         gpu = self.gpu
         if gpu.loader_idle(x):
-            absent = [Candidate(m, gpu.sizes[m], gpu.load_seconds[m]) for m, st in enumerate(gpu.status)
-                      if st == ABSENT and gpu.sizes[m] <= gpu.budget]
-            step = self.state.step(self._candidates(x), absent, gpu.budget - gpu.used, x)
+            cands, budget = self.cands, gpu.budget
+            absent = [cands[m] for m, st in enumerate(gpu.status) if st == ABSENT and cands[m].size_bytes <= budget]
+            step = self.state.step(self._candidates(x) if gone else resident, absent, budget - gpu.used, x)
             if step is not None and step.load is not None:
                 self.prefetches += 1
                 gpu.enqueue(step.load, x)  # the loader is idle: it starts now, make_room evicts step.unload

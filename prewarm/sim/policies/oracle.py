@@ -46,7 +46,7 @@ import numpy as np
 
 from prewarm.planner import needed
 from prewarm.sim.device import SimGPU
-from prewarm.sim.policies.base import ABSENT, INF, Policy
+from prewarm.sim.policies.base import INF, Policy
 from prewarm.sim.trace import Trace
 
 # Windows over which a victim's future requests are counted (see OraclePolicy.victim): the first ends when
@@ -197,8 +197,8 @@ class OraclePolicy(Policy):
     def _prefetch(self, x: float) -> None:
         """Queue one prefetch at ``x`` (the loader is idle, so it starts now) if Belady allows."""
         gpu = self.gpu
-        present = np.asarray(gpu.status, dtype=np.int8) != ABSENT
-        waiting = np.where(present | self.never, np.inf, self.next_use)
+        # the loader is idle, so nothing is queued or loading: the models not absent are exactly the resident ones
+        waiting = np.where(self.resident | self.never, np.inf, self.next_use)
         c = int(np.argmin(waiting))
         need_at = waiting[c]
         if not np.isfinite(need_at):
