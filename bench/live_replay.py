@@ -1,12 +1,15 @@
 """A slice of a workload replayed through real HTTP against llama.cpp's real router, and the simulator on the same slice.
 
-Two setups, each on a fresh router serving the models of `bench/llama_server.py models`:
+Four setups, each on a fresh router serving the models of `bench/llama_server.py models`:
 
 - **router**: the router alone with its own eviction, `--models-max K`, K the
   largest count whose K largest models fit the budget (what a user runs today);
-- **prewarm**: `prewarm serve --upstream-kind llamacpp --no-schedule` in front of a
-  router with `--models-max 0`: the planning state on recency alone (no forecaster;
-  see "what is not here" below), evicting and prefetching under the byte budget.
+- **prewarm, no forecaster**: `prewarm serve --upstream-kind llamacpp --no-schedule`
+  in front of a router with `--models-max 0`: the planning state on recency alone;
+- **prewarm + forecaster**: the same, handed the trained forecaster's forecasts
+  (`POST /prewarm/plan`) at each of the slice's windows, `vram_cost` 0;
+- **prewarm + forecaster, vram_cost C**: the same at the cost stated by
+  `--vram-cost` (default 300, the top of the issue's sweep grid, fixed before any run).
 
 The slice is time-compressed by a stated factor (its requests keep their order and
 relative spacing, C times faster). Each request is a one-token chat completion
@@ -15,22 +18,30 @@ and p99 and the GB-seconds of loaded models (the router's `GET /models`, sampled
 every 50 ms). Cold, for the router alone, is "the model was not loaded when the
 request was sent" (from the same sampling); for prewarm, the proxy's own `cold`.
 
-Then `prewarm replay` runs on the same compressed slice with the load times
-measured on this router (median of three loads per model) and prints simulated
-against live cold starts: the `router` policy (least recently used past
-`--models-max K` models, as the router's unload_lru) stands for the router alone,
-`forecast-recency` for prewarm (the same planning object, fed no forecaster).
-Calibration, on slice 0: the first stand-in for the router was `lru` (by bytes), which
-simulated 60 cold starts where the live router had 326: the router at
-`--models-max 1` holds one model whatever the budget, so the simulator lacked the
-router's own rule, not a load time; the `router` policy was added for it.
+The forecaster: `prewarm train --trace` on the uncompressed workload before the
+slice, once per slice (no refit within it). Its windows (5 min of trace time) are
+forecast from the trace's events before each window start, in trace time, which
+is where its daily seasonality lives; the harness hands each window's rows to
+`serve` at the window's compressed time with the window bounds compressed too (a
+5-minute window lasts 300 / C seconds of wall time). `serve`'s own clock, request
+log and scheduler run on wall time, so its scheduler stays off (`--no-schedule`)
+and only the pushed forecasts reach its planner, through the route an outside
+forecaster would use.
 
-What is not here: the setups with the forecaster (`serve` with a schedule, trained
-by `prewarm train --trace` before the slice). prewarm's clock, its request log and
-its forecast windows run on wall time; a compressed slice would need all three
-compressed together.
+Then `prewarm replay` runs on the same compressed slice (the times each request
+was sent at) with the load times measured on this router (median of three loads
+per model) and prints simulated against live cold starts: the `router` policy
+(least recently used past `--models-max K` models, as the router's unload_lru)
+for the router alone, `forecast-recency` for prewarm without a forecaster, and
+`forecast --forecasts <serve's database>` for the forecaster setups: the planning
+object fed the forecasts `serve` logged, at the instants it logged them.
+Calibration, on the first slice of the recency setups: the first stand-in for the
+router was `lru` (by bytes), which simulated 60 cold starts where the live router
+had 326: the router at `--models-max 1` holds one model whatever the budget, so
+the simulator lacked the router's own rule, not a load time; the `router` policy
+was added for it.
 
-    python bench/live_replay.py --requests 500 --seed 1 --slice 0   # calibration slice; --slice 1 reports
+    python bench/live_replay.py --requests 500 --gap 0.4 --slice 3   # calibration slice; --slice 4 reports
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import signal
 import statistics
@@ -45,6 +57,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,17 +70,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import llama_server  # noqa: E402
 
 from prewarm.backends.llamacpp import RESIDENT  # noqa: E402
+from prewarm.forecast.artifacts import load_latest  # noqa: E402
+from prewarm.forecast.series import before  # noqa: E402
 from prewarm.localproc import PREWARM_CMD, clean_env, free_port, wait_http  # noqa: E402
 from prewarm.workload import synth  # noqa: E402
 
 WARMUP = 0.3  # the first 30 % of the slice's span fills the caches and is not scored, live or simulated
+WINDOW_S, HORIZON = 300.0, 12  # serve's defaults (window 5m, horizon_windows 12), in trace time
 
 
-def workload(n_models: int, requests: int, seed: int, slice_no: int) -> pd.DataFrame:
-    """`requests` consecutive requests of a synthetic workload (slice `slice_no`), models named m0.. by popularity."""
+def workload(n_models: int, seed: int) -> pd.DataFrame:
+    """The synthetic workload (a week, 40 users), models named m0.. by popularity."""
     df = synth(models=n_models, users=40, days=7, seed=seed)
     names = {m: f"m{i}" for i, m in enumerate(df["model"].value_counts().index)}
-    df = df.assign(model=df["model"].map(names)).reset_index(drop=True)
+    return df.assign(model=df["model"].map(names)).reset_index(drop=True)
+
+
+def slice_of(df: pd.DataFrame, requests: int, slice_no: int) -> pd.DataFrame:
+    """`requests` consecutive requests of the workload (slice `slice_no`)."""
     start = slice_no * requests
     if start + requests > len(df):
         raise SystemExit(f"the workload has {len(df)} requests: slice {slice_no} of {requests} does not fit")
@@ -115,14 +136,35 @@ async def measure_loads(router: Router, models: list[str], reps: int = 3) -> dic
     return out
 
 
+Push = tuple[float, list[dict[str, Any]]]  # a window start in trace time, and its forecast rows (trace time)
+
+
+def forecast_pushes(events: pd.DataFrame, slice_df: pd.DataFrame, models_dir: Path,
+                    window_s: float = WINDOW_S, horizon: int = HORIZON) -> list[Push]:
+    """The trained forecaster's rows for every window start within the slice, from the events before it."""
+    forecaster = load_latest(models_dir)
+    ts0, ts1 = float(slice_df["ts"].iloc[0]), float(slice_df["ts"].iloc[-1])
+    out: list[Push] = []
+    for k in range(int(math.ceil(ts0 / window_s)), int(ts1 // window_s) + 1):
+        x = k * window_s
+        frame = forecaster.predict(before(events, x), x, horizon)
+        out.append((x, [{"model": str(m), "window_start": float(a), "window_end": float(b),
+                         "expected_requests": float(mu), "p_any": float(p)}
+                        for m, a, b, mu, p in zip(frame["model"], frame["window_start"], frame["window_end"],
+                                                  frame["expected_requests"], frame["p_any"], strict=True)]))
+    return out
+
+
 async def drive(slice_df: pd.DataFrame, compress: float, base: str, router_url: str,
-                sizes: dict[str, int]) -> dict[str, Any]:
-    """Send the slice at its compressed times; sample the router's loaded set throughout."""
+                sizes: dict[str, int], pushes: Sequence[Push] = ()) -> dict[str, Any]:
+    """Send the slice at its compressed times (and each forecast at its window's); sample the router's loaded
+    set throughout. Returns the figures and ``epoch0``, the wall time the slice's first request stands for."""
     loaded: set[str] = set()
     gb_s = 0.0
     done = asyncio.Event()
     ttft: list[float] = []
     cold_seen: list[bool] = []
+    pushed: list[int] = []
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as s:
         async def sample() -> None:
@@ -149,32 +191,112 @@ async def drive(slice_df: pd.DataFrame, compress: float, base: str, router_url: 
             if i >= scored_from:
                 ttft.append(time.monotonic() - t0)
 
+        def wall(x: float) -> float:
+            return epoch0 + (x - ts0) / compress
+
+        async def push(x: float, rows: list[dict[str, Any]]) -> None:
+            await asyncio.sleep(max(0.0, t_start + (x - ts0) / compress - time.monotonic()))
+            body = {"run_id": "live-replay", "rows": [
+                r | {"window_start": wall(r["window_start"]), "window_end": wall(r["window_end"])} for r in rows]}
+            async with s.post(base + "/prewarm/plan", json=body) as r:
+                if r.status != 200:
+                    raise RuntimeError(f"POST /prewarm/plan: HTTP {r.status}: {await r.text()}")
+            pushed.append(len(rows))
+
         rel = (slice_df["ts"] - slice_df["ts"].iloc[0]).to_numpy()
         scored_from = int((rel < WARMUP * rel[-1]).sum())  # the simulator's rule: the first 30 % of the span
         sampler = asyncio.create_task(sample())
         await asyncio.sleep(0.2)
         t_start = time.monotonic() + 0.5
+        epoch0 = time.time() + (t_start - time.monotonic())
         ts0 = float(slice_df["ts"].iloc[0])
         await asyncio.gather(*(one(i, m, t_start + (float(ts) - ts0) / compress)
-                               for i, (ts, m) in enumerate(zip(slice_df["ts"], slice_df["model"], strict=True))))
+                               for i, (ts, m) in enumerate(zip(slice_df["ts"], slice_df["model"], strict=True))),
+                             *(push(x, rows) for x, rows in pushes))
         done.set()
         await sampler
     ttft.sort()
     return {"requests": len(ttft), "cold_seen": sum(cold_seen), "ttft_p50": ttft[len(ttft) // 2],
-            "ttft_p99": ttft[min(len(ttft) - 1, int(len(ttft) * 0.99))], "gb_s": gb_s}
+            "ttft_p99": ttft[min(len(ttft) - 1, int(len(ttft) * 0.99))], "gb_s": gb_s, "epoch0": epoch0,
+            "forecasts_pushed": len(pushed)}
 
 
-def simulate(trace: Path, catalog: Path, budget: int, models_max: int) -> dict[str, int]:
+def simulate(slice_df: pd.DataFrame, compress: float, epoch0: float, tmp: Path, catalog: Path, budget: int,
+             args: list[str]) -> int:
+    """`prewarm replay` of the slice at the wall times its requests were sent at; the one policy's cold starts."""
+    trace = tmp / "slice.csv"
+    ts0 = float(slice_df["ts"].iloc[0])
+    pd.DataFrame({"ts": epoch0 + (slice_df["ts"] - ts0) / compress, "model": slice_df["model"],
+                  "user": slice_df["user"]}).to_csv(trace, index=False)
     done = subprocess.run(PREWARM_CMD + ["replay", "--trace", str(trace), "--catalog", str(catalog),
-                                         "--vram-budget", str(budget), "--policy", "router,forecast-recency",
-                                         "--models-max", str(models_max),
-                                         "--warmup", str(WARMUP), "--format", "json"],
+                                         "--vram-budget", str(budget), "--warmup", str(WARMUP),
+                                         "--format", "json", *args],
                           capture_output=True, text=True, env=clean_env(), timeout=600)
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-2000:])
     rows = json.loads(done.stdout)
     rows = rows.get("rows", rows) if isinstance(rows, dict) else rows
-    return {r["policy"]: int(r["cold_starts"]) for r in rows}
+    [row] = rows
+    return int(row["cold_starts"])
+
+
+def train(history: pd.DataFrame, tmp: Path) -> Path:
+    """`prewarm train --trace` on the workload before the slice (trace time); the artifacts' folder."""
+    csv, models_dir = tmp / "history.csv", tmp / "models"
+    history[["ts", "model", "user"]].to_csv(csv, index=False)
+    done = subprocess.run(PREWARM_CMD + ["train", "--trace", str(csv), "--db", str(tmp / "train.duckdb"),
+                                         "--models-dir", str(models_dir), "--no-progress"],
+                          capture_output=True, text=True, env=clean_env(), timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError("prewarm train: " + done.stderr[-2000:])
+    return models_dir
+
+
+@dataclass(frozen=True)
+class Setup:
+    name: str
+    vram_cost: float | None  # None: the router alone
+    forecaster: bool = False
+
+    def replay_args(self, models_max: int, db: Path) -> list[str]:
+        if self.vram_cost is None:
+            return ["--policy", "router", "--models-max", str(models_max)]
+        if not self.forecaster:
+            return ["--policy", "forecast-recency"]
+        return ["--policy", "forecast", "--forecasts", str(db), "--vram-cost", f"{self.vram_cost:g}"]
+
+    def policy(self) -> str:
+        if self.vram_cost is None:
+            return "router"
+        return "forecast" if self.forecaster else "forecast-recency"
+
+
+def run_prewarm(setup: Setup, binary: Path, cache: Path, tmp: Path, budget: int, df: pd.DataFrame,
+                compress: float, sizes: dict[str, int], pushes: list[Push]) -> tuple[dict[str, Any], Path]:
+    """One prewarm setup on a fresh router at --models-max 0; its figures and serve's database."""
+    tag = setup.name.replace(" ", "-").replace(",", "")
+    r = Router(binary, cache, 0, tmp / f"router-{tag}.log")
+    db = tmp / f"{tag}.duckdb"
+    port = free_port()
+    serve = subprocess.Popen(PREWARM_CMD + [
+        "serve", "--upstream-kind", "llamacpp", "--upstream", r.url, "--listen", f"127.0.0.1:{port}",
+        "--db", str(db), "--vram-budget", str(budget), "--no-schedule", "--vram-cost", f"{setup.vram_cost:g}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env=clean_env() | {"PREWARM_PS_REFRESH": "0.1"})
+    try:
+        wait_http(f"http://127.0.0.1:{port}/prewarm/health", serve)
+        figures = asyncio.run(drive(df, compress, f"http://127.0.0.1:{port}", r.url, sizes,
+                                    pushes if setup.forecaster else []))
+    finally:
+        serve.send_signal(signal.SIGINT)
+        serve.wait(timeout=60)
+        r.close()
+    con = duckdb.connect(str(db), read_only=True)
+    rows = con.execute("SELECT cold FROM requests WHERE endpoint = '/v1/chat/completions' "
+                       "ORDER BY ts_start").fetchall()
+    con.close()
+    figures["cold"] = sum(bool(c) for (c,) in rows[len(rows) - figures["requests"]:])
+    return figures, db
 
 
 def main() -> int:
@@ -182,23 +304,35 @@ def main() -> int:
     p.add_argument("--models", type=int, default=6, help="GGUF models of growing size (default 6)")
     p.add_argument("--requests", type=int, default=400, help="requests in the slice (default 400)")
     p.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
-    p.add_argument("--slice", type=int, default=0, help="which run of --requests consecutive requests (default 0)")
+    p.add_argument("--slice", type=int, default=3, help="which run of --requests consecutive requests (default 3)")
     p.add_argument("--gap", type=float, default=0.5,
                    help="mean seconds between requests after compression (sets the factor; default 0.5)")
     p.add_argument("--budget-share", type=float, default=0.35,
                    help="budget as a share of all models' bytes (default 0.35)")
+    p.add_argument("--vram-cost", type=float, default=300.0,
+                   help="the last setup's vram_cost, seconds of waiting per GB-hour of compressed time (default 300)")
     args = p.parse_args()
 
     binary = llama_server.build(os.cpu_count() or 2)
     cache = Path(tempfile.gettempdir()) / f"prewarm-live-models-{args.models}"
     llama_server.write_models(cache, args.models)
     models = [f"m{i}" for i in range(args.models)]
-    df = workload(args.models, args.requests, args.seed, args.slice)
+    full = workload(args.models, args.seed)
+    df = slice_of(full, args.requests, args.slice)
     span = float(df["ts"].iloc[-1] - df["ts"].iloc[0])
     compress = span / (args.gap * (len(df) - 1))
+    setups = [Setup("router alone", None), Setup("prewarm, no forecaster", 0.0),
+              Setup("prewarm + forecaster", 0.0, True),
+              Setup(f"prewarm + forecaster, vram_cost {args.vram_cost:g}", args.vram_cost, True)]
 
     with tempfile.TemporaryDirectory(prefix="prewarm-live-") as tmp_s:
         tmp = Path(tmp_s)
+        history = full[full["ts"] < float(df["ts"].iloc[0])]
+        t0 = time.monotonic()
+        pushes = forecast_pushes(full, df, train(history, tmp))
+        print(f"forecaster: trained on {len(history)} requests before the slice "
+              f"({(float(df['ts'].iloc[0]) - float(full['ts'].iloc[0])) / 86400:.2f} days); "
+              f"{len(pushes)} windows forecast ({time.monotonic() - t0:.0f} s)")
         probe = Router(binary, cache, 0, tmp / "probe.log")
         try:
             loads = asyncio.run(measure_loads(probe, models))
@@ -225,53 +359,33 @@ def main() -> int:
               f"--models-max {k}; slice {args.slice} of seed {args.seed}: {len(df)} requests over "
               f"{span / 3600:.2f} h, compressed {compress:.0f}x to {span / compress:.0f} s")
         print("load seconds measured: " + ", ".join(f"{m} {loads[m]:.2f}" for m in models))
-
-        live: dict[str, dict[str, Any]] = {}
-        r = Router(binary, cache, k, tmp / "router.log")
-        try:
-            live["router"] = asyncio.run(drive(df, compress, r.url, r.url, sizes))
-        finally:
-            r.close()
-        r = Router(binary, cache, 0, tmp / "router-p.log")
-        db = tmp / "p.duckdb"
-        port = free_port()
-        serve = subprocess.Popen(PREWARM_CMD + [
-            "serve", "--upstream-kind", "llamacpp", "--upstream", r.url, "--listen", f"127.0.0.1:{port}",
-            "--db", str(db), "--vram-budget", str(budget), "--no-schedule"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            env=clean_env() | {"PREWARM_PS_REFRESH": "0.1"})
-        try:
-            wait_http(f"http://127.0.0.1:{port}/prewarm/health", serve)
-            live["prewarm"] = asyncio.run(drive(df, compress, f"http://127.0.0.1:{port}", r.url, sizes))
-        finally:
-            serve.send_signal(signal.SIGINT)
-            serve.wait(timeout=60)
-            r.close()
-        con = duckdb.connect(str(db), read_only=True)
-        rows = con.execute("SELECT cold FROM requests WHERE endpoint = '/v1/chat/completions' "
-                           "ORDER BY ts_start").fetchall()
-        con.close()
-        live["prewarm"]["cold"] = sum(bool(c) for (c,) in rows[len(rows) - live["prewarm"]["requests"]:])
-        live["router"]["cold"] = live["router"]["cold_seen"]
-
-        trace = tmp / "slice.csv"
-        ts0 = float(df["ts"].iloc[0])
-        pd.DataFrame({"ts": (df["ts"] - ts0) / compress, "model": df["model"],
-                      "user": df["user"]}).to_csv(trace, index=False)
         catalog = tmp / "catalog.csv"
         catalog.write_text("model,size_bytes,load_seconds\n" + "".join(
             f"{m},{sizes[m]},{loads[m]:.3f}\n" for m in models))
-        sim = simulate(trace, catalog, budget, k)
+
+        live: list[tuple[Setup, dict[str, Any], int]] = []
+        for setup in setups:
+            db = tmp / "none.duckdb"
+            if setup.vram_cost is None:
+                r = Router(binary, cache, k, tmp / "router.log")
+                try:
+                    figures = asyncio.run(drive(df, compress, r.url, r.url, sizes))
+                finally:
+                    r.close()
+                figures["cold"] = figures["cold_seen"]
+            else:
+                figures, db = run_prewarm(setup, binary, cache, tmp, budget, df, compress, sizes, pushes)
+            sim = simulate(df, compress, figures["epoch0"], tmp, catalog, budget, setup.replay_args(k, db))
+            live.append((setup, figures, sim))
+            print(f"{setup.name}: {figures['cold']} cold live, {sim} simulated", flush=True)
 
     print("\n| setup | requests scored | cold (live) | cold (simulated, policy) | sim/live | TTFT p50 s | TTFT p99 s "
           "| GB-s held |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for setup, policy in (("router", "router"), ("prewarm", "forecast-recency")):
-        v = live[setup]
-        s = sim.get(policy)
-        ratio = f"{s / v['cold']:.2f}" if s is not None and v["cold"] else "-"
-        print(f"| {setup} | {v['requests']} | {v['cold']} | {s} ({policy}) | {ratio} | {v['ttft_p50']:.3f} | "
-              f"{v['ttft_p99']:.3f} | {v['gb_s']:.1f} |")
+    for setup, v, sim in live:
+        ratio = f"{sim / v['cold']:.2f}" if v["cold"] else "-"
+        print(f"| {setup.name} | {v['requests']} | {v['cold']} | {sim} (`{setup.policy()}`) | {ratio} | "
+              f"{v['ttft_p50']:.3f} | {v['ttft_p99']:.3f} | {v['gb_s']:.1f} |")
     return 0
 
 

@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--vram-cost", default="0",
                    help="forecast policy: seconds of client waiting worth one GB-hour of VRAM held, or a "
                         "comma-separated sweep, e.g. 0,1,3,10,30,100,300 (0: spend the budget for the fewest cold starts)")
+    s.add_argument("--forecasts", default=None, metavar="FILE",
+                   help="forecast policy: plan from these recorded forecasts (a prewarm database's forecasts "
+                        "table, or CSV/Parquet with its columns; times as the trace's) instead of training")
     s.add_argument("--warmup", type=float, default=0.3, help="fraction of the trace's span not scored")
     s.add_argument("--train-fraction", type=float, default=None,
                    help="forecast policy: initial training part (default = --warmup)")

@@ -503,3 +503,40 @@ async def test_pins_set_through_the_api_outlive_a_restart(aiohttp_client, tmp_pa
     assert again.prewarmer.pins == {"gemma2:9b", "mistral:latest"}
     history = await again.rows("SELECT model, pinned FROM pin_events ORDER BY ts, pinned DESC")
     assert history == [("mistral:latest", True), ("llama3.2:3b", True), ("llama3.2:3b", False)]
+
+
+async def test_pushed_forecasts_are_logged_and_planned_from_like_the_schedulers(aiohttp_client, tmp_path, rigs):
+    """POST /prewarm/plan: a forecaster outside prewarm hands the planner its rows; a model expected busy is
+    prefetched into an idle GPU, and the rows land in ``forecasts``."""
+    rig = await build(aiohttp_client, tmp_path)
+    rigs.append(rig)
+    now = time.time()
+    rows = [{"model": "qwen2.5:7b", "window_start": now + 300 * k, "window_end": now + 300 * (k + 1),
+             "expected_requests": 40.0} for k in range(12)]
+    async with rig.proxy.post("/prewarm/plan", json={"run_id": "outside", "rows": rows}) as r:
+        assert r.status == 200, await r.text()
+        answer = await r.json()
+    assert answer["rows"] == 12 and answer["models"] == 1
+    assert [(a["model"], a["action"]) for a in answer["actions"]] == [("qwen2.5:7b", "load")]
+    assert rig.prewarmer is not None and rig.prewarmer.tracker.is_resident("qwen2.5:7b")
+    logged = await rig.rows("SELECT run_id, count(*), min(p_any) FROM forecasts GROUP BY run_id")
+    assert logged[0][:2] == ("outside", 12) and logged[0][2] == pytest.approx(1.0)
+    await rig.generate("qwen2.5:7b")
+    assert await rig.rows("SELECT cold FROM requests") == [(False,)]
+
+
+@pytest.mark.parametrize("body, says", [
+    ({"rows": []}, "at least one row"),
+    ({"rows": [{"model": "m", "window_start": 10, "window_end": 5, "expected_requests": 1}]}, "after"),
+    ({"rows": [{"model": "m", "window_start": 0, "window_end": 5}]}, "required"),
+    ({"rows": [{"model": "m", "window_start": 0, "window_end": 5, "expected_requests": "x"}]}, "finite"),
+    ({"rows": [{"model": "m", "window_start": 0, "window_end": 5, "expected_requests": 1, "p_any": 2}]}, "[0, 1]"),
+    ({"run_id": 3, "rows": [{"model": "m", "window_start": 0, "window_end": 5, "expected_requests": 1}]}, "run_id"),
+])
+async def test_pushed_forecasts_that_do_not_parse_are_refused_in_one_line(aiohttp_client, tmp_path, rigs, body, says):
+    rig = await build(aiohttp_client, tmp_path)
+    rigs.append(rig)
+    async with rig.proxy.post("/prewarm/plan", json=body) as r:
+        assert r.status == 400
+        message = (await r.json())["error"]
+    assert says in message and "\n" not in message

@@ -81,3 +81,33 @@ def test_bad_input_is_a_one_line_error(trace_csv, capsys, argv, message):
 def test_missing_trace(tmp_path, capsys):
     assert main(["replay", "--trace", str(tmp_path / "nope.csv")]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+def test_recorded_forecasts_from_serves_database_are_planned_from(tmp_path, capsys):
+    """`--forecasts` reads the forecasts table serve logged: the forecast policy plans from those rows at their
+    made_at (one plan per forecast made) and trains nothing."""
+    db = tmp_path / "prewarm.duckdb"
+    con = duckdb.connect(str(db))
+    migrate(con)
+    ts = pd.date_range("2026-11-01", periods=60, freq="7min", tz="UTC")
+    for k, t in enumerate(ts):
+        con.execute("INSERT INTO requests (id, ts_start, model, user_id) VALUES (?, ?, ?, ?)",
+                    [str(k), t.to_pydatetime(), "llama3.2:1b" if k % 3 else "mistral:7b", "u"])
+    made = pd.date_range("2026-11-01 02:00", periods=20, freq="10min", tz="UTC")
+    for m in made:
+        for model, mu in (("mistral:7b", 0.5), ("llama3.2:1b", 1.0)):
+            con.execute("INSERT INTO forecasts VALUES ('outside', ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [m.to_pydatetime(), model, m.to_pydatetime(), (m + pd.Timedelta("10min")).to_pydatetime(),
+                         mu, None, mu, mu])
+    con.close()
+    assert main(["replay", "--trace", str(db), "--forecasts", str(db), "--policy", "forecast", "--format", "json",
+                 "--vram-budget", "16GB"]) == 0
+    out = capsys.readouterr()
+    [row] = json.loads(out.out)
+    assert "planned from 20 recorded forecasts" in out.err
+    assert row["forecast_windows"] == 20 and row["fits"] == 0
+
+
+def test_recorded_forecasts_that_are_not_there_are_a_one_line_error(trace_csv, tmp_path, capsys):
+    assert main(["replay", "--trace", str(trace_csv), "--forecasts", str(tmp_path / "none.csv")]) == 1
+    assert "forecasts not found" in capsys.readouterr().err

@@ -124,3 +124,41 @@ def test_the_ablations_are_the_forecast_policy_with_a_part_taken_out() -> None:
     assert RecencySchedule(tr, 0.0, 300.0, DAY).compute() == []  # no forecast: decayed counts only
     with pytest.raises(ValueError, match="unknown part"):
         ForecastParams(without=("weather",))
+
+
+def test_recorded_forecasts_replay_exactly_as_the_same_forecasts_computed(tmp_path):
+    """`prewarm replay --forecasts`: the forecasts frames the truth gives, written to a file with their
+    made_at and read back, plan the same decisions as forecast-perfect computing them in the replay."""
+    from prewarm.forecast.series import load_forecasts
+    from prewarm.sim.policies.forecast import PerfectSchedule
+
+    tr = frame_to_trace(_periodic_events(2.5, seed=5))
+    costs = ModelCosts.from_catalog(tr, load_catalog(None))
+    span = Span(1.5 * DAY, float(tr.ts[-1]))
+    truth = PerfectSchedule(tr, span.scored_from, 300.0, DAY)
+    frames = []
+    for w in truth.compute():
+        frame = truth.frame_at(w.at, int(np.searchsorted(tr.ts, w.at, side="left")))
+        assert frame is not None
+        frames.append(frame.assign(made_at=w.at))
+    path = tmp_path / "forecasts.csv"
+    pd.concat(frames).to_csv(path, index=False)
+    recorded = load_forecasts(path)
+    assert recorded["made_at"].nunique() == len(frames)
+    [computed] = run_replays(tr, costs, [12 * 10**9], ["forecast-perfect"], span, timeline_for=None)
+    [replayed] = run_replays(tr, costs, [12 * 10**9], ["forecast"], span, ForecastOptions(recorded=recorded),
+                             timeline_for=None)
+    assert replayed.extra.get("fits", 0) == 0
+    for field in ("cold_starts", "loads", "evictions", "added_latency_s_total", "vram_gb_hours"):
+        assert getattr(replayed, field) == pytest.approx(getattr(computed, field)), field
+    assert replayed.extra["prefetches"] == computed.extra["prefetches"] > 0
+    assert replayed.extra["forecast_windows"] == computed.extra["forecast_windows"]
+
+
+def test_recorded_forecasts_without_their_columns_are_refused_in_one_line(tmp_path):
+    from prewarm.forecast.series import TraceError, load_forecasts
+
+    path = tmp_path / "f.csv"
+    path.write_text("model,window_start\nm,1\n")
+    with pytest.raises(TraceError, match="lack column.*made_at.*window_end.*expected_requests"):
+        load_forecasts(path)

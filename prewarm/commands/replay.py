@@ -10,6 +10,7 @@ from pathlib import Path
 
 from prewarm.catalog import load_catalog
 from prewarm.errors import CommandError
+from prewarm.forecast.series import load_forecasts
 from prewarm.sim import report
 from prewarm.sim.engine import Span
 from prewarm.sim.run import ForecastOptions, ModelCosts, parse_policies, run_replays
@@ -72,6 +73,7 @@ def run_replay(args: argparse.Namespace) -> int:
             check_plot_path(args.plot)
         trace = read_trace(args.trace)
         span = Span.from_warmup(trace, args.warmup)
+        recorded = None if args.forecasts is None else load_forecasts(args.forecasts)
     except (ValueError, TraceError) as exc:
         raise CommandError(str(exc)) from None
     catalog = load_catalog(args.catalog)
@@ -80,10 +82,14 @@ def run_replay(args: argparse.Namespace) -> int:
         f"trace: {trace.source}: {len(trace)} requests, {trace.n_models} models",
         costs.note(trace.n_models),
     ]
+    if recorded is not None:
+        notes.append(f"forecast: planned from {recorded['made_at'].nunique()} recorded forecasts in "
+                     f"{args.forecasts} (no training)")
     if args.format != "table":
         for n in notes:
             print(n, file=sys.stderr)
-    fopts = ForecastOptions(window_s=window_s, retrain_every_s=retrain_s, train_fraction=args.train_fraction)
+    fopts = ForecastOptions(window_s=window_s, retrain_every_s=retrain_s, train_fraction=args.train_fraction,
+                            recorded=recorded)
     results = run_replays(trace, costs, budgets, policies, span, fopts, keep_alive_s=keep_alive_s,
                           vram_costs=vram_costs, models_max=args.models_max)
     if args.format == "json":

@@ -28,14 +28,14 @@ def _is_duckdb_file(path: Path) -> bool:
     return head[8:12] == b"DUCK"
 
 
-def _ts_expr(column_type: str) -> str:
-    """SQL turning the trace's ts column into float seconds, whatever type DuckDB inferred."""
+def _ts_expr(column_type: str, column: str = "ts") -> str:
+    """SQL turning a time column into float seconds, whatever type DuckDB inferred."""
     t = column_type.upper()
     if t.startswith("TIMESTAMP") or t == "DATE":
-        return "epoch(ts::TIMESTAMPTZ)"
+        return f"epoch({column}::TIMESTAMPTZ)"
     if t in ("VARCHAR", "TEXT"):
-        return "coalesce(TRY_CAST(ts AS DOUBLE), epoch(TRY_CAST(ts AS TIMESTAMPTZ)))"
-    return "ts::DOUBLE"
+        return f"coalesce(TRY_CAST({column} AS DOUBLE), epoch(TRY_CAST({column} AS TIMESTAMPTZ)))"
+    return f"{column}::DOUBLE"
 
 
 def load_trace(path: str | Path) -> pd.DataFrame:
@@ -82,6 +82,52 @@ def load_trace(path: str | Path) -> pd.DataFrame:
         bad = int(df["ts"].isna().sum())
         raise TraceError(f"trace {p}: {bad} row(s) have a ts that is neither seconds nor a timestamp")
     return normalise_events(df)
+
+
+FORECAST_TIMES = ("made_at", "window_start", "window_end")
+
+
+def load_forecasts(path: str | Path) -> pd.DataFrame:
+    """Recorded forecasts: a prewarm DuckDB file's ``forecasts`` table, or CSV/Parquet with its columns.
+
+    Returns ``made_at, model, window_start, window_end, expected_requests, p_any``
+    (times as epoch seconds, sorted by ``made_at``): what a service's planner was
+    handed, so a replay can plan from the forecasts that were really made.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise TraceError(f"forecasts not found: {p}")
+    duck = _is_duckdb_file(p)
+    try:
+        con = duckdb.connect(str(p), read_only=True) if duck else duckdb.connect()
+    except duckdb.Error as exc:
+        raise TraceError(f"cannot open DuckDB file {p}: {exc}") from None
+    try:
+        src = "forecasts" if duck else (
+            f"{'read_parquet' if p.suffix.lower() in ('.parquet', '.pq') else 'read_csv'}('{_sql_string(str(p))}')")
+        try:
+            types = {c[0].lower(): c[1] for c in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
+        except duckdb.Error as exc:
+            raise TraceError(f"cannot read forecasts {p}: {str(exc).splitlines()[0]}") from None
+        missing = [c for c in (*FORECAST_TIMES, "model", "expected_requests") if c not in types]
+        if missing:
+            raise TraceError(f"forecasts {p} lack column(s) {', '.join(missing)} (has: {', '.join(types)})")
+        p_any = "p_any::DOUBLE" if "p_any" in types else "1 - exp(-expected_requests::DOUBLE)"
+        times = ", ".join(f"{_ts_expr(types[c], c)} AS {c}" for c in FORECAST_TIMES)
+        sql = (f"SELECT {times}, model::VARCHAR AS model, expected_requests::DOUBLE AS expected_requests, "
+               f"{p_any} AS p_any FROM {src} WHERE model IS NOT NULL")
+        try:
+            df = con.execute(f"SELECT * FROM ({sql}) ORDER BY made_at, model, window_start").df()
+        except duckdb.Error as exc:
+            raise TraceError(f"cannot read forecasts {p}: {str(exc).splitlines()[0]}") from None
+    finally:
+        con.close()
+    bad = df[[*FORECAST_TIMES, "expected_requests"]].isna().any(axis=1)
+    if bad.any():
+        raise TraceError(f"forecasts {p}: {int(bad.sum())} row(s) lack a time or expected_requests")
+    if df.empty:
+        raise TraceError(f"forecasts {p}: no rows")
+    return df
 
 
 def _sql_string(text: str) -> str:

@@ -111,8 +111,8 @@ def train_run(events: pd.DataFrame, params: ForecastParams, models_dir: str | Pa
 def forecast_rows(frame: pd.DataFrame, run_id: str | None, made_at: float) -> list[dict[str, Any]]:
     """``forecasts`` rows (DESIGN.md contract) from a predict() frame; timestamps as UTC datetimes."""
     made = _utc(made_at)
-    starts = pd.to_datetime(frame["window_start"].to_numpy(), unit="s", utc=True)
-    ends = pd.to_datetime(frame["window_end"].to_numpy(), unit="s", utc=True)
+    starts = pd.to_datetime(frame["window_start"].to_numpy(), unit="s", utc=True).round("us")  # TIMESTAMPTZ: us
+    ends = pd.to_datetime(frame["window_end"].to_numpy(), unit="s", utc=True).round("us")
     return [
         {"run_id": run_id, "made_at": made, "model": m, "window_start": s.to_pydatetime(),
          "window_end": e.to_pydatetime(), "expected_requests": float(mu), "p_any": float(p),

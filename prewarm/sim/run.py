@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
+import pandas as pd
+
 from prewarm.catalog import DEFAULT_RULE, Catalog
 from prewarm.sim.engine import ReplayResult, Span, replay
 from prewarm.sim.policies import ABLATIONS, BASELINES, OPT_IN, POLICY_NAMES
@@ -35,6 +37,7 @@ class ForecastOptions:
     window_s: float = 300.0
     retrain_every_s: float | None = None  # None: one day or a tenth of the trace's span, whichever is shorter
     train_fraction: float | None = None  # None: the warm-up fraction
+    recorded: pd.DataFrame | None = None  # forecasts made elsewhere (load_forecasts): planned from, not trained
 
 
 @dataclass
@@ -92,6 +95,7 @@ def _factories(trace: Trace, span: Span, fopts: ForecastOptions
         ForecastSchedule,
         PerfectSchedule,
         RecencySchedule,
+        RecordedSchedule,
     )
 
     shared: dict[tuple[str, tuple[str, ...]], ForecastSchedule] = {}
@@ -107,11 +111,19 @@ def _factories(trace: Trace, span: Span, fopts: ForecastOptions
             shared[key] = kind(trace, train_end, fopts.window_s, max(retrain, fopts.window_s), without=without)
         return shared[key]
 
+    def forecasting() -> ForecastSchedule:
+        if fopts.recorded is None:
+            return schedule(ForecastSchedule)
+        if ("recorded", ()) not in shared:
+            shared[("recorded", ())] = RecordedSchedule(trace, span.scored_from, fopts.window_s, fopts.window_s,
+                                                  recorded=fopts.recorded)
+        return shared[("recorded", ())]
+
     factories["forecast-perfect"] = lambda: ForecastPerfectPolicy(schedule(PerfectSchedule))
     factories["forecast-recency"] = lambda: ForecastRecencyPolicy(schedule(RecencySchedule))
     factories["forecast-nousers"] = lambda: ForecastNoUsersPolicy(schedule(ForecastSchedule, ("users",)))
     factories["forecast-noseasonal"] = lambda: ForecastNoSeasonalPolicy(schedule(ForecastSchedule, ("seasonal",)))
-    return factories, lambda cost: ForecastPolicy(schedule(ForecastSchedule), cost)
+    return factories, lambda cost: ForecastPolicy(forecasting(), cost)
 
 
 def run_replays(

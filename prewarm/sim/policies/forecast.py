@@ -133,6 +133,30 @@ class PerfectSchedule(ForecastSchedule):
 
 
 @dataclass
+class RecordedSchedule(ForecastSchedule):
+    """Forecasts made elsewhere (a service's ``forecasts`` table, a live harness's pushes): at each
+    ``made_at`` the plan reads the rows made then, as `serve` read them when they arrived; nothing is trained.
+    Rows for models the trace never asks for are dropped (the replay has no size for them)."""
+
+    recorded: pd.DataFrame | None = None
+
+    def compute(self) -> list[WindowForecast]:
+        if self._done or self.recorded is None:
+            self._done = True
+            return self.windows
+        index = {name: k for k, name in enumerate(self.trace.names)}
+        for made, frame in self.recorded.groupby("made_at", sort=True):
+            at = float(made)  # type: ignore[arg-type]  # load_forecasts: float seconds
+            started = time.perf_counter()
+            rates = horizon_rates(frame, at)
+            self.predict_seconds += time.perf_counter() - started
+            self.windows.append(WindowForecast(at, {index[m]: r for m, r in rates.items() if m in index},
+                                               horizon_span(frame, at)))
+        self._done = True
+        return self.windows
+
+
+@dataclass
 class RecencySchedule(ForecastSchedule):
     """No forecast at all: the planning state reads every model's decayed request count (the ablation of the
     whole forecaster; what the planner does on recency alone)."""
