@@ -19,7 +19,7 @@ from prewarm.admin.metrics import metrics_route
 from prewarm.errors import ActionRefused, BackendError, ConfigError
 from prewarm.forecast.training import forecast_rows
 from prewarm.prewarmer import Prewarmer
-from prewarm.prewarmer.status import status as status_of
+from prewarm.prewarmer.report import status as status_of
 from prewarm.proxy.protocol import model_name_problem
 from prewarm.store.writer import StoreUnavailable
 

@@ -56,26 +56,17 @@ def load_trace(path: str | Path) -> pd.DataFrame:
             return events_from_requests(con)
         finally:
             con.close()
-    suffix = p.suffix.lower()
-    reader = "read_parquet" if suffix in (".parquet", ".pq") else "read_csv"
     con = duckdb.connect()
     try:
-        src = f"{reader}('{_sql_string(str(p))}')"
-        try:
-            cols = con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()
-        except duckdb.Error as exc:
-            raise TraceError(f"cannot read trace {p}: {str(exc).splitlines()[0]}") from None
-        types = {c[0].lower(): c[1] for c in cols}
+        src = _file_source(p)
+        types = _column_types(con, src, f"trace {p}")
         missing = [c for c in ("ts", "model") if c not in types]
         if missing:
             raise TraceError(f"trace {p} lacks column(s) {', '.join(missing)} (has: {', '.join(types)})")
         user = '"user"::VARCHAR' if "user" in types else "NULL::VARCHAR"
         sql = (f"SELECT {_ts_expr(types['ts'])} AS ts, model::VARCHAR AS model, {user} AS \"user\" "
                f"FROM {src} WHERE model IS NOT NULL")
-        try:
-            df = con.execute(f"SELECT * FROM ({sql}) ORDER BY ts").df()
-        except duckdb.Error as exc:
-            raise TraceError(f"cannot read trace {p}: {str(exc).splitlines()[0]}") from None
+        df = _query(con, f"SELECT * FROM ({sql}) ORDER BY ts", f"trace {p}")
     finally:
         con.close()
     if df["ts"].isna().any():
@@ -103,12 +94,8 @@ def load_forecasts(path: str | Path) -> pd.DataFrame:
     except duckdb.Error as exc:
         raise TraceError(f"cannot open DuckDB file {p}: {exc}") from None
     try:
-        src = "forecasts" if duck else (
-            f"{'read_parquet' if p.suffix.lower() in ('.parquet', '.pq') else 'read_csv'}('{_sql_string(str(p))}')")
-        try:
-            types = {c[0].lower(): c[1] for c in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
-        except duckdb.Error as exc:
-            raise TraceError(f"cannot read forecasts {p}: {str(exc).splitlines()[0]}") from None
+        src = "forecasts" if duck else _file_source(p)
+        types = _column_types(con, src, f"forecasts {p}")
         missing = [c for c in (*FORECAST_TIMES, "model", "expected_requests") if c not in types]
         if missing:
             raise TraceError(f"forecasts {p} lack column(s) {', '.join(missing)} (has: {', '.join(types)})")
@@ -116,10 +103,7 @@ def load_forecasts(path: str | Path) -> pd.DataFrame:
         times = ", ".join(f"{_ts_expr(types[c], c)} AS {c}" for c in FORECAST_TIMES)
         sql = (f"SELECT {times}, model::VARCHAR AS model, expected_requests::DOUBLE AS expected_requests, "
                f"{p_any} AS p_any FROM {src} WHERE model IS NOT NULL")
-        try:
-            df = con.execute(f"SELECT * FROM ({sql}) ORDER BY made_at, model, window_start").df()
-        except duckdb.Error as exc:
-            raise TraceError(f"cannot read forecasts {p}: {str(exc).splitlines()[0]}") from None
+        df = _query(con, f"SELECT * FROM ({sql}) ORDER BY made_at, model, window_start", f"forecasts {p}")
     finally:
         con.close()
     bad = df[[*FORECAST_TIMES, "expected_requests"]].isna().any(axis=1)
@@ -128,6 +112,27 @@ def load_forecasts(path: str | Path) -> pd.DataFrame:
     if df.empty:
         raise TraceError(f"forecasts {p}: no rows")
     return df
+
+
+def _file_source(path: Path) -> str:
+    """The DuckDB table function reading a CSV or Parquet file (by its suffix)."""
+    reader = "read_parquet" if path.suffix.lower() in (".parquet", ".pq") else "read_csv"
+    return f"{reader}('{_sql_string(str(path))}')"
+
+
+def _column_types(con: duckdb.DuckDBPyConnection, src: str, what: str) -> dict[str, str]:
+    """Lower-cased column name -> DuckDB type of ``src``; a file DuckDB cannot parse is one TraceError line."""
+    try:
+        return {c[0].lower(): c[1] for c in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
+    except duckdb.Error as exc:
+        raise TraceError(f"cannot read {what}: {str(exc).splitlines()[0]}") from None
+
+
+def _query(con: duckdb.DuckDBPyConnection, sql: str, what: str) -> pd.DataFrame:
+    try:
+        return con.execute(sql).df()
+    except duckdb.Error as exc:
+        raise TraceError(f"cannot read {what}: {str(exc).splitlines()[0]}") from None
 
 
 def _sql_string(text: str) -> str:

@@ -13,15 +13,15 @@ from prewarm._faces import lazy_face
 if TYPE_CHECKING:
     from prewarm.prewarmer.core import Prewarmer
     from prewarm.prewarmer.metrics import PrewarmMetrics
+    from prewarm.prewarmer.report import planning_status, status
     from prewarm.prewarmer.residency import ResidencyTracker
-    from prewarm.prewarmer.status import planning_status, status
 
 _EXPORTS = {
     "Prewarmer": "prewarm.prewarmer.core",
     "PrewarmMetrics": "prewarm.prewarmer.metrics",
     "ResidencyTracker": "prewarm.prewarmer.residency",
-    "planning_status": "prewarm.prewarmer.status",
-    "status": "prewarm.prewarmer.status",
+    "planning_status": "prewarm.prewarmer.report",
+    "status": "prewarm.prewarmer.report",
 }
 __all__ = ["PrewarmMetrics", "Prewarmer", "ResidencyTracker", "planning_status", "status"]
 __getattr__, __dir__ = lazy_face(__name__, _EXPORTS)
