@@ -16,7 +16,9 @@ relative spacing, C times faster). Each request is a one-token chat completion
 sent at its compressed time. Per setup it prints requests, cold starts, TTFT p50
 and p99 and the GB-seconds of loaded models (the router's `GET /models`, sampled
 every 50 ms). Cold, for the router alone, is "the model was not loaded when the
-request was sent" (from the same sampling); for prewarm, the proxy's own `cold`.
+request was sent" (from the same sampling; a model still `loading` is not loaded: the request waits for
+it); for prewarm, the proxy's own `cold`, which counts a request that arrives while its model loads as cold
+too (the simulator's rule).
 
 The forecaster: `prewarm train --trace` on the uncompressed workload before the
 slice, once per slice (no refit within it). Its windows (5 min of trace time) are
@@ -26,7 +28,11 @@ is where its daily seasonality lives; the harness hands each window's rows to
 5-minute window lasts 300 / C seconds of wall time). `serve`'s own clock, request
 log and scheduler run on wall time, so its scheduler stays off (`--no-schedule`)
 and only the pushed forecasts reach its planner, through the route an outside
-forecaster would use.
+forecaster would use. The planner's one other time constant, the half-life of its
+decayed request counts (6 h), is compressed by the same factor (`recency_half_life`
+in serve's config, `--recency-half-life` in the replay): at 6 h of wall time it would
+span months of the slice's trace time, and recency alone would become a count over
+the whole run.
 
 Then `prewarm replay` runs on the same compressed slice (the times each request
 was sent at) with the load times measured on this router (median of three loads
@@ -73,6 +79,7 @@ from prewarm.backends.llamacpp import RESIDENT  # noqa: E402
 from prewarm.forecast.artifacts import load_latest  # noqa: E402
 from prewarm.forecast.series import before  # noqa: E402
 from prewarm.localproc import PREWARM_CMD, clean_env, free_port, wait_http  # noqa: E402
+from prewarm.planner import HALF_LIFE_S  # noqa: E402
 from prewarm.workload import synth  # noqa: E402
 
 WARMUP = 0.3  # the first 30 % of the slice's span fills the caches and is not scored, live or simulated
@@ -159,7 +166,8 @@ async def drive(slice_df: pd.DataFrame, compress: float, base: str, router_url: 
                 sizes: dict[str, int], pushes: Sequence[Push] = ()) -> dict[str, Any]:
     """Send the slice at its compressed times (and each forecast at its window's); sample the router's loaded
     set throughout. Returns the figures and ``epoch0``, the wall time the slice's first request stands for."""
-    loaded: set[str] = set()
+    loaded: set[str] = set()  # holding memory (loading or loaded): the GB-seconds
+    ready: set[str] = set()  # loaded: a request for any other model waits for a load, so it is cold
     gb_s = 0.0
     done = asyncio.Event()
     ttft: list[float] = []
@@ -168,19 +176,20 @@ async def drive(slice_df: pd.DataFrame, compress: float, base: str, router_url: 
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as s:
         async def sample() -> None:
-            nonlocal gb_s, loaded
+            nonlocal gb_s, loaded, ready
             last = time.monotonic()
             while not done.is_set():
                 st = await statuses(s, router_url)
                 now = time.monotonic()
                 gb_s += sum(sizes[m] for m in loaded) / 1e9 * (now - last)
                 loaded, last = {m for m, v in st.items() if v in RESIDENT}, now
+                ready = {m for m, v in st.items() if v == "loaded"}
                 await asyncio.sleep(0.05)
 
         async def one(i: int, model: str, at: float) -> None:
             await asyncio.sleep(max(0.0, at - time.monotonic()))
             if i >= scored_from:
-                cold_seen.append(model not in loaded)
+                cold_seen.append(model not in ready)
             t0 = time.monotonic()
             async with s.post(base + "/v1/chat/completions", json={
                     "model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1,
@@ -258,12 +267,13 @@ class Setup:
     vram_cost: float | None  # None: the router alone
     forecaster: bool = False
 
-    def replay_args(self, models_max: int, db: Path) -> list[str]:
+    def replay_args(self, models_max: int, db: Path, half_life_s: float) -> list[str]:
         if self.vram_cost is None:
             return ["--policy", "router", "--models-max", str(models_max)]
+        recency = ["--recency-half-life", f"{half_life_s:.6g}s"]
         if not self.forecaster:
-            return ["--policy", "forecast-recency"]
-        return ["--policy", "forecast", "--forecasts", str(db), "--vram-cost", f"{self.vram_cost:g}"]
+            return ["--policy", "forecast-recency", *recency]
+        return ["--policy", "forecast", "--forecasts", str(db), "--vram-cost", f"{self.vram_cost:g}", *recency]
 
     def policy(self) -> str:
         if self.vram_cost is None:
@@ -277,10 +287,13 @@ def run_prewarm(setup: Setup, binary: Path, cache: Path, tmp: Path, budget: int,
     tag = setup.name.replace(" ", "-").replace(",", "")
     r = Router(binary, cache, 0, tmp / f"router-{tag}.log")
     db = tmp / f"{tag}.duckdb"
+    config = tmp / f"{tag}.toml"
+    config.write_text(f"recency_half_life = {HALF_LIFE_S / compress:.6g}  # serve's 6 h, compressed like the slice\n")
     port = free_port()
     serve = subprocess.Popen(PREWARM_CMD + [
         "serve", "--upstream-kind", "llamacpp", "--upstream", r.url, "--listen", f"127.0.0.1:{port}",
-        "--db", str(db), "--vram-budget", str(budget), "--no-schedule", "--vram-cost", f"{setup.vram_cost:g}"],
+        "--db", str(db), "--vram-budget", str(budget), "--no-schedule", "--vram-cost", f"{setup.vram_cost:g}",
+        "--config", str(config)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env=clean_env() | {"PREWARM_PS_REFRESH": "0.1"})
     try:
@@ -375,7 +388,8 @@ def main() -> int:
                 figures["cold"] = figures["cold_seen"]
             else:
                 figures, db = run_prewarm(setup, binary, cache, tmp, budget, df, compress, sizes, pushes)
-            sim = simulate(df, compress, figures["epoch0"], tmp, catalog, budget, setup.replay_args(k, db))
+            sim = simulate(df, compress, figures["epoch0"], tmp, catalog, budget,
+                           setup.replay_args(k, db, HALF_LIFE_S / compress))
             live.append((setup, figures, sim))
             print(f"{setup.name}: {figures['cold']} cold live, {sim} simulated", flush=True)
 

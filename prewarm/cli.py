@@ -153,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--forecasts", default=None, metavar="FILE",
                    help="forecast policy: plan from these recorded forecasts (a prewarm database's forecasts "
                         "table, or CSV/Parquet with its columns; times as the trace's) instead of training")
+    s.add_argument("--recency-half-life", default="6h",
+                   help="forecast policies: half-life of the planning state's decayed request counts (serve's "
+                        "recency_half_life)")
     s.add_argument("--warmup", type=float, default=0.3, help="fraction of the trace's span not scored")
     s.add_argument("--train-fraction", type=float, default=None,
                    help="forecast policy: initial training part (default = --warmup)")

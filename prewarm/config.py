@@ -94,6 +94,7 @@ class Settings:
     keep_runs: int = 5
     plan_keep_alive: str = "-1"  # keep_alive the proxy sets on Ollama requests: residency is the planner's
     vram_cost: float = 0.0  # seconds of client waiting traded for one GB-hour held; 0: fewest cold starts
+    recency_half_life: float = 6 * 3600.0  # seconds: the planner's decayed request counts (planner.HALF_LIFE_S)
     # vLLM sleep mode
     vllm_servers: dict[str, str] = field(default_factory=dict)  # model -> base URL
     vllm_sleep_level: int = 1
@@ -126,7 +127,8 @@ def split_host_port(text: str) -> tuple[str, int]:
 
 _SIZE_FIELDS = {"vram_budget", "vram_reserve", "max_body_bytes", "max_buffered_bytes"}
 _DURATION_FIELDS = {"window", "request_timeout", "ps_refresh", "room_wait", "log_flush_interval", "idle_timeout",
-                    "body_timeout", "shutdown_grace", "model_state_ttl", "sql_timeout", "manual_hold"}
+                    "body_timeout", "shutdown_grace", "model_state_ttl", "sql_timeout", "manual_hold",
+                    "recency_half_life"}
 
 
 # A size given as a bare number below this is taken for a forgotten unit: `vram_budget = 16` meant 16 GB,
@@ -237,8 +239,8 @@ def validate(settings: Settings) -> None:
     if settings.admin_token is not None and not settings.admin_token.strip():
         raise ConfigError("admin_token is empty or only whitespace: set a real token or leave it unset")
     for name in ("window", "idle_timeout", "body_timeout", "sql_timeout", "request_timeout", "ps_refresh",
-                 "log_flush_interval", "shutdown_grace", "model_state_ttl"):
-        if not getattr(settings, name) > 0:
+                 "log_flush_interval", "shutdown_grace", "model_state_ttl", "recency_half_life"):
+        if not (getattr(settings, name) > 0 and math.isfinite(getattr(settings, name))):
             raise ConfigError(f"{name} must be more than 0 seconds, not {getattr(settings, name)!r}")
     if not (settings.vram_cost >= 0 and math.isfinite(settings.vram_cost)):
         raise ConfigError(f"vram_cost must be a number of seconds per GB-hour, 0 or more, not {settings.vram_cost!r}")

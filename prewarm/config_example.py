@@ -54,6 +54,8 @@ MEANINGS: dict[str, str] = {
     "plan_keep_alive": "keep_alive set on Ollama requests, so Ollama's timer does not undo the plan (-1: until "
                        "prewarm unloads them; a client's keep_alive 0 still unloads)",
     "vram_cost": "seconds of client waiting you would trade for one GB-hour of VRAM held (0: fewest cold starts)",
+    "recency_half_life": "half-life of the planner's decayed request counts, its rate where no forecast speaks "
+                         "(docs/replay.md, decision procedure)",
     "vllm_servers": "table [vllm.servers]: model -> base URL of its vLLM server",
     "vllm_sleep_level": "vLLM sleep level used to unload: 1 keeps weights in CPU memory, 2 drops them",
     "sglang_servers": "table [sglang.servers]: model -> base URL of its SGLang server (--enable-memory-saver)",

@@ -48,9 +48,10 @@ class Rig:
         return (await self.store.query(sql))[1]
 
 
-async def build(aiohttp_client, tmp_path, listen="127.0.0.1:0", admin_token=None, prewarm=True, **settings_kw) -> Rig:
+async def build(aiohttp_client, tmp_path, listen="127.0.0.1:0", admin_token=None, prewarm=True, time_scale=0.001,
+                **settings_kw) -> Rig:
     catalog = load_catalog(sample_catalog_path())
-    emulator = await aiohttp_client(make_app(catalog, 24 * GB, time_scale=0.001, tokens_per_second=5000))
+    emulator = await aiohttp_client(make_app(catalog, 24 * GB, time_scale=time_scale, tokens_per_second=5000))
     upstream = str(emulator.make_url("")).rstrip("/")
     settings = Settings(upstream=upstream, db=str(tmp_path / "p.duckdb"), vram_budget=BUDGET, vram_reserve=0,
                         listen=listen, admin_token=admin_token, ps_refresh=0.05, log_flush_interval=0.05,
@@ -100,6 +101,27 @@ async def test_admin_load_then_request_is_warm(aiohttp_client, tmp_path, rigs):
     assert actions == [("llama3.1:8b", "load", True, 0, 6_200_000_000)]
 
 
+
+@pytest.mark.parametrize("prewarm", [True, False])
+async def test_a_request_that_arrives_while_its_model_loads_is_cold(aiohttp_client, tmp_path, rigs, prewarm):
+    """It waits for the load as the first one does (the replay counts it cold too): the upstream lists a loading
+    model as resident, so the flag must come from the load itself. Loads take 0.2 x the catalog's seconds."""
+    rig = await build(aiohttp_client, tmp_path, prewarm=prewarm, time_scale=0.2)
+    rigs.append(rig)
+    first = asyncio.create_task(rig.generate("mistral:7b"))
+    await asyncio.sleep(0.3)  # the load has begun (and polls at 0.05 s have seen it) but is far from done
+    await asyncio.gather(first, rig.generate("mistral:7b"))
+    await rig.generate("mistral:7b")
+    assert await rig.rows("SELECT cold FROM requests ORDER BY ts_start") == [(True,), (True,), (False,)]
+    if prewarm:  # and one that arrives during the prewarmer's own load (a prefetch, an admin load)
+        load = asyncio.create_task(rig.proxy.post("/prewarm/load/llama3.1:8b"))
+        await asyncio.sleep(0.3)
+        await rig.generate("llama3.1:8b")
+        (await load).close()
+        await rig.generate("llama3.1:8b")
+        rows = await rig.rows("SELECT cold FROM requests WHERE model = 'llama3.1:8b' ORDER BY ts_start")
+        assert rows == [(True,), (False,)]
+
 async def test_budget_holds_while_requests_need_twice_the_budget(aiohttp_client, tmp_path, rigs):
     rig = await build(aiohttp_client, tmp_path)
     rigs.append(rig)
@@ -118,7 +140,7 @@ async def test_budget_holds_while_requests_need_twice_the_budget(aiohttp_client,
     pw = rig.prewarmer
     assert all(pw.state.knows(m) for m in order)
     planning = status(pw)["planning"]
-    assert planning["vram_cost"] == 0.0
+    assert planning["vram_cost"] == 0.0 and planning["half_life_s"] == 6 * 3600.0
     assert {r["model"] for r in planning["models"] if r["resident"]} == set(await pw.backend.list_resident())
 
 

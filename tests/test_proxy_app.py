@@ -375,6 +375,9 @@ class KeepAliveHooks:
     def request_started(self, model: str) -> None:
         pass
 
+    def upstream_answered(self, model: str) -> None:
+        pass
+
     def request_finished(self, model: str, event: RequestEvent) -> None:
         self.finished.append(event)
 

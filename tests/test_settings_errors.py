@@ -27,6 +27,7 @@ BAD = [
     ({"PREWARM_VLLM_SLEEP_LEVEL": "7"}, "vllm_sleep_level"),
     ({"PREWARM_ADMIN_TOKEN": "   "}, "admin_token"),
     ({"PREWARM_SQL_TIMEOUT": "0"}, "sql_timeout"),
+    ({"PREWARM_RECENCY_HALF_LIFE": "0s"}, "recency_half_life"),
     ({"PREWARM_CATALOG": "/nonexistent/catalog.csv"}, "catalog"),
 ]
 

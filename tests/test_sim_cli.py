@@ -72,6 +72,8 @@ def test_plot_is_written(trace_csv, tmp_path):
     (["--vram-budget", "lots"], "not a size"),
     (["--policy", "magic"], "unknown policy"),
     (["--warmup", "1.5"], "--warmup"),
+    (["--recency-half-life", "soon"], "--recency-half-life"),
+    (["--recency-half-life", "0s"], "--recency-half-life"),
 ])
 def test_bad_input_is_a_one_line_error(trace_csv, capsys, argv, message):
     assert main(["replay", "--trace", str(trace_csv), *argv]) == 1
@@ -111,3 +113,15 @@ def test_recorded_forecasts_from_serves_database_are_planned_from(tmp_path, caps
 def test_recorded_forecasts_that_are_not_there_are_a_one_line_error(trace_csv, tmp_path, capsys):
     assert main(["replay", "--trace", str(trace_csv), "--forecasts", str(tmp_path / "none.csv")]) == 1
     assert "forecasts not found" in capsys.readouterr().err
+
+
+def test_the_recency_half_life_reaches_the_planning_state(trace_csv, capsys):
+    """The forecast family plans with the half-life given (serve's recency_half_life): a shorter one follows the
+    mix as it shifts, so the ablation's decisions change; the baselines keep their own."""
+    runs = {}
+    for hl in ("6h", "2m"):
+        assert main(["replay", "--trace", str(trace_csv), "--policy", "forecast-recency,lfu", "--format", "json",
+                     "--recency-half-life", hl, "--vram-budget", "6GB"]) == 0
+        runs[hl] = {r["policy"]: (r["cold_starts"], r["loads"]) for r in json.loads(capsys.readouterr().out)}
+    assert runs["6h"]["lfu"] == runs["2m"]["lfu"]
+    assert runs["6h"]["forecast-recency"] != runs["2m"]["forecast-recency"]

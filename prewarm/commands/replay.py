@@ -57,8 +57,12 @@ def run_replay(args: argparse.Namespace) -> int:
         policies = parse_policies(args.policy)
         window_s = parse_duration(args.window)
         retrain_s = None if args.retrain_every is None else parse_duration(args.retrain_every)
-        if window_s <= 0 or (retrain_s is not None and retrain_s <= 0):
-            raise ValueError("--window and --retrain-every must be positive")
+        try:
+            half_life_s = parse_duration(args.recency_half_life)
+        except ValueError as exc:
+            raise ValueError(f"--recency-half-life: {exc}") from None
+        if window_s <= 0 or (retrain_s is not None and retrain_s <= 0) or not 0 < half_life_s < math.inf:
+            raise ValueError("--window, --retrain-every and --recency-half-life must be positive")
         if args.train_fraction is not None and not 0.0 < args.train_fraction < 1.0:
             raise ValueError(f"--train-fraction must be in (0, 1), got {args.train_fraction}")
         keep_alive_s = [parse_duration(k.strip()) for k in args.keep_alive.split(",") if k.strip()]
@@ -89,7 +93,7 @@ def run_replay(args: argparse.Namespace) -> int:
         for n in notes:
             print(n, file=sys.stderr)
     fopts = ForecastOptions(window_s=window_s, retrain_every_s=retrain_s, train_fraction=args.train_fraction,
-                            recorded=recorded)
+                            recorded=recorded, half_life_s=half_life_s)
     results = run_replays(trace, costs, budgets, policies, span, fopts, keep_alive_s=keep_alive_s,
                           vram_costs=vram_costs, models_max=args.models_max)
     if args.format == "json":

@@ -90,7 +90,7 @@ class Prewarmer:
         self.planned_resident: set[str] = set()  # what the latest plan loaded or kept
         self.forecast_at: float | None = None
         # The one planning object: rates (forecast, else decayed counts) and every eviction and prefetch.
-        self.state = PlanningState(settings.vram_cost)
+        self.state = PlanningState(settings.vram_cost, settings.recency_half_life)
         self.last_plan: list[PlanAction] = []
         self.last_plan_at: float | None = None
         self._reserved: dict[str, int] = {}  # model -> bytes made room for, until its request finishes
@@ -246,7 +246,7 @@ class Prewarmer:
         if not self.backend.resident_known:
             return None
         m = self.canonical(model)
-        if m in self.actuator.evicting:
+        if m in self.actuator.evicting or m in self.actuator.loading:
             return False
         return self.tracker.is_resident(m)
 
@@ -254,7 +254,7 @@ class Prewarmer:
         return self.tracker.upstream_problem()
 
     def _resident_now(self, model: str) -> bool:
-        return model not in self.actuator.evicting and bool(self.tracker.is_resident(model))
+        return model not in self.actuator.evicting and bool(self.tracker.holds(model))
 
     async def before_forward(self, model: str, body: dict[str, Any], endpoint: str) -> dict[str, Any] | None:
         m = self.canonical(model)
@@ -292,6 +292,9 @@ class Prewarmer:
 
     def request_started(self, model: str) -> None:
         self.tracker.request_started(model)
+
+    def upstream_answered(self, model: str) -> None:
+        self.tracker.upstream_answered(model)
 
     def request_finished(self, model: str, event: RequestEvent) -> None:
         self.tracker.request_finished(model, event)
@@ -510,7 +513,7 @@ class Prewarmer:
     async def load_now(self, model: str, reason: str = "admin request") -> dict[str, Any]:
         m = self.canonical(model)
         async with self.actuator.lock:
-            if self.tracker.is_resident(m):
+            if self.tracker.holds(m):
                 return {"model": m, "action": "load", "ok": True, "note": "already resident"}
             if self.budget is None:
                 await self.refresh_budget()

@@ -33,6 +33,8 @@ class ResidencyTracker:
         self.refresh_s = max(0.05, float(refresh_s))
         self.resident: dict[str, int] = {}
         self.in_flight: dict[str, int] = {}
+        # models a request is waiting on the upstream to load (it loads on request): held, not yet ready
+        self.warming: set[str] = set()
         self.known = False  # True once one poll has succeeded: before that, residency is unknown
         self.last_error: str | None = None
         self._marked: dict[str, float] = {}  # model -> when the proxy saw it resident
@@ -99,13 +101,20 @@ class ResidencyTracker:
     def upstream_problem(self) -> str | None:
         return None if self.last_error is None else f"the upstream does not answer: {self.last_error}"
 
-    def is_resident(self, model: str) -> bool | None:
+    def holds(self, model: str) -> bool | None:
+        """Whether the upstream holds the model's memory (loaded, or loading: what the budget counts)."""
         if not self.known:
             return None
         if model in self.resident:
             return True
         # Ollama lists "llama3" as "llama3:latest".
         return ":" not in model and f"{model}:latest" in self.resident
+
+    def is_resident(self, model: str) -> bool | None:
+        """Ready to answer: held, and no request is still waiting for the upstream to load it. A request that
+        arrives during a load waits for it, so it is cold, as the replay counts it."""
+        held = self.holds(model)
+        return held and model not in self.warming if held is not None else None
 
     async def before_forward(self, model: str, body: dict[str, Any], endpoint: str) -> dict[str, Any] | None:
         return None
@@ -117,9 +126,15 @@ class ResidencyTracker:
         return None
 
     def request_started(self, model: str) -> None:
+        if self.holds(model) is False:
+            self.warming.add(model)  # the upstream loads it for this request; done once it answers
         self.in_flight[model] = self.in_flight.get(model, 0) + 1
 
+    def upstream_answered(self, model: str) -> None:
+        self.warming.discard(model)
+
     def request_finished(self, model: str, event: RequestEvent) -> None:
+        self.warming.discard(model)
         n = self.in_flight.get(model, 0) - 1
         if n > 0:
             self.in_flight[model] = n

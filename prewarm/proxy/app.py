@@ -262,6 +262,8 @@ class _Forwarder:
             return self._error(event, endpoint, 504, f"upstream {base} did not answer in time")
         except aiohttp.ClientError as exc:
             return self._error(event, endpoint, 502, f"upstream {base} unreachable: {one_line(exc)}")
+        if event.model is not None:
+            self.hooks.upstream_answered(event.model)
 
         resp = web.StreamResponse(
             status=up.status,

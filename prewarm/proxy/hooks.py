@@ -26,7 +26,8 @@ class ProxyHooks(Protocol):
         """Why the upstream cannot be used now (it does not answer), else None; for /prewarm/health. No I/O."""
 
     def is_resident(self, model: str) -> bool | None:
-        """Whether the upstream holds the model now (None: not known). Must not do I/O."""
+        """Whether the upstream holds the model loaded and ready now (None: not known); a model still loading
+        is not, since a request for it waits for the load. The proxy's `cold` flag. Must not do I/O."""
 
     async def before_forward(self, model: str, body: dict[str, Any], endpoint: str) -> dict[str, Any] | None:
         """Called before a request for `model` is forwarded.
@@ -45,6 +46,10 @@ class ProxyHooks(Protocol):
 
     def request_started(self, model: str) -> None:
         """A request for `model` is in flight: it must not be evicted until finished."""
+
+    def upstream_answered(self, model: str) -> None:
+        """The upstream began its answer (status line) to a request for `model`: any load that request waited
+        for is done. Must return at once."""
 
     def request_finished(self, model: str, event: RequestEvent) -> None:
         """The request is done (any status); `event` is the row about to be logged."""

@@ -13,6 +13,7 @@ from functools import partial
 import pandas as pd
 
 from prewarm.catalog import DEFAULT_RULE, Catalog
+from prewarm.planner import HALF_LIFE_S
 from prewarm.sim.engine import ReplayResult, Span, replay
 from prewarm.sim.policies import ABLATIONS, BASELINES, OPT_IN, POLICY_NAMES
 from prewarm.sim.policies.base import Policy
@@ -38,6 +39,7 @@ class ForecastOptions:
     retrain_every_s: float | None = None  # None: one day or a tenth of the trace's span, whichever is shorter
     train_fraction: float | None = None  # None: the warm-up fraction
     recorded: pd.DataFrame | None = None  # forecasts made elsewhere (load_forecasts): planned from, not trained
+    half_life_s: float = HALF_LIFE_S  # the planning state's decayed counts (serve's recency_half_life)
 
 
 @dataclass
@@ -119,11 +121,14 @@ def _factories(trace: Trace, span: Span, fopts: ForecastOptions
                                                   recorded=fopts.recorded)
         return shared[("recorded", ())]
 
-    factories["forecast-perfect"] = lambda: ForecastPerfectPolicy(schedule(PerfectSchedule))
-    factories["forecast-recency"] = lambda: ForecastRecencyPolicy(schedule(RecencySchedule))
-    factories["forecast-nousers"] = lambda: ForecastNoUsersPolicy(schedule(ForecastSchedule, ("users",)))
-    factories["forecast-noseasonal"] = lambda: ForecastNoSeasonalPolicy(schedule(ForecastSchedule, ("seasonal",)))
-    return factories, lambda cost: ForecastPolicy(forecasting(), cost)
+    hl = fopts.half_life_s
+    factories["forecast-perfect"] = lambda: ForecastPerfectPolicy(schedule(PerfectSchedule), half_life_s=hl)
+    factories["forecast-recency"] = lambda: ForecastRecencyPolicy(schedule(RecencySchedule), half_life_s=hl)
+    factories["forecast-nousers"] = lambda: ForecastNoUsersPolicy(schedule(ForecastSchedule, ("users",)),
+                                                                  half_life_s=hl)
+    factories["forecast-noseasonal"] = lambda: ForecastNoSeasonalPolicy(schedule(ForecastSchedule, ("seasonal",)),
+                                                                        half_life_s=hl)
+    return factories, lambda cost: ForecastPolicy(forecasting(), cost, hl)
 
 
 def run_replays(

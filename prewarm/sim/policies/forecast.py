@@ -34,7 +34,7 @@ import pandas as pd
 
 from prewarm.forecast.horizon import horizon_rates, horizon_span
 from prewarm.forecast.model import ForecastParams, HeatForecaster
-from prewarm.planner import Candidate, PlanningState
+from prewarm.planner import HALF_LIFE_S, Candidate, PlanningState
 from prewarm.sim.device import SimGPU
 from prewarm.sim.policies.base import ABSENT, INF, Policy
 from prewarm.sim.trace import Trace
@@ -184,15 +184,16 @@ def _frame(models: list[str], expected: np.ndarray, x: float, w: float, h: int) 
 class ForecastPolicy(Policy):
     name = "forecast"
 
-    def __init__(self, schedule: ForecastSchedule, vram_cost: float = 0.0) -> None:
+    def __init__(self, schedule: ForecastSchedule, vram_cost: float = 0.0, half_life_s: float = HALF_LIFE_S) -> None:
         self.schedule = schedule
         self.vram_cost = vram_cost
+        self.half_life_s = half_life_s
 
     def bind(self, gpu: SimGPU, trace: Trace) -> None:
         super().bind(gpu, trace)
         self.windows = self.schedule.compute()
         self.k = 0
-        self.state = PlanningState(self.vram_cost)
+        self.state = PlanningState(self.vram_cost, self.half_life_s)
         # one Candidate per model, made once: a decision scans them all at every window and every load's end
         self.cands = [Candidate(m, gpu.sizes[m], gpu.load_seconds[m]) for m in range(trace.n_models)]
         self.resident: set[int] = set()
