@@ -47,15 +47,20 @@ def test_csv_and_table(trace_csv, capsys):
     assert "scored:" in out and "histogram" in out
 
 
-def test_duckdb_file_from_serve(tmp_path, capsys):
-    db = tmp_path / "prewarm.duckdb"
-    con = duckdb.connect(str(db))
+def _serve_db(path, requests: int) -> duckdb.DuckDBPyConnection:
+    """A database as serve writes it, with `requests` logged every 7 minutes (two models); left open."""
+    con = duckdb.connect(str(path))
     migrate(con)
-    ts = pd.date_range("2026-11-01", periods=50, freq="7min", tz="UTC")
+    ts = pd.date_range("2026-11-01", periods=requests, freq="7min", tz="UTC")
     for k, t in enumerate(ts):
         con.execute("INSERT INTO requests (id, ts_start, model, user_id) VALUES (?, ?, ?, ?)",
                     [str(k), t.to_pydatetime(), "llama3.2:1b" if k % 3 else "mistral:7b", "u"])
-    con.close()
+    return con
+
+
+def test_duckdb_file_from_serve(tmp_path, capsys):
+    db = tmp_path / "prewarm.duckdb"
+    _serve_db(db, 50).close()
     assert main(["replay", "--trace", str(db), "--policy", "lru", "--format", "json", "--warmup", "0"]) == 0
     [row] = json.loads(capsys.readouterr().out)
     assert row["requests"] == 50 and row["cold_starts"] >= 2
@@ -89,12 +94,7 @@ def test_recorded_forecasts_from_serves_database_are_planned_from(tmp_path, caps
     """`--forecasts` reads the forecasts table serve logged: the forecast policy plans from those rows at their
     made_at (one plan per forecast made) and trains nothing."""
     db = tmp_path / "prewarm.duckdb"
-    con = duckdb.connect(str(db))
-    migrate(con)
-    ts = pd.date_range("2026-11-01", periods=60, freq="7min", tz="UTC")
-    for k, t in enumerate(ts):
-        con.execute("INSERT INTO requests (id, ts_start, model, user_id) VALUES (?, ?, ?, ?)",
-                    [str(k), t.to_pydatetime(), "llama3.2:1b" if k % 3 else "mistral:7b", "u"])
+    con = _serve_db(db, 60)
     made = pd.date_range("2026-11-01 02:00", periods=20, freq="10min", tz="UTC")
     for m in made:
         for model, mu in (("mistral:7b", 0.5), ("llama3.2:1b", 1.0)):
