@@ -282,13 +282,14 @@ class Setup:
 
 
 def run_prewarm(setup: Setup, binary: Path, cache: Path, tmp: Path, budget: int, df: pd.DataFrame,
-                compress: float, sizes: dict[str, int], pushes: list[Push]) -> tuple[dict[str, Any], Path]:
+                compress: float, half_life_s: float, sizes: dict[str, int], pushes: list[Push]
+                ) -> tuple[dict[str, Any], Path]:
     """One prewarm setup on a fresh router at --models-max 0; its figures and serve's database."""
     tag = setup.name.replace(" ", "-").replace(",", "")
     r = Router(binary, cache, 0, tmp / f"router-{tag}.log")
     db = tmp / f"{tag}.duckdb"
     config = tmp / f"{tag}.toml"
-    config.write_text(f"recency_half_life = {HALF_LIFE_S / compress:.6g}  # serve's 6 h, compressed like the slice\n")
+    config.write_text(f"recency_half_life = {half_life_s:.6g}  # serve's 6 h, compressed like the slice\n")
     port = free_port()
     serve = subprocess.Popen(PREWARM_CMD + [
         "serve", "--upstream-kind", "llamacpp", "--upstream", r.url, "--listen", f"127.0.0.1:{port}",
@@ -334,6 +335,7 @@ def main() -> int:
     df = slice_of(full, args.requests, args.slice)
     span = float(df["ts"].iloc[-1] - df["ts"].iloc[0])
     compress = span / (args.gap * (len(df) - 1))
+    half_life_s = HALF_LIFE_S / compress  # the planner's one time constant, compressed like the slice
     setups = [Setup("router alone", None), Setup("prewarm, no forecaster", 0.0),
               Setup("prewarm + forecaster", 0.0, True),
               Setup(f"prewarm + forecaster, vram_cost {args.vram_cost:g}", args.vram_cost, True)]
@@ -387,9 +389,9 @@ def main() -> int:
                     r.close()
                 figures["cold"] = figures["cold_seen"]
             else:
-                figures, db = run_prewarm(setup, binary, cache, tmp, budget, df, compress, sizes, pushes)
-            sim = simulate(df, compress, figures["epoch0"], tmp, catalog, budget,
-                           setup.replay_args(k, db, HALF_LIFE_S / compress))
+                figures, db = run_prewarm(setup, binary, cache, tmp, budget, df, compress, half_life_s, sizes,
+                                          pushes)
+            sim = simulate(df, compress, figures["epoch0"], tmp, catalog, budget, setup.replay_args(k, db, half_life_s))
             live.append((setup, figures, sim))
             print(f"{setup.name}: {figures['cold']} cold live, {sim} simulated", flush=True)
 

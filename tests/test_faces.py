@@ -28,7 +28,6 @@ def test_every_public_name_resolves(name: str) -> None:
         assert getattr(face, public) is getattr(importlib.import_module(module), public), public
 
 
-
 @pytest.mark.parametrize("name", FACES)
 def test_a_submodule_imported_first_shadows_no_public_name(name: str) -> None:
     """Importing `pkg.sub` binds `pkg.sub` to the module before the face's `__getattr__` ever runs, so a public
@@ -40,6 +39,7 @@ def test_a_submodule_imported_first_shadows_no_public_name(name: str) -> None:
             "if getattr(face, p) is not getattr(importlib.import_module(m), p)])")
     out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
+
 
 def test_an_unknown_name_is_an_attribute_error() -> None:
     import prewarm.sim

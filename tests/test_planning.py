@@ -155,3 +155,12 @@ def test_the_batch_scorer_is_rate_and_worth_to_the_last_bit(events, forecast, ho
         c = Candidate(key, 3 * GB, 7.5)
         assert scored(c) == (state.rate(key, t), state.worth(c, t),
                              state.recent_rate(key, t) * c.load_seconds / c.size_bytes)
+
+
+def test_serves_default_half_life_is_the_planners() -> None:
+    """config cannot import the planner (the proxy imports config and must not load the parts that decide), so the
+    6 h is written twice; this holds the two copies equal."""
+    from prewarm.config import Settings
+    from prewarm.planner import HALF_LIFE_S
+
+    assert Settings().recency_half_life == HALF_LIFE_S == PlanningState().half_life_s

@@ -101,7 +101,6 @@ async def test_admin_load_then_request_is_warm(aiohttp_client, tmp_path, rigs):
     assert actions == [("llama3.1:8b", "load", True, 0, 6_200_000_000)]
 
 
-
 @pytest.mark.parametrize("prewarm", [True, False])
 async def test_a_request_that_arrives_while_its_model_loads_is_cold(aiohttp_client, tmp_path, rigs, prewarm):
     """It waits for the load as the first one does (the replay counts it cold too): the upstream lists a loading
@@ -121,6 +120,7 @@ async def test_a_request_that_arrives_while_its_model_loads_is_cold(aiohttp_clie
         await rig.generate("llama3.1:8b")
         rows = await rig.rows("SELECT cold FROM requests WHERE model = 'llama3.1:8b' ORDER BY ts_start")
         assert rows == [(True,), (False,)]
+
 
 async def test_budget_holds_while_requests_need_twice_the_budget(aiohttp_client, tmp_path, rigs):
     rig = await build(aiohttp_client, tmp_path)

@@ -1,7 +1,7 @@
 """The prewarmer: the only part that changes the upstream (DESIGN.md, Parts).
 
 `Prewarmer` implements the proxy's `ProxyHooks` and carries out the planning
-state's decisions; `status` renders it for the admin API and the status page.
+state's decisions; `status` (in `report`) renders it for the admin API and the status page.
 """
 
 from __future__ import annotations

@@ -37,7 +37,6 @@ class Actuator:
         self.budget_bytes = budget_bytes
         self.lock = asyncio.Lock()
         self.evicting: set[str] = set()
-        self.loading: set[str] = set()  # a request for one of these waits for its load: cold
         self.last_actions: deque[dict[str, Any]] = deque(maxlen=50)
 
     def record(self, model: str, action: str, reason: str, before: int | None, after: int | None,
@@ -78,14 +77,14 @@ class Actuator:
                         f"skipped: {before + size} bytes would exceed the {budget}-byte budget now")
             return False
         began, t0 = self.clock(), time.perf_counter()
-        self.loading.add(model)
+        self.tracker.warming.add(model)  # a request for it meanwhile waits for this load: cold
         try:
             await self.backend.load(model, keep_alive=self.keep_alive)
         except BackendError as exc:
             self.record(model, "load", reason, before, before, _ms(t0), False, str(exc), began)
             return False
         finally:
-            self.loading.discard(model)
+            self.tracker.warming.discard(model)
         self.tracker.mark_resident(model)
         await self.tracker.refresh()
         self.metrics.loaded(model, time.perf_counter() - t0)

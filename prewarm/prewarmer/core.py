@@ -20,7 +20,7 @@ too), and adds three things around them:
 
 Its parts, one job each: `facts` (sizes, load times, what is served), `actuator`
 (the upstream calls and their prewarm_actions rows), `holds` (manual holds and
-keep-outs), `options` (runner options per model); `status` renders it as JSON.
+keep-outs), `options` (runner options per model); `report` renders it as JSON.
 """
 
 from __future__ import annotations
@@ -246,7 +246,7 @@ class Prewarmer:
         if not self.backend.resident_known:
             return None
         m = self.canonical(model)
-        if m in self.actuator.evicting or m in self.actuator.loading:
+        if m in self.actuator.evicting:
             return False
         return self.tracker.is_resident(m)
 

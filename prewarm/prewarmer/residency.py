@@ -33,7 +33,7 @@ class ResidencyTracker:
         self.refresh_s = max(0.05, float(refresh_s))
         self.resident: dict[str, int] = {}
         self.in_flight: dict[str, int] = {}
-        # models a request is waiting on the upstream to load (it loads on request): held, not yet ready
+        # models whose load is under way (for a request, or the prewarmer's own): held, not yet ready
         self.warming: set[str] = set()
         self.known = False  # True once one poll has succeeded: before that, residency is unknown
         self.last_error: str | None = None
