@@ -31,22 +31,25 @@ next request. Every decision ranks by it:
   default, the budget is spent for the fewest cold starts.
 
 The rate comes from the forecaster where it has an opinion about the model
-(its expected requests over the forecast horizon, seasonal model, recency and
-users combined), and otherwise from each model's own decayed request count
-(half-life 6 h, the ``lfu`` baseline's); the decayed rate also breaks ties, so
-among models the forecast expects nothing of, the most recently busy stay.
+(its ``Outlook``: expected requests per second window by window ahead, seasonal
+model, recency and users combined), and otherwise from each model's own decayed
+request count (half-life 6 h, the ``lfu`` baseline's); the decayed rate also
+breaks ties, so among models the forecast expects nothing of, the most recently
+busy stay.
 
-The forecast speaks for its horizon only (an hour by default), but an eviction
-lasts until the model is asked for again, and a model kept sits unused for as
-long as the cache lets idle models sit: its characteristic time ``T``, measured
-here as the mean idle age of the models evicted to make room over the last
-half-life (callers report them with ``evicted``). Where ``T`` is longer than the
-horizon ``H``, the rate is taken over ``T``: the forecast's expected requests
-over ``H`` plus the decayed rate for the rest, ``(f H + r (T - H)) / T``. On a
-small GPU (``T`` of minutes) that is the forecast alone; on a big one (``T`` of
-hours) mostly the model's own history, which is all anyone knows past the
-horizon. Keys are whatever the caller names models by (ids in the replay, names
-in serve).
+A model is worth the requests it is expected to serve warm before it would be
+pushed out, and a model kept sits unused for as long as the cache lets idle
+models sit: its characteristic time ``T`` (Che's approximation for an LRU-like
+cache), measured here as the mean idle age of the models evicted to make room
+over the last half-life (callers report them with ``evicted``). So the rate is
+taken over the next ``T`` seconds: the outlook's expected requests where it
+covers them, the decayed rate for the part past its end, over ``T``. On a small
+GPU (``T`` of minutes) that is the forecast's next window or two, not its hour's
+average (a model forecast busy in forty minutes is not worth keeping through
+forty quiet ones); on a big one (``T`` of hours) mostly the model's own history,
+which is all anyone knows past the horizon. Before any eviction (no ``T`` yet)
+it is the outlook's rate at the instant. Keys are whatever the caller names
+models by (ids in the replay, names in serve).
 
 ``step`` is the one decision the live prewarmer and the replay both make each
 time the loader would idle: let go of what does not earn its memory, else load a
@@ -63,10 +66,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import numpy as np
+
 T = TypeVar("T")
 
 HALF_LIFE_S = 6 * 3600.0
 _LN2 = math.log(2.0)
+_INSTANT = 1e-3  # a characteristic time shorter than this (s) is read as the rate at the instant itself
 
 
 def needed(chosen: Sequence[T], size: Callable[[T], int], need: int) -> list[T]:
@@ -116,6 +122,71 @@ class PlanAction:
     resident_bytes_after: int
 
 
+@dataclass(frozen=True)
+class Outlook:
+    """The forecaster's word as the planner reads it: per model, expected requests per second in each interval
+    between ``edges`` (absolute seconds, increasing; the first may be -inf and the last inf, "this rate
+    from then on"). A model without a row has no forecast (its decayed count speaks for it); outside the
+    edges nobody has a forecast.
+
+    The shape over time matters: a model is worth what it is expected to be asked for while the cache would
+    keep it, and that span (the characteristic time) is minutes on a small GPU and hours on a big one."""
+
+    edges: np.ndarray  # shape (k + 1,)
+    keys: tuple[Any, ...]
+    density: np.ndarray  # shape (len(keys), k): requests per second
+
+    def __post_init__(self) -> None:
+        k = len(self.edges) - 1
+        if k < 1 or self.density.shape != (len(self.keys), k) or np.any(np.diff(self.edges) <= 0):
+            raise ValueError(f"an outlook needs increasing edges and {len(self.keys)} x {max(k, 0)} densities")
+
+    @classmethod
+    def flat(cls, rates: Mapping[Any, float], at: float = -math.inf, horizon_s: float = math.inf) -> Outlook:
+        """``rates`` held from ``at`` for ``horizon_s`` (by default: always, taken at their word)."""
+        end = math.inf if horizon_s == math.inf else at + horizon_s
+        if not end > at:
+            raise ValueError(f"a flat outlook needs a horizon from a finite start, got at={at} horizon={horizon_s}")
+        keys = tuple(rates)
+        density = np.fromiter((float(rates[k]) for k in keys), dtype=float, count=len(keys)).reshape(-1, 1)
+        return cls(np.array([at, end], dtype=float), keys, density)
+
+    def mean_rates(self) -> dict[Any, float]:
+        """Per model, expected requests per second over the finite part of the outlook (what a person is shown)."""
+        widths = np.diff(self.edges)
+        finite = np.isfinite(widths)
+        if not finite.any():
+            return {k: float(d) for k, d in zip(self.keys, self.density[:, 0], strict=True)}
+        rates = self.density[:, finite] @ widths[finite] / widths[finite].sum()
+        return {k: float(r) for k, r in zip(self.keys, rates, strict=True)}
+
+
+class KeepTime:
+    """A cache's characteristic time: the mean idle age of the models it evicted to make room, each weighing half
+    per ``half_life_s`` of age (Che's approximation: an entry stays about that long after its last use)."""
+
+    def __init__(self, half_life_s: float = HALF_LIFE_S) -> None:
+        self.half_life_s = half_life_s
+        self._sum = 0.0  # decayed sums, weight 2^((t - _ref) / half_life)
+        self._n = 0.0
+        self._ref: float | None = None
+
+    def add(self, idle_s: float, t: float) -> None:
+        """A model idle for ``idle_s`` was evicted at ``t``."""
+        x = t / self.half_life_s
+        if self._ref is None or x - self._ref > 60.0:  # rebase before the weights overflow
+            scale = 0.0 if self._ref is None else 2.0 ** (self._ref - x)
+            self._sum *= scale
+            self._n *= scale
+            self._ref = x
+        w = 2.0 ** (x - self._ref)
+        self._sum += max(0.0, idle_s) * w
+        self._n += w
+
+    def value(self) -> float:
+        return self._sum / self._n if self._n > 0 else 0.0
+
+
 def _idle_capped(rate: float, last: float, t: float) -> float:
     """``rate``, at most 1 / the idle age since ``last`` (PlanningState.recent_rate says why)."""
     return rate if t <= last else min(rate, 1.0 / (t - last))
@@ -136,13 +207,11 @@ class PlanningState:
         self.vram_cost = float(vram_cost)
         self.half_life_s = float(half_life_s)
         self._score: dict[Any, float] = {}  # log2 of the decayed count, in units of 2^(t / half_life)
-        self.forecast: dict[Any, float] = {}  # expected requests per second over the forecast horizon
+        self.forecast: dict[Any, float] = {}  # expected requests per second over the forecast's span (shown)
+        self._outlook: Outlook | None = None
+        self._row: dict[Any, int] = {}  # key -> row of the outlook's densities
         self._last: dict[Any, float] = {}  # each key's latest request
-        self.horizon_s = math.inf  # how far ahead the forecast speaks
-        # decayed sums of the idle ages of models evicted to make room, weight 2^((t - _ref) / half_life)
-        self._age_sum = 0.0
-        self._age_n = 0.0
-        self._ref: float | None = None
+        self._keep = KeepTime(half_life_s)
 
     # -- inputs ---------------------------------------------------------------
 
@@ -170,30 +239,23 @@ class PlanningState:
             del self._score[k]
         return gone
 
-    def set_forecast(self, rates: Mapping[Any, float], horizon_s: float = math.inf) -> None:
-        """The forecaster's latest word: expected requests per second per model over the next ``horizon_s``
-        (models absent: no opinion; no horizon given: the rates are taken at their word, with no tail)."""
-        self.forecast = dict(rates)
-        self.horizon_s = max(0.0, float(horizon_s))
+    def set_forecast(self, outlook: Outlook | Mapping[Any, float]) -> None:
+        """The forecaster's latest word (an ``Outlook``; plain rates are held at their word, for all time)."""
+        if not isinstance(outlook, Outlook):
+            outlook = Outlook.flat(outlook)
+        self._outlook = outlook
+        self._row = {k: i for i, k in enumerate(outlook.keys)}
+        self.forecast = outlook.mean_rates()
 
     def evicted(self, key: Any, t: float) -> None:
         """``key`` was evicted at ``t`` to make room: its idle age feeds the characteristic time."""
         last = self._last.get(key)
-        if last is None:
-            return
-        x = t / self.half_life_s
-        if self._ref is None or x - self._ref > 60.0:  # rebase before the weights overflow
-            scale = 0.0 if self._ref is None else 2.0 ** (self._ref - x)
-            self._age_sum *= scale
-            self._age_n *= scale
-            self._ref = x
-        w = 2.0 ** (x - self._ref)
-        self._age_sum += max(0.0, t - last) * w
-        self._age_n += w
+        if last is not None:
+            self._keep.add(t - last, t)
 
     def keep_time(self) -> float:
         """The characteristic time: the mean idle age at which models were evicted to make room (0 before any)."""
-        return self._age_sum / self._age_n if self._age_n > 0 else 0.0
+        return self._keep.value()
 
     # -- rates and worth --------------------------------------------------------
 
@@ -211,16 +273,36 @@ class PlanningState:
             return 0.0
         return _idle_capped(float(2.0 ** (s - t / self.half_life_s) * _LN2 / self.half_life_s), self._last[key], t)
 
+    def _ahead(self, t: float) -> tuple[list[float], float]:
+        """Per outlook row, its expected requests per second over the characteristic time from ``t``, and the
+        share of that time the outlook does not cover (the decayed count's share). Before any eviction (no
+        characteristic time yet) the rate at ``t`` itself."""
+        o = self._outlook
+        if o is None:
+            return [], 1.0
+        edges, T = o.edges, self.keep_time()
+        if T > _INSTANT:
+            a, b = t, t + T
+            share = (np.clip(edges[1:], a, b) - np.clip(edges[:-1], a, b)) / T
+            covered = max(0.0, min(b, float(edges[-1])) - max(a, float(edges[0])))
+            rest = (T - covered) / T
+        else:
+            share = np.zeros(len(edges) - 1)
+            i = int(np.searchsorted(edges, t, side="right")) - 1
+            if 0 <= i < len(share):
+                share[i] = 1.0
+            rest = 0.0 if 0 <= i < len(share) else 1.0
+        return (o.density @ share).tolist(), rest
+
     def rate(self, key: Any, t: float) -> float:
-        """Expected requests per second: the forecast's over its horizon, extended past it by the decayed rate
-        out to the characteristic time (module docstring); the decayed rate alone without a forecast."""
-        f = self.forecast.get(key)
-        if f is None:
-            return self.recent_rate(key, t)
-        T, H = self.keep_time(), self.horizon_s
-        if T <= H:
-            return f
-        return (f * H + self.recent_rate(key, t) * (T - H)) / T
+        """Expected requests per second over the characteristic time from ``t``: the outlook's where it covers
+        it, the decayed rate for the rest (module docstring); the decayed rate alone without a forecast."""
+        row = self._row.get(key)
+        recent = self.recent_rate(key, t)
+        if row is None:
+            return recent
+        ahead, rest = self._ahead(t)
+        return ahead[row] + recent * rest
 
     def worth(self, c: Candidate, t: float) -> float:
         """Seconds of waiting saved per GB-hour held (a zero-size model counts as one byte)."""
@@ -228,7 +310,7 @@ class PlanningState:
 
     def explain(self, c: Candidate, t: float) -> str:
         """A model's worth and where its rate comes from, in a reason a person can check."""
-        source = "forecast" if c.key in self.forecast else "recent requests"
+        source = "forecast" if c.key in self._row else "recent requests"
         return (f"{self.rate(c.key, t) * 3600:.2f} requests/h expected ({source}) x load {c.load_seconds:.1f} s "
                 f"/ {c.size_bytes / 1e9:.2f} GB = worth {self.worth(c, t):.1f} s per GB-hour")
 
@@ -237,16 +319,15 @@ class PlanningState:
         most recently busy stay) for many candidates at one ``t``: ``rate`` and ``worth``'s arithmetic, with
         what does not depend on the candidate read once (a decision scans every model, and the replay decides
         at every load's end)."""
-        T, H = self.keep_time(), self.horizon_s
-        forecast, score, last, hl = self.forecast, self._score, self._last, self.half_life_s
+        ahead, rest = self._ahead(t)
+        rows, score, last, hl = self._row, self._score, self._last, self.half_life_s
         x = t / hl
-        tail = T > H
 
         def scored(c: Candidate) -> tuple[float, float, float]:
             s = score.get(c.key)
             recent = 0.0 if s is None else _idle_capped(float(2.0 ** (s - x) * _LN2 / hl), last[c.key], t)
-            f = forecast.get(c.key)
-            r = recent if f is None else ((f * H + recent * (T - H)) / T if tail else f)
+            row = rows.get(c.key)
+            r = recent if row is None else ahead[row] + recent * rest
             size = max(c.size_bytes, 1)
             return r, r * c.load_seconds * 3600.0 / (size / 1e9), recent * c.load_seconds / size
 

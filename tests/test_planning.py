@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prewarm.planner import Candidate, PlanningState, plan
+from prewarm.planner import Candidate, Outlook, PlanningState, plan
 
 GB = 10**9
 
@@ -111,18 +112,29 @@ def test_a_plan_never_exceeds_the_budget_never_touches_a_busy_model_and_only_gai
         assert all(state.worth(c, 0.0) >= vram_cost for c in kept)
 
 
-def test_past_the_forecasts_horizon_the_rate_is_the_decayed_counts_out_to_the_cache_time() -> None:
+def test_the_rate_is_the_outlooks_over_the_cache_time_then_the_decayed_counts() -> None:
+    """A model is worth the requests it is expected to see while the cache would keep it: the outlook's over the
+    characteristic time where it covers it, the decayed count's past its end."""
     state = PlanningState(half_life_s=3600.0)
     state.observe("a", 0.0)
     state.observe("v", 0.0)
-    state.set_forecast({"a": 0.01}, horizon_s=600.0)
-    assert state.rate("a", 0.0) == 0.01  # no eviction yet: no characteristic time, the forecast alone
-    state.evicted("v", 1800.0)  # a model evicted after 30 min idle: the cache keeps idle models ~30 min
-    assert state.keep_time() == pytest.approx(1800.0)
-    r = state.recent_rate("a", 1800.0)
-    assert state.rate("a", 1800.0) == pytest.approx((0.01 * 600 + r * 1200) / 1800)
-    state.set_forecast({"a": 0.01}, horizon_s=3600.0)  # a horizon longer than the cache time: forecast alone
-    assert state.rate("a", 1800.0) == 0.01
+    state.set_forecast(Outlook(np.array([0.0, 300.0, 600.0]), ("a",), np.array([[0.02, 0.0]])))
+    assert state.rate("a", 100.0) == 0.02  # no eviction yet: no characteristic time, the rate at the instant
+    assert state.rate("a", 400.0) == 0.0
+    state.evicted("v", 200.0)  # a model evicted after 200 s idle: the cache keeps idle models ~200 s
+    assert state.keep_time() == pytest.approx(200.0)
+    assert state.rate("a", 0.0) == pytest.approx(0.02)
+    assert state.rate("a", 200.0) == pytest.approx(0.01)  # half of the next 200 s busy, half quiet
+    r = state.recent_rate("a", 500.0)
+    assert r > 0 and state.rate("a", 500.0) == pytest.approx(r / 2)  # the outlook ends half-way
+    assert state.rate("v", 100.0) == state.recent_rate("v", 100.0)  # no row: the decayed count alone
+
+
+def test_a_flat_outlook_needs_a_start_for_its_horizon() -> None:
+    with pytest.raises(ValueError, match="finite start"):
+        Outlook.flat({"a": 1.0}, horizon_s=600.0)
+    o = Outlook.flat({"a": 1.0}, at=100.0, horizon_s=600.0)
+    assert list(o.edges) == [100.0, 700.0] and o.mean_rates() == {"a": 1.0}
 
 
 def test_a_prefetch_that_would_be_the_next_victim_is_not_made() -> None:
@@ -139,9 +151,10 @@ def test_a_prefetch_that_would_be_the_next_victim_is_not_made() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(events=st.lists(st.tuples(st.sampled_from("abcd"), st.floats(0.0, 86400.0)), max_size=12),
-       forecast=st.dictionaries(st.sampled_from("abce"), RATES), horizon=st.sampled_from([60.0, 3600.0, math.inf]),
+       forecast=st.dictionaries(st.sampled_from("abce"), st.lists(RATES, min_size=3, max_size=3)),
+       edges=st.lists(st.floats(0.0, 2 * 86400.0), min_size=4, max_size=4, unique=True),
        evict_at=st.floats(0.0, 86400.0), t=st.floats(0.0, 2 * 86400.0))
-def test_the_batch_scorer_is_rate_and_worth_to_the_last_bit(events, forecast, horizon, evict_at, t):
+def test_the_batch_scorer_is_rate_and_worth_to_the_last_bit(events, forecast, edges, evict_at, t):
     """Decisions rank many models through ``_scorer``; ``explain`` and the tests read ``rate`` and ``worth``:
     the two must agree exactly, or the reason shown would not be the one decided by."""
     state = PlanningState()
@@ -149,7 +162,8 @@ def test_the_batch_scorer_is_rate_and_worth_to_the_last_bit(events, forecast, ho
         state.observe(key, at)
     for key in "ab":
         state.evicted(key, evict_at)
-    state.set_forecast(forecast, horizon)
+    keys = tuple(forecast)
+    state.set_forecast(Outlook(np.array(sorted(edges)), keys, np.array([forecast[k] for k in keys]).reshape(-1, 3)))
     scored = state._scorer(t)
     for key in "abcde":
         c = Candidate(key, 3 * GB, 7.5)

@@ -18,7 +18,8 @@ from prewarm.commands.plan import run_plan
 from prewarm.config import Settings
 from prewarm.emulator import make_app
 from prewarm.errors import ActionRefused
-from prewarm.forecast import horizon_rates
+from prewarm.forecast import horizon_outlook
+from prewarm.planner import Outlook
 from prewarm.prewarmer import Prewarmer, status
 from prewarm.prewarmer.residency import ResidencyTracker
 from prewarm.store import Store
@@ -282,7 +283,7 @@ async def test_admin_unload_refuses_model_in_flight_and_load_refuses_impossible(
     assert await pw.backend.list_resident() == {}
 
 
-def test_horizon_rates_count_what_is_still_ahead_over_the_time_it_covers():
+def test_the_outlook_counts_what_is_still_ahead_window_by_window():
     now = 1000.0
     df = pd.DataFrame({
         "model": ["a", "a", "a", "b"],
@@ -290,10 +291,14 @@ def test_horizon_rates_count_what_is_still_ahead_over_the_time_it_covers():
         "window_end": [900.0, 1200.0, 1500.0, 1500.0],
         "expected_requests": [50.0, 3.0, 6.0, 1.5],
     })
-    rates = horizon_rates(df, now)
-    # a: the window that ended does not count; 2 of 3 s of the running one (2 requests) and the next (6) over 500 s
-    assert rates["a"] == pytest.approx((3.0 * 200 / 300 + 6.0) / 500.0)
-    assert rates["b"] == pytest.approx(1.5 / 300.0)
+    o = horizon_outlook(df, now)
+    assert o is not None and list(o.edges) == [1000.0, 1200.0, 1500.0]
+    # the window that ended does not count; the running one keeps its density (3 per 300 s) for what is left
+    d = dict(zip(o.keys, o.density.tolist(), strict=True))
+    assert d["a"] == pytest.approx([3.0 / 300, 6.0 / 300])
+    assert d["b"] == pytest.approx([0.0, 1.5 / 300])  # no row for the running window: nothing expected there
+    assert o.mean_rates()["a"] == pytest.approx((3.0 * 200 / 300 + 6.0) / 500.0)
+    assert horizon_outlook(df, 1500.0) is None
 
 
 async def test_plan_command_prints_plan_and_refuses_without_forecasts(aiohttp_client, tmp_path, capsys):
@@ -399,10 +404,10 @@ async def test_a_restarted_prewarmer_reads_recency_and_the_on_demand_cache_from_
 def test_forecasts_for_one_model_under_two_names_combine() -> None:
     """An old log may hold "llama3" and "llama3:latest": their forecasts are one model's, not a race to overwrite."""
     from prewarm.backends.ollama import canonical_name
-    from prewarm.forecast.horizon import canonical_rates
+    from prewarm.forecast.horizon import canonical_outlook
 
-    rates = canonical_rates({"llama3": 0.9, "llama3:latest": 0.1, "qwen2.5:7b": 0.3}, canonical_name)
-    assert rates == {"llama3:latest": pytest.approx(1.0), "qwen2.5:7b": 0.3}
+    o = canonical_outlook(Outlook.flat({"llama3": 0.9, "llama3:latest": 0.1, "qwen2.5:7b": 0.3}), canonical_name)
+    assert o.mean_rates() == {"llama3:latest": pytest.approx(1.0), "qwen2.5:7b": 0.3}
 
 
 async def test_an_untagged_name_is_logged_canonical_and_keeps_its_catalog_size(aiohttp_client, tmp_path, rigs):

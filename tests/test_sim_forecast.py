@@ -63,13 +63,14 @@ def test_forecast_policy_is_trained_on_the_warm_up_and_refit_daily():
 def _planned_replay(requests: list[tuple[float, str]], rates: dict[str, float], budget_gb: int = 10,
                     vram_cost: float = 0.0):
     """1 GB models loading in 100 s; one plan at t=10 with the given forecast rates (requests per second)."""
+    from prewarm.planner import Outlook
     from prewarm.sim.engine import replay
     from prewarm.sim.policies.forecast import ForecastPolicy, ForecastSchedule, WindowForecast
 
     df = pd.DataFrame({"ts": [t for t, _ in requests], "model": [m for _, m in requests], "user": "u"})
     tr = frame_to_trace(df)
     schedule = ForecastSchedule(tr, train_end=0.0, window_s=300.0, retrain_every_s=DAY)
-    schedule.windows = [WindowForecast(10.0, {tr.names.index(m): r for m, r in rates.items()})]
+    schedule.windows = [WindowForecast(10.0, Outlook.flat({tr.names.index(m): r for m, r in rates.items()}))]
     schedule._done = True
     n = tr.n_models
     pol = ForecastPolicy(schedule, vram_cost)

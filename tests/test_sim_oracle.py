@@ -25,6 +25,32 @@ def test_belady_evicts_the_model_needed_farthest_in_the_future():
     assert out[3] == -1.0
 
 
+def test_belady_size_evicts_the_most_byte_seconds_per_load_second_until_the_next_use():
+    """a (4 GB) is needed at 400, b (1 GB) at 1000: Belady evicts b, Belady-Size a (300 s x 4 GB / 10 s = 120
+    against 900 s x 1 GB / 10 s = 90); then c, never needed again, makes room for a."""
+    tr = make_trace([(0, "a"), (20, "b"), (100, "c"), (400, "a"), (1000, "b")])
+    sizes = {"a": 4 * GB, "b": GB, "c": GB}
+    loads = {n: 10.0 for n in "abc"}
+    by_size, _ = drive(OraclePolicy("belady-size", prefetch=False), tr, sizes, loads, 5 * GB)
+    assert by_size[3:] == [10.0, -1.0]
+    belady, _ = drive(OraclePolicy("belady", prefetch=False), tr, sizes, loads, 5 * GB)
+    assert belady[3:] == [-1.0, 10.0]
+
+
+def test_gd_keep_counts_the_requests_within_the_cache_keep_time():
+    """At 200 nothing has been evicted yet (no keep time): Belady evicts a (needed at 1000), idle 200 s, so the
+    keep time is 200 s. At 400 d needs room: within 400-600 b is asked for once and c four times, so b goes
+    (Belady would evict c, needed later); b's one request is cold, c's four are warm."""
+    tr = make_trace([(0, "a"), (100, "b"), (200, "c"), (300, "b"), (400, "d"), (420, "b"),
+                     (500, "c"), (510, "c"), (520, "c"), (530, "c"), (1000, "a")])
+    sizes = {n: GB for n in "abcd"}
+    loads = {n: 10.0 for n in "abcd"}
+    out, _ = drive(OraclePolicy("gd-keep", prefetch=False), tr, sizes, loads, 2 * GB)
+    assert out == [10.0, 10.0, 10.0, -1.0, 10.0, 10.0, -1.0, -1.0, -1.0, -1.0, 10.0]
+    belady, _ = drive(OraclePolicy("belady", prefetch=False), tr, sizes, loads, 2 * GB)
+    assert belady[5:7] == [-1.0, 10.0]
+
+
 def test_oracle_prefetches_when_the_loader_is_idle():
     tr = make_trace([(0, "a"), (100, "b"), (200, "a")])
     sizes = {"a": GB, "b": GB}

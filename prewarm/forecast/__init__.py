@@ -14,7 +14,7 @@ from prewarm._faces import lazy_face
 if TYPE_CHECKING:
     from prewarm.forecast.artifacts import latest_run, load_latest, prune, read_manifest, run_dirs, set_latest
     from prewarm.forecast.backtest import format_table, is_worse
-    from prewarm.forecast.horizon import horizon_rates, horizon_span
+    from prewarm.forecast.horizon import canonical_outlook, horizon_outlook
     from prewarm.forecast.model import ForecastParams, HeatForecaster
     from prewarm.forecast.seasonal import SeasonalConfig
     from prewarm.forecast.series import TraceError, count_matrix, load_trace
@@ -29,8 +29,8 @@ _EXPORTS = {
     "count_matrix": "prewarm.forecast.series",
     "forecast_rows": "prewarm.forecast.training",
     "format_table": "prewarm.forecast.backtest",
-    "horizon_rates": "prewarm.forecast.horizon",
-    "horizon_span": "prewarm.forecast.horizon",
+    "canonical_outlook": "prewarm.forecast.horizon",
+    "horizon_outlook": "prewarm.forecast.horizon",
     "is_worse": "prewarm.forecast.backtest",
     "latest_run": "prewarm.forecast.artifacts",
     "load_latest": "prewarm.forecast.artifacts",
@@ -50,8 +50,8 @@ __all__ = [
     "count_matrix",
     "forecast_rows",
     "format_table",
-    "horizon_rates",
-    "horizon_span",
+    "canonical_outlook",
+    "horizon_outlook",
     "is_worse",
     "latest_run",
     "load_latest",

@@ -39,7 +39,7 @@ from prewarm.backends.ollama import keep_alive_value
 from prewarm.catalog import Catalog, load_catalog
 from prewarm.config import Settings
 from prewarm.errors import ActionRefused, BackendError
-from prewarm.forecast.horizon import canonical_rates, horizon_rates, horizon_span
+from prewarm.forecast.horizon import canonical_outlook, horizon_outlook
 from prewarm.gpu import Budget, GpuMonitor
 from prewarm.planner import Candidate, PlanAction, PlanningState, Step
 from prewarm.prewarmer.actuator import Actuator
@@ -442,9 +442,10 @@ class Prewarmer:
         return actions
 
     def set_forecast(self, forecasts: pd.DataFrame, now: float) -> None:
-        """The forecaster's expected requests over its horizon become the planning state's rates."""
-        self.state.set_forecast(canonical_rates(horizon_rates(forecasts, now), self.canonical),
-                                horizon_span(forecasts, now))
+        """The forecaster's expected requests ahead become the planning state's outlook (nothing ahead: no
+        forecast, every model's rate its decayed count)."""
+        outlook = horizon_outlook(forecasts, now)
+        self.state.set_forecast(canonical_outlook(outlook, self.canonical) if outlook is not None else {})
 
     def fill_soon(self) -> None:
         """Start a fill in the background unless one is running (a fill is a favour: a request never waits)."""

@@ -7,7 +7,7 @@
 * Every window (aligned to multiples of ``window_s``, as the forecaster aligns
   them) it predicts from the events before that instant only and hands the
   planning state (``prewarm.planner``) each model's expected request rate over
-  the forecast horizon (``horizon_rates``).
+  the windows ahead (``horizon_outlook``).
 * Decisions are the planning state's: a miss is loaded on demand, room made by
   evicting the lowest worth; whenever the loader would otherwise idle (a window
   starts, a load ends) the planning state's ``step`` is taken (the prefetch that
@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from prewarm.forecast.horizon import horizon_rates, horizon_span
+from prewarm.forecast.horizon import horizon_outlook
 from prewarm.forecast.model import ForecastParams, HeatForecaster
-from prewarm.planner import HALF_LIFE_S, Candidate, PlanningState
+from prewarm.planner import HALF_LIFE_S, Candidate, Outlook, PlanningState
 from prewarm.sim.device import SimGPU
 from prewarm.sim.policies.base import ABSENT, INF, Policy
 from prewarm.sim.trace import Trace
@@ -42,11 +42,23 @@ from prewarm.sim.trace import Trace
 
 @dataclass
 class WindowForecast:
-    """What the plan at one window start knows: per model id, expected requests per second over the horizon."""
+    """What the plan at one window start knows: per model id, expected requests per second ahead (None: the
+    forecast had nothing ahead, so every model's rate is its decayed count)."""
 
     at: float
-    rates: dict[int, float]
-    horizon_s: float = float("inf")  # how far ahead the rates speak (from ``at``); inf: at their word
+    outlook: Outlook | None
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame, at: float, index: dict[str, int]) -> WindowForecast:
+        """The window at ``at`` from a forecasts frame, its models named by ``index`` (others dropped: the
+        replay has no size for a model its trace never asks for)."""
+        o = horizon_outlook(frame, at)
+        if o is None:
+            return cls(at, None)
+        rows = [k for k, m in enumerate(o.keys) if m in index]
+        if len(rows) < len(o.keys):
+            return cls(at, Outlook(o.edges, tuple(index[o.keys[k]] for k in rows), o.density[rows]))
+        return cls(at, Outlook(o.edges, tuple(index[m] for m in o.keys), o.density))
 
 
 @dataclass
@@ -82,10 +94,8 @@ class ForecastSchedule:
             if frame is None:
                 continue
             started = time.perf_counter()
-            rates = horizon_rates(frame, x)
+            self.windows.append(WindowForecast.of(frame, x, index))
             self.predict_seconds += time.perf_counter() - started
-            self.windows.append(WindowForecast(x, {index[m]: r for m, r in rates.items() if m in index},
-                                               horizon_span(frame, x)))
         self._done = True
         return self.windows
 
@@ -148,10 +158,8 @@ class RecordedSchedule(ForecastSchedule):
         for made, frame in self.recorded.groupby("made_at", sort=True):
             at = float(made)  # type: ignore[arg-type]  # load_forecasts: float seconds
             started = time.perf_counter()
-            rates = horizon_rates(frame, at)
+            self.windows.append(WindowForecast.of(frame, at, index))
             self.predict_seconds += time.perf_counter() - started
-            self.windows.append(WindowForecast(at, {index[m]: r for m, r in rates.items() if m in index},
-                                               horizon_span(frame, at)))
         self._done = True
         return self.windows
 
@@ -218,7 +226,8 @@ class ForecastPolicy(Policy):
     def advance(self, x: float) -> None:
         windows = self.windows
         while self.k < len(windows) and windows[self.k].at <= x:
-            self.state.set_forecast(windows[self.k].rates, windows[self.k].horizon_s)
+            outlook = windows[self.k].outlook
+            self.state.set_forecast(outlook if outlook is not None else {})
             self.k += 1
         resident = self._candidates(x)
         gone = self.state.expendable(resident, x)

@@ -16,6 +16,9 @@ the tables is the best, per cell, of several clairvoyant strategies, each a
   the next 10 minutes, hour and six hours instead (the plan's two windows, the
   forecast horizon, the decayed count's half-life: the scales the online
   planner reads demand at, so a rule of each is there to hold it to).
+  ``gd-keep`` counts them over the cache's own characteristic time (the mean
+  idle age of the models it evicted, ``prewarm.planner.KeepTime``), the scale
+  the planner reads its outlook at; before any eviction Belady alone.
 * ``frequency``: evict the model with the fewest requests left in the trace
   (LFU with the future's counts); Belady among equals. ``popularity``: the
   fewest requests over the whole trace, past and future (a static ranking). When the loader is
@@ -44,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from prewarm.planner import needed
+from prewarm.planner import KeepTime, needed
 from prewarm.sim.device import SimGPU
 from prewarm.sim.policies.base import INF, Policy
 from prewarm.sim.trace import Trace
@@ -64,7 +67,7 @@ def next_request_times(ts: np.ndarray, mid: np.ndarray) -> np.ndarray:
 
 
 GD_WINDOWS_S = {"gd-10m": 600.0, "gd-1h": 3600.0, "gd-6h": 21600.0}
-ORACLE_RULES = ("cost", "belady", "gd", "frequency", "popularity", *GD_WINDOWS_S)
+ORACLE_RULES = ("cost", "belady", "belady-size", "gd", "frequency", "popularity", *GD_WINDOWS_S, "gd-keep")
 
 
 class OraclePolicy(Policy):
@@ -98,6 +101,8 @@ class OraclePolicy(Policy):
         order = np.lexsort((trace.ts, trace.mid))
         self.keys = trace.mid[order] * self.key_range + (trace.ts[order] - self.t0)
         self.load_np = np.asarray(gpu.load_seconds, dtype=np.float64)
+        self.last = [float("-inf")] * n  # each model's latest request, for its idle age when evicted
+        self.keep = KeepTime()
 
     def on_load(self, m: int, start: float, ready: float, demand: bool) -> None:
         self.resident[m] = True
@@ -108,6 +113,7 @@ class OraclePolicy(Policy):
         self.resident[m] = False
 
     def touch(self, i: int, m: int, t: float, hit: bool) -> None:
+        self.last[m] = t
         nu = self.nxt[i]
         self.next_use[m] = nu
         if not hit or nu > self.blocked_at:
@@ -135,9 +141,24 @@ class OraclePolicy(Policy):
             return None
         if self.rule == "belady":
             return int(idx[np.argmax(self.next_use[idx])])
+        if self.rule == "belady-size":
+            span = (self.next_use[idx] - t) * self.sizes_np[idx] / np.maximum(self.load_np[idx], 1e-9)
+            return int(idx[np.argmax(span)])
         gpu = self.gpu
         ls = self.load_np
         base = idx * self.key_range - self.t0
+        if self.rule == "gd-keep":  # the keep time, then doublings of it at half the weight, as ``cost`` does
+            window = self.keep.value()
+            before = np.searchsorted(self.keys, base + t, side="left")
+            left = np.zeros(idx.size)
+            for j in range(COST_DOUBLINGS):
+                upto = np.searchsorted(self.keys, np.minimum(base + t + 2**j * window, base + self.key_range),
+                                       side="left")
+                left += (upto - before) * 0.5**j
+                before = upto
+            left *= ls[idx] / np.maximum(self.sizes_np[idx], 1)
+            fewest = idx[left == left.min()]
+            return int(fewest[np.argmax(self.next_use[fewest])])
         if self.rule in ("frequency", "popularity") or self.rule in GD_WINDOWS_S:
             reach = np.minimum(base + t + GD_WINDOWS_S.get(self.rule, INF), base + self.key_range)
             since = base + (self.t0 if self.rule == "popularity" else t)
@@ -187,6 +208,8 @@ class OraclePolicy(Policy):
     def _evict_needed(self, chosen: list[int], need: int, t: float) -> None:
         """Evict ``chosen`` (in the order they were picked) but for those the others already free ``need`` without."""
         for v in needed(chosen, self.gpu.sizes.__getitem__, need):
+            if self.last[v] > float("-inf"):
+                self.keep.add(t - self.last[v], t)
             self.evict(v, t)
 
     def advance(self, x: float) -> None:
@@ -212,11 +235,24 @@ class OraclePolicy(Policy):
                 return
             chosen: list[int] = []
             freed = 0
-            for v in later[np.argsort(-self.next_use[later], kind="stable")].tolist():
-                if freed >= short:
-                    break
-                chosen.append(v)
-                freed += gpu.sizes[v]
+            if self.rule == "gd-keep":  # among those, its own eviction order, as the planner makes room
+                held = self.resident.copy()
+                self.resident[:] = False
+                self.resident[later] = True
+                while freed < short:
+                    v = self.victim(c, x)
+                    if v is None:
+                        break
+                    chosen.append(v)
+                    self.resident[v] = False
+                    freed += gpu.sizes[v]
+                self.resident[:] = held
+            else:
+                for v in later[np.argsort(-self.next_use[later], kind="stable")].tolist():
+                    if freed >= short:
+                        break
+                    chosen.append(v)
+                    freed += gpu.sizes[v]
             self._evict_needed(chosen, short, x)
         self.prefetches += 1
         gpu.enqueue(c, x)
