@@ -111,6 +111,22 @@ def test_too_little_data_skips_the_combiner_but_still_predicts() -> None:
     assert len(out) == 3 and out["expected_requests"].iloc[0] > 0
 
 
+def test_a_short_history_trains_the_combiner_on_its_later_half() -> None:
+    """Eight hours (no "same window yesterday" anywhere): the combiner still learns how far to follow the last
+    windows, so of two models with the same 280 requests, the one silent for the last hour is forecast lower."""
+    rng = np.random.default_rng(0)
+    hour = 3600.0
+    stopped = EPOCH_START + np.sort(rng.uniform(0, 7 * hour, 280))
+    steady = EPOCH_START + np.sort(rng.uniform(0, 8 * hour, 280))
+    ev = pd.DataFrame({"ts": np.concatenate([stopped, steady]), "model": ["stopped:1b"] * 280 + ["steady:1b"] * 280,
+                       "user": "u"}).sort_values("ts").reset_index(drop=True)
+    end = EPOCH_START + 8 * hour
+    f = HeatForecaster.fit(ev, end, ForecastParams())
+    assert f.combiner is not None and f.fit_report["combiner_rows"] > 0
+    out = f.predict(ev, end, 1).set_index("model")["expected_requests"]
+    assert out["stopped:1b"] < out["steady:1b"]
+
+
 def test_predict_shape_alignment_and_ranges(events, fitted) -> None:
     now = EPOCH_START + 3 * DAY + 1234.0
     out = fitted.predict(events, now, 12)

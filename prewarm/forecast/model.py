@@ -93,7 +93,7 @@ class ForecastParams:
     horizon: int = 12  # windows ahead the combiner is trained for (the planner's horizon)
     history_days: float = 28.0  # older events are ignored
     combiner_days: float = 3.0  # the combiner learns from this many recent days
-    min_combiner_days: float = 2.0  # with less history before them, the combiner is skipped
+    min_combiner_days: float = 2.0  # with less history before them, the combiner learns from the later half
     path_days: float = 2.0  # ARMA path precomputed this far past the fit (beyond it: seasonal terms only)
     user_half_life_days: float = 7.0
     hgb_max_iter: int = 120
@@ -208,7 +208,12 @@ class HeatForecaster:
         warm = previous.seasonal.arma_params if previous is not None else None
         path_len = int(round(params.path_days * per_day)) + params.horizon
         calib = int(round(params.combiner_days * per_day))
-        use_combiner = T - calib >= params.min_combiner_days * per_day
+        # A short history (a new service, an 8-hour trace) still teaches how far to trust the last windows
+        # against the level: the combiner learns from its later half, the seasonal fit has the earlier; under
+        # two horizons of targets it could not see every lead time more than once, and it is skipped.
+        if T - calib < params.min_combiner_days * per_day:
+            calib = T // 2
+        use_combiner = calib >= 2 * params.horizon
 
         def step(stage: str) -> Callable[[int, int], None] | None:
             return (lambda d, t: progress(stage, d, t)) if progress else None
@@ -234,24 +239,28 @@ class HeatForecaster:
                                           params.user_half_life_days)
             X, y = _training_rows(C, first, split, E, fit_a, users_a, events, params)
             X = without(X, params.without)
+            X[:, np.isnan(X).all(axis=0)] = 0.0  # no "yesterday" yet (under a day of history): nothing to learn
             lap("features_s")
-            if progress:
-                progress("combiner", 0, 1)
-            with one_thread():
-                Xr, scale = to_rate_space(X)
-                combiner = _hgb(params).fit(Xr, y / scale, sample_weight=scale)
-                mu = combiner.predict(Xr) * scale
-                if ablation:
-                    Xa, _ = to_rate_space(X, ABLATION_FEATURES)
-                    ablation_model = _hgb(params, ABLATION_FEATURES).fit(Xa, y / scale, sample_weight=scale)
-            dispersion = fit_dispersion(mu, y)
-            lap("combiner_s")
-            if progress:
-                progress("combiner", 1, 1)
+            if y.sum() > 0:  # Poisson loss needs something to count
+                if progress:
+                    progress("combiner", 0, 1)
+                with one_thread():
+                    Xr, scale = to_rate_space(X)
+                    combiner = _hgb(params).fit(Xr, y / scale, sample_weight=scale)
+                    mu = combiner.predict(Xr) * scale
+                    if ablation:
+                        Xa, _ = to_rate_space(X, ABLATION_FEATURES)
+                        ablation_model = _hgb(params, ABLATION_FEATURES).fit(Xa, y / scale, sample_weight=scale)
+                dispersion = fit_dispersion(mu, y)
+                lap("combiner_s")
+                if progress:
+                    progress("combiner", 1, 1)
+                report["combiner_rows"] = int(len(y))
+            else:
+                report["combiner"] = "skipped: no requests in the windows it would learn from"
             warm = {**(warm or {}), **fit_a.arma_params}
-            report["combiner_rows"] = int(len(y))
         else:
-            report["combiner"] = f"skipped: under {params.min_combiner_days + params.combiner_days:g} days of data"
+            report["combiner"] = f"skipped: under {2 * params.horizon} windows of data to learn from"
         fit_b = fit_seasonal(C, models, first, w, params.seasonal, path_len, warm, executor, step("seasonal"))
         lap("seasonal_s")
         users_b = build_user_features(events, models, E * w, w, params.user_half_life_days)
