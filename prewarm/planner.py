@@ -239,8 +239,11 @@ class PlanningState:
             del self._score[k]
         return gone
 
-    def set_forecast(self, outlook: Outlook | Mapping[Any, float]) -> None:
-        """The forecaster's latest word (an ``Outlook``; plain rates are held at their word, for all time)."""
+    def set_forecast(self, outlook: Outlook | Mapping[Any, float] | None) -> None:
+        """The forecaster's latest word (an ``Outlook``; plain rates are held at their word, for all time; None:
+        nothing ahead, every model's rate is its decayed count)."""
+        if outlook is None:
+            outlook = {}
         if not isinstance(outlook, Outlook):
             outlook = Outlook.flat(outlook)
         self._outlook = outlook

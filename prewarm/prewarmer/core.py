@@ -445,7 +445,7 @@ class Prewarmer:
         """The forecaster's expected requests ahead become the planning state's outlook (nothing ahead: no
         forecast, every model's rate its decayed count)."""
         outlook = horizon_outlook(forecasts, now)
-        self.state.set_forecast(canonical_outlook(outlook, self.canonical) if outlook is not None else {})
+        self.state.set_forecast(None if outlook is None else canonical_outlook(outlook, self.canonical))
 
     def fill_soon(self) -> None:
         """Start a fill in the background unless one is running (a fill is a favour: a request never waits)."""

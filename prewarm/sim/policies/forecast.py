@@ -56,9 +56,7 @@ class WindowForecast:
         if o is None:
             return cls(at, None)
         rows = [k for k, m in enumerate(o.keys) if m in index]
-        if len(rows) < len(o.keys):
-            return cls(at, Outlook(o.edges, tuple(index[o.keys[k]] for k in rows), o.density[rows]))
-        return cls(at, Outlook(o.edges, tuple(index[m] for m in o.keys), o.density))
+        return cls(at, Outlook(o.edges, tuple(index[o.keys[k]] for k in rows), o.density[rows]))
 
 
 @dataclass
@@ -226,8 +224,7 @@ class ForecastPolicy(Policy):
     def advance(self, x: float) -> None:
         windows = self.windows
         while self.k < len(windows) and windows[self.k].at <= x:
-            outlook = windows[self.k].outlook
-            self.state.set_forecast(outlook if outlook is not None else {})
+            self.state.set_forecast(windows[self.k].outlook)
             self.k += 1
         resident = self._candidates(x)
         gone = self.state.expendable(resident, x)

@@ -9,6 +9,9 @@ the tables is the best, per cell, of several clairvoyant strategies, each a
   requests (see ``victim``); Belady's rule among equals.
 * ``belady``: evict the model needed farthest in the future (Belady's MIN; a
   model never asked for again first).
+  ``belady-size``: the largest seconds to the next request x bytes / load
+  seconds (Belady for objects of different sizes and costs: the eviction that
+  frees the most byte-seconds per second of reloading).
 * ``gd``: greedy-dual with the true future frequencies: evict the lowest
   ``future requests x load seconds / bytes`` (the requests ``cost`` counts, per
   byte the eviction frees, each weighted by what reloading it costs); Belady
@@ -34,8 +37,10 @@ every policy to it on random traces. Shared by every rule:
 * Eviction: by the rule above.
 * Prefetch: whenever the loader is idle, the non-resident model needed soonest is
   loaded, if it fits, or if Belady allows making room for it (evicting only
-  models needed later than it). The loader is then busy for that load; the next
-  prefetch is considered when it is idle again.
+  models needed later than it: the farthest-needed first, or for ``gd-keep`` in
+  its own eviction order, as the planner makes room for a prefetch by its).
+  The loader is then busy for that load; the next prefetch is considered when
+  it is idle again.
 
 Knowing the future is all it has over the others: it runs on the same simulated
 GPU, with the same single loader and the same budget.
