@@ -53,8 +53,6 @@ def canonical_outlook(outlook: Outlook, canonical: Callable[[str], str]) -> Outl
     """``outlook`` under canonical names: names that are one model ("llama3", "llama3:latest" in an old log)
     are one model's demand, so their densities add up instead of the last one read overwriting the others."""
     codes, names = pd.factorize(np.asarray([canonical(str(k)) for k in outlook.keys], dtype=object))
-    if len(names) == len(outlook.keys):
-        return Outlook(outlook.edges, tuple(str(n) for n in names), outlook.density)
     density = np.zeros((len(names), outlook.density.shape[1]))
     np.add.at(density, codes, outlook.density)
     return Outlook(outlook.edges, tuple(str(n) for n in names), density)

@@ -161,9 +161,7 @@ class OraclePolicy(Policy):
                                        side="left")
                 left += (upto - before) * 0.5**j
                 before = upto
-            left *= ls[idx] / np.maximum(self.sizes_np[idx], 1)
-            fewest = idx[left == left.min()]
-            return int(fewest[np.argmax(self.next_use[fewest])])
+            return self._fewest(idx, left * ls[idx] / np.maximum(self.sizes_np[idx], 1))
         if self.rule in ("frequency", "popularity") or self.rule in GD_WINDOWS_S:
             reach = np.minimum(base + t + GD_WINDOWS_S.get(self.rule, INF), base + self.key_range)
             since = base + (self.t0 if self.rule == "popularity" else t)
@@ -171,8 +169,7 @@ class OraclePolicy(Policy):
                     - np.searchsorted(self.keys, since, side="left")).astype(np.float64)
             if self.rule != "frequency":
                 left *= ls[idx] / np.maximum(self.sizes_np[idx], 1)
-            fewest = idx[left == left.min()]
-            return int(fewest[np.argmax(self.next_use[fewest])])
+            return self._fewest(idx, left)
         backlog = ls[m] + (float(ls[list(gpu.queue)].sum()) if gpu.queue else 0.0)
         before = np.searchsorted(self.keys, base + t, side="left")
         cost = np.zeros(idx.size)
@@ -182,8 +179,12 @@ class OraclePolicy(Policy):
             before = upto
         if self.rule == "gd":
             cost = cost * ls[idx] / np.maximum(self.sizes_np[idx], 1)
-        cheapest = idx[cost == cost.min()]
-        return int(cheapest[np.argmax(self.next_use[cheapest])])
+        return self._fewest(idx, cost)
+
+    def _fewest(self, idx: np.ndarray, score: np.ndarray) -> int:
+        """The model of ``idx`` with the lowest ``score``; among equals Belady's (needed farthest)."""
+        low = idx[score == score.min()]
+        return int(low[np.argmax(self.next_use[low])])
 
     def make_room(self, m: int, t: float) -> bool:
         """Choose victims in ``victim`` order until ``m`` fits, then keep any the others already make room for.
@@ -196,19 +197,27 @@ class OraclePolicy(Policy):
         need = gpu.used + gpu.sizes[m] - gpu.budget
         if need <= 0:
             return True
+        chosen = self._pick(m, t, need)
+        if chosen is None:
+            return False
+        self._evict_needed(chosen, need, t)
+        return True
+
+    def _pick(self, m: int, t: float, need: int) -> list[int] | None:
+        """Victims among the resident mask, one at a time in ``victim`` order, until they free ``need`` bytes
+        (None if they cannot); the mask is left as it was."""
         chosen: list[int] = []
         freed = 0
         while freed < need:
             v = self.victim(m, t)
             if v is None:
                 self.resident[chosen] = True
-                return False
+                return None
             chosen.append(v)
-            self.resident[v] = False  # hidden from victim() while choosing; restored for those that stay
-            freed += gpu.sizes[v]
+            self.resident[v] = False  # hidden from victim() while choosing
+            freed += self.gpu.sizes[v]
         self.resident[chosen] = True
-        self._evict_needed(chosen, need, t)
-        return True
+        return chosen
 
     def _evict_needed(self, chosen: list[int], need: int, t: float) -> None:
         """Evict ``chosen`` (in the order they were picked) but for those the others already free ``need`` without."""
@@ -239,20 +248,14 @@ class OraclePolicy(Policy):
                 self.blocked_at = need_at
                 return
             chosen: list[int] = []
-            freed = 0
             if self.rule == "gd-keep":  # among those, its own eviction order, as the planner makes room
                 held = self.resident.copy()
                 self.resident[:] = False
                 self.resident[later] = True
-                while freed < short:
-                    v = self.victim(c, x)
-                    if v is None:
-                        break
-                    chosen.append(v)
-                    self.resident[v] = False
-                    freed += gpu.sizes[v]
+                chosen = self._pick(c, x, short) or []  # later's bytes cover short: never None
                 self.resident[:] = held
             else:
+                freed = 0
                 for v in later[np.argsort(-self.next_use[later], kind="stable")].tolist():
                     if freed >= short:
                         break
