@@ -26,6 +26,8 @@ from prewarm.forecast import (
     train_run,
 )
 from prewarm.forecast.backtest import backtest  # the package's name `backtest` is its module
+from prewarm.forecast.idle import IdleTimes, ages_at
+from prewarm.forecast.series import before
 from prewarm.workload import EPOCH_START, synth, write_trace
 
 DAY = 86400.0
@@ -125,6 +127,45 @@ def test_a_short_history_trains_the_combiner_on_its_later_half() -> None:
     assert f.combiner is not None and f.fit_report["combiner_rows"] > 0
     out = f.predict(ev, end, 1).set_index("model")["expected_requests"]
     assert out["stopped:1b"] < out["steady:1b"]
+
+
+def test_idle_times_give_where_the_next_request_falls() -> None:
+    """Worked by hand: gaps of exactly 600 s (four of them) and, for another model, of 1 s. The open gap counts as
+    one more, longer than all: S(x) = (4 (1 - F(x)) + 1) / 5."""
+    ev = pd.DataFrame({"ts": np.concatenate([np.arange(5) * 600.0, 10_000 + np.arange(5.0)]),
+                       "model": ["timer"] * 5 + ["burst"] * 5, "user": None}).sort_values("ts")
+    idle = IdleTimes.from_events(ev, ["timer", "burst", "never"])
+    assert list(idle.counts) == [4, 4, 0] and idle.last[0] == 2400 and idle.last[2] == -np.inf
+    rows = np.array([0, 0, 1, 2])
+    age = np.array([550.0, 550.0, 1200.0, np.nan])
+    p = idle.next_within(rows, age, np.array([0.0, 300.0, 0.0, 0.0]), np.array([300.0, 600.0, 300.0, 300.0]))
+    # the timer, idle 550 s: S(550) = 1, S(850) = 1/5, so 4/5 in the next 300 s and none in the 300 after
+    # the burst model, idle past every gap it ever had: S is 1/5 throughout, so nothing said; never seen: 0
+    assert p == pytest.approx([0.8, 0.0, 0.0, 0.0])
+    assert ages_at(ev, ["timer", "never"], np.array([[0.0, 700.0], [5.0, 6.0]]))[0, 1] == 100.0
+    assert np.isnan(ages_at(ev, ["timer", "never"], np.array([[0.0, 700.0], [5.0, 6.0]]))).sum() == 3
+
+
+def test_a_timer_is_forecast_where_its_period_puts_the_next_call() -> None:
+    """A function called every 600 s: at a window start 583 s after its last call, its next one is 17 s away
+    (window 0); 283 s after it, 317 s away (window 1). The lag counts read the same at both; idle age does not."""
+    hour = 3600.0
+    rng = np.random.default_rng(1)
+    ts, names = [EPOCH_START + 17.0 + np.arange(0, 8 * hour, 600.0)], ["timer:1b"]
+    for i in range(20):  # more timers at other phases, and steady models, for the combiner to learn from
+        ts += [EPOCH_START + rng.uniform(0, 600) + np.arange(0, 8 * hour, 600.0),
+               EPOCH_START + np.sort(rng.uniform(0, 8 * hour, 200))]
+        names += [f"t{i}:1b", f"o{i}:1b"]
+    ev = pd.DataFrame({"ts": np.concatenate(ts), "model": np.repeat(names, [len(t) for t in ts]),
+                       "user": "u"}).sort_values("ts").reset_index(drop=True)
+    end = EPOCH_START + 8 * hour
+    f = HeatForecaster.fit(ev, end, ForecastParams())
+    assert f.combiner is not None
+    late = EPOCH_START + 7 * hour  # last call at 7 h - 583 s
+    early = late + 300.0  # last call 283 s ago
+    due = f.predict(before(ev, late), late, 2).query("model == 'timer:1b'")["expected_requests"].to_numpy()
+    not_yet = f.predict(before(ev, early), early, 2).query("model == 'timer:1b'")["expected_requests"].to_numpy()
+    assert due[0] > due[1] and not_yet[0] < not_yet[1] and due[0] > not_yet[0]
 
 
 def test_predict_shape_alignment_and_ranges(events, fitted) -> None:

@@ -32,17 +32,18 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
 
+from prewarm.forecast.idle import IdleTimes, ages_at, last_requests
 from prewarm.forecast.seasonal import DAY_S, SeasonalConfig, SeasonalFit, fit_seasonal
 from prewarm.forecast.series import before, between, check_events, count_matrix
 from prewarm.forecast.threads import one_thread
 from prewarm.forecast.users import UserFeatures, build_user_features
 
 FEATURES = ("seasonal", "naive_day", "lag1", "lag3", "lag12", "user_recent", "user_expected",
-            "base_rate", "hour", "dow", "step")
+            "idle_next", "base_rate", "hour", "dow", "step")
 ABLATION_FEATURES = ("seasonal", "user_recent", "user_expected")
 # more demand in any input never lowers the forecast: keeps small or unusual inputs (a burst
 # bigger than any seen in training) from landing in an arbitrary leaf
-INCREASING = {"seasonal", "naive_day", "lag1", "lag3", "lag12", "user_recent", "user_expected"}
+INCREASING = {"seasonal", "naive_day", "lag1", "lag3", "lag12", "user_recent", "user_expected", "idle_next"}
 DEMAND = ("seasonal", "naive_day", "lag1", "lag3", "lag12", "user_recent", "user_expected")
 # Parts a forecaster can be fitted without (ForecastParams.without), for the replay's ablations: "users"
 # zeroes both user features; "seasonal" puts the model's level (its base rate) where the seasonal model's
@@ -171,12 +172,13 @@ def _window_sums(cs: np.ndarray, rows: np.ndarray, end: np.ndarray, k: int) -> n
 class HeatForecaster:
     """Per-model, per-window demand forecasts; see the module docstring for the why."""
 
-    def __init__(self, params: ForecastParams, seasonal: SeasonalFit, users: UserFeatures,
+    def __init__(self, params: ForecastParams, seasonal: SeasonalFit, users: UserFeatures, idle: IdleTimes,
                  combiner: HistGradientBoostingRegressor | None, dispersion: float,
                  fit_report: dict[str, Any], ablation: HistGradientBoostingRegressor | None = None) -> None:
         self.params = params
         self.seasonal = seasonal
         self.users = users
+        self.idle = idle
         self.combiner = combiner
         self.ablation = ablation
         self.dispersion = dispersion
@@ -237,7 +239,8 @@ class HeatForecaster:
             lap("seasonal_combiner_s")
             users_a = build_user_features(before(events, split * w), models, split * w, w,
                                           params.user_half_life_days)
-            X, y = _training_rows(C, first, split, E, fit_a, users_a, events, params)
+            idle_a = IdleTimes.from_events(before(events, split * w), models)
+            X, y = _training_rows(C, first, split, E, fit_a, users_a, idle_a, events, params)
             X = without(X, params.without)
             X[:, np.isnan(X).all(axis=0)] = 0.0  # no "yesterday" yet (under a day of history): nothing to learn
             lap("features_s")
@@ -265,6 +268,8 @@ class HeatForecaster:
         lap("seasonal_s")
         users_b = build_user_features(events, models, E * w, w, params.user_half_life_days)
         lap("users_s")
+        idle_b = IdleTimes.from_events(events, models)
+        lap("idle_s")
         methods = dict(zip(models, fit_b.methods, strict=False))
         counts = pd.Series(fit_b.methods).value_counts().to_dict() if models else {}
         report.update({
@@ -279,7 +284,7 @@ class HeatForecaster:
             "dispersion": dispersion if np.isfinite(dispersion) else "poisson",
             "timings": timings,
         })
-        return cls(params, fit_b, users_b, combiner, dispersion, report, ablation_model)
+        return cls(params, fit_b, users_b, idle_b, combiner, dispersion, report, ablation_model)
 
     # ------------------------------------------------------------- predicting
     def _design(self, events: pd.DataFrame, now_ts: float, horizon: int) -> _Design:
@@ -321,6 +326,17 @@ class HeatForecaster:
         base = np.empty(M)
         base[:K] = np.maximum(self.seasonal.coef[:, 0], 0.0)
         base[K:] = lag12[K:]
+        # idle age now: the last request since the fit ended (or since the lag span began, if earlier), else the
+        # fit's own last; unknown (NaN) when forecasting inside the fitted span for a model not seen since
+        start = min(float(self.fit_report.get("data_end", now_ts)), (n0 - LAGS) * w)
+        last = last_requests(between(events, start, now_ts), self.models)
+        last = np.where(np.isfinite(last), last, np.where(self.idle.last < start, self.idle.last, np.nan))
+        age = now_ts - last
+        ahead = (np.arange(H) + n0) * w - now_ts
+        idle_next = np.zeros((M, H))
+        idle_next[:K] = self.idle.next_within(
+            np.repeat(np.arange(K), H), np.repeat(age, H), np.tile(np.maximum(ahead, 0.0), K),
+            np.tile(ahead + w, K)).reshape(K, H)
         t_sec = (targets + 0.5) * w
         cols = {
             "seasonal": seasonal,
@@ -330,6 +346,7 @@ class HeatForecaster:
             "lag12": np.repeat(lag12[:, None], H, axis=1),
             "user_recent": np.repeat(user_recent[:, None], H, axis=1),
             "user_expected": user_expected,
+            "idle_next": idle_next,
             "base_rate": np.repeat(base[:, None], H, axis=1),
             "hour": np.broadcast_to(np.mod(t_sec, DAY_S) / 3600.0, (M, H)),
             "dow": np.broadcast_to(np.floor(np.mod(t_sec, 7 * DAY_S) / DAY_S), (M, H)),
@@ -391,7 +408,7 @@ class HeatForecaster:
         import statsmodels
 
         return {
-            "format": 1,
+            "format": 2,
             "params": self.params.to_dict(),
             "data_range": {"start": self.fit_report.get("data_start"), "end": self.fit_report.get("data_end")},
             "versions": {"python": platform.python_version(), "numpy": np.__version__, "pandas": pd.__version__,
@@ -425,6 +442,8 @@ class HeatForecaster:
             obj = pickle.load(fh)
         if not isinstance(obj, cls):
             raise ValueError(f"{file} does not hold a HeatForecaster")
+        if getattr(obj, "idle", None) is None:
+            raise ValueError(f"{file} was written by an older prewarm (format 1, no idle times); retrain")
         return obj
 
 
@@ -448,7 +467,7 @@ def _hgb(params: ForecastParams, features: tuple[str, ...] = FEATURES) -> HistGr
 
 
 def _training_rows(C: np.ndarray, first: int, split: int, E: int, fit_a: SeasonalFit, users_a: UserFeatures,
-                   events: pd.DataFrame, params: ForecastParams) -> tuple[np.ndarray, np.ndarray]:
+                   idle_a: IdleTimes, events: pd.DataFrame, params: ForecastParams) -> tuple[np.ndarray, np.ndarray]:
     """Combiner rows for target windows split..E-1, each issued a random 0..horizon-1 windows earlier.
 
     Every feature is computed exactly as predict() would have seen it at the issue
@@ -477,10 +496,14 @@ def _training_rows(C: np.ndarray, first: int, split: int, E: int, fit_a: Seasona
     seasonal = fit_a.at(targets)
     user_expected = users_a.expected_at(targets, w)
     base = np.broadcast_to(np.maximum(fit_a.coef[:, :1], 0.0), (M, Tc))
+    # issued at the start of its window, the target h windows ahead; gaps from before the split, ages from all
+    age = ages_at(events, fit_a.models, (first + issue_rel) * w)
+    idle_next = idle_a.next_within(rows.reshape(-1), age.reshape(-1), (h * w).reshape(-1),
+                                   ((h + 1) * w).reshape(-1)).reshape(M, Tc)
     t_sec = (targets + 0.5) * w
     cols = {
         "seasonal": seasonal, "naive_day": naive, "lag1": lag1, "lag3": lag3, "lag12": lag12,
-        "user_recent": user_recent, "user_expected": user_expected, "base_rate": base,
+        "user_recent": user_recent, "user_expected": user_expected, "idle_next": idle_next, "base_rate": base,
         "hour": np.broadcast_to(np.mod(t_sec, DAY_S) / 3600.0, (M, Tc)),
         "dow": np.broadcast_to(np.floor(np.mod(t_sec, 7 * DAY_S) / DAY_S), (M, Tc)),
         "step": h.astype(float),
