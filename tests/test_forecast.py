@@ -220,6 +220,15 @@ def test_save_load_round_trip(tmp_path, events, fitted) -> None:
     assert manifest["versions"]["statsmodels"]
 
 
+def test_an_artifact_from_before_idle_times_is_refused_in_one_line(tmp_path, fitted) -> None:
+    import copy
+    old = copy.copy(fitted)
+    del old.idle  # what a format-1 artifact unpickles to
+    old.save(tmp_path / "run0")
+    with pytest.raises(ValueError, match="older prewarm"):
+        HeatForecaster.load(tmp_path / "run0")
+
+
 def test_latest_pointer_and_keep_last_n(tmp_path, fitted) -> None:
     for i in range(5):
         fitted.save(tmp_path / f"2026010{i}T000000Z-aaaaaa")
