@@ -26,7 +26,7 @@ from prewarm.forecast import (
     train_run,
 )
 from prewarm.forecast.backtest import backtest  # the package's name `backtest` is its module
-from prewarm.forecast.idle import IdleTimes, ages_at
+from prewarm.forecast.idle import ModelTimes
 from prewarm.forecast.series import before
 from prewarm.workload import EPOCH_START, synth, write_trace
 
@@ -134,7 +134,7 @@ def test_idle_times_give_where_the_next_request_falls() -> None:
     one more, longer than all: S(x) = (4 (1 - F(x)) + 1) / 5."""
     ev = pd.DataFrame({"ts": np.concatenate([np.arange(5) * 600.0, 10_000 + np.arange(5.0)]),
                        "model": ["timer"] * 5 + ["burst"] * 5, "user": None}).sort_values("ts")
-    idle = IdleTimes.from_events(ev, ["timer", "burst", "never"])
+    idle = ModelTimes.of(ev, ["timer", "burst", "never"]).idle_times()
     assert list(idle.counts) == [4, 4, 0] and idle.last[0] == 2400 and idle.last[2] == -np.inf
     rows = np.array([0, 0, 1, 2])
     age = np.array([550.0, 550.0, 1200.0, np.nan])
@@ -142,8 +142,8 @@ def test_idle_times_give_where_the_next_request_falls() -> None:
     # the timer, idle 550 s: S(550) = 1, S(850) = 1/5, so 4/5 in the next 300 s and none in the 300 after
     # the burst model, idle past every gap it ever had: S is 1/5 throughout, so nothing said; never seen: 0
     assert p == pytest.approx([0.8, 0.0, 0.0, 0.0])
-    assert ages_at(ev, ["timer", "never"], np.array([[0.0, 700.0], [5.0, 6.0]]))[0, 1] == 100.0
-    assert np.isnan(ages_at(ev, ["timer", "never"], np.array([[0.0, 700.0], [5.0, 6.0]]))).sum() == 3
+    ages = ModelTimes.of(ev, ["timer", "never"]).ages_at(np.array([[0.0, 700.0], [5.0, 6.0]]))
+    assert ages[0, 1] == 100.0 and np.isnan(ages).sum() == 3
 
 
 def test_a_timer_is_forecast_where_its_period_puts_the_next_call() -> None:

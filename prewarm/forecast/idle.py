@@ -25,15 +25,58 @@ import pandas as pd
 LEVELS = np.linspace(0.0, 1.0, 101)
 
 
-def _grouped(events: pd.DataFrame, models: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Event times sorted by (model row, ts), and each row's slice bounds [starts, ends) into them."""
-    codes = pd.Index(models, dtype=object).get_indexer(pd.Index(events["model"], dtype=object))
-    ts = events["ts"].to_numpy(dtype=float)
-    keep = codes >= 0
-    codes, ts = codes[keep], ts[keep]
-    order = np.argsort(codes, kind="stable")  # the frame is sorted by ts, so each model's times stay sorted
-    bounds = np.searchsorted(codes[order], np.arange(len(models) + 1))
-    return ts[order], bounds[:-1], bounds[1:]
+def _slices(codes: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A stable order grouping ``codes`` (0..n-1) and each code's slice bounds into it (``bounds[c]:bounds[c + 1]``)."""
+    order = np.argsort(codes, kind="stable")
+    return order, np.searchsorted(codes[order], np.arange(n + 1))
+
+
+@dataclass
+class ModelTimes:
+    """Every model's request times, sorted, grouped once: a fit reads its idle times and ages from one grouping."""
+
+    ts: np.ndarray  # request times sorted by (model row, time)
+    bounds: np.ndarray  # (M + 1,): model row m's times are ts[bounds[m]:bounds[m + 1]]
+
+    @classmethod
+    def of(cls, events: pd.DataFrame, models: list[str]) -> ModelTimes:
+        codes = pd.Index(models, dtype=object).get_indexer(pd.Index(events["model"], dtype=object))
+        ts = events["ts"].to_numpy(dtype=float)
+        keep = codes >= 0
+        order, bounds = _slices(codes[keep], len(models))  # stable: each model's times stay sorted
+        return cls(ts[keep][order], bounds)
+
+    def _times(self, m: int, before: float) -> np.ndarray:
+        t = self.ts[self.bounds[m]:self.bounds[m + 1]]
+        return t[:np.searchsorted(t, before, side="left")]
+
+    def idle_times(self, before: float = np.inf) -> IdleTimes:
+        """The idle-time distribution of the requests strictly before ``before``."""
+        M = len(self.bounds) - 1
+        q = np.zeros((M, len(LEVELS)))
+        n = np.zeros(M)
+        last = np.full(M, -np.inf)
+        for m in range(M):
+            t = self._times(m, before)
+            if len(t):
+                last[m] = t[-1]
+            if len(t) > 1:
+                q[m] = np.quantile(np.diff(t), LEVELS)
+                n[m] = len(t) - 1
+        return IdleTimes(q, n, last)
+
+    def ages_at(self, issue: np.ndarray) -> np.ndarray:
+        """(M, N) seconds since each model's last request strictly before ``issue[m, j]``; NaN where there is none."""
+        issue = np.asarray(issue, dtype=float)
+        out = np.full(issue.shape, np.nan)
+        for m in range(len(self.bounds) - 1):
+            t = self.ts[self.bounds[m]:self.bounds[m + 1]]
+            if not len(t):
+                continue
+            k = np.searchsorted(t, issue[m], side="left") - 1
+            ok = k >= 0
+            out[m, ok] = issue[m, ok] - t[k[ok]]
+        return out
 
 
 @dataclass
@@ -44,38 +87,12 @@ class IdleTimes:
     counts: np.ndarray  # (M,) gaps observed
     last: np.ndarray  # (M,) time of the last request seen; -inf for none
 
-    @classmethod
-    def from_events(cls, events: pd.DataFrame, models: list[str]) -> IdleTimes:
-        ts, starts, ends = _grouped(events, models)
-        M = len(models)
-        q = np.zeros((M, len(LEVELS)))
-        n = np.maximum(ends - starts - 1, 0)
-        last = np.full(M, -np.inf)
-        for m in range(M):
-            t = ts[starts[m]:ends[m]]
-            if len(t):
-                last[m] = t[-1]
-            if len(t) > 1:
-                q[m] = np.quantile(np.diff(t), LEVELS)
-        return cls(q, n.astype(float), last)
-
-    def survival(self, rows: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """P(a gap of model ``rows[i]`` exceeds ``x[i]`` seconds), counting the open gap as one longer than all."""
-        x = np.asarray(x, dtype=float)
-        F = np.zeros(len(x))
-        order = np.argsort(rows, kind="stable")
-        bounds = np.searchsorted(rows[order], np.arange(len(self.counts) + 1))
-        for m in np.unique(rows):
-            idx = order[bounds[m]:bounds[m + 1]]
-            if self.counts[m] > 0:
-                F[idx] = np.interp(x[idx], self.quantiles[m], LEVELS)
-        n = self.counts[rows]
-        return np.asarray((n * (1.0 - F) + 1.0) / (n + 1.0), dtype=float)
-
     def next_within(self, rows: np.ndarray, age: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
         """P(the next request of ``rows[i]`` comes ``start[i]``..``end[i]`` seconds from now | idle ``age[i]`` s).
 
-        0 where the model has never been seen (``age`` NaN) or never paused (no gap to learn from).
+        (S(age + start) - S(age + end)) / S(age), S(x) the share of gaps longer than x with the open gap counted
+        as one longer than all: (n (1 - F(x)) + 1) / (n + 1). 0 where the model has never been seen (``age``
+        NaN) or never paused (no gap to learn from).
         """
         rows = np.asarray(rows, dtype=np.int64)
         age = np.asarray(age, dtype=float)
@@ -84,26 +101,16 @@ class IdleTimes:
         if not seen.any():
             return out
         r, a = rows[seen], age[seen]
-        here = self.survival(r, a)
-        lo = self.survival(r, a + np.asarray(start, dtype=float)[seen])
-        hi = self.survival(r, a + np.asarray(end, dtype=float)[seen])
-        out[seen] = np.clip((lo - hi) / here, 0.0, 1.0)
+        x = np.stack([a, a + np.asarray(start, dtype=float)[seen], a + np.asarray(end, dtype=float)[seen]])
+        F = np.zeros_like(x)
+        order, bounds = _slices(r, len(self.counts))
+        for m in np.unique(r):
+            idx = order[bounds[m]:bounds[m + 1]]
+            F[:, idx] = np.interp(x[:, idx], self.quantiles[m], LEVELS)
+        n = self.counts[r]
+        S = (n * (1.0 - F) + 1.0) / (n + 1.0)
+        out[seen] = np.clip((S[1] - S[2]) / S[0], 0.0, 1.0)
         return out
-
-
-def ages_at(events: pd.DataFrame, models: list[str], issue: np.ndarray) -> np.ndarray:
-    """(M, N) seconds since each model's last request strictly before ``issue[m, j]``; NaN where there is none."""
-    ts, starts, ends = _grouped(events, models)
-    issue = np.asarray(issue, dtype=float)
-    out = np.full(issue.shape, np.nan)
-    for m in range(len(models)):
-        t = ts[starts[m]:ends[m]]
-        if not len(t):
-            continue
-        k = np.searchsorted(t, issue[m], side="left") - 1
-        ok = k >= 0
-        out[m, ok] = issue[m, ok] - t[k[ok]]
-    return out
 
 
 def last_requests(events: pd.DataFrame, models: list[str]) -> np.ndarray:

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
 
-from prewarm.forecast.idle import IdleTimes, ages_at, last_requests
+from prewarm.forecast.idle import IdleTimes, ModelTimes, last_requests
 from prewarm.forecast.seasonal import DAY_S, SeasonalConfig, SeasonalFit, fit_seasonal
 from prewarm.forecast.series import before, between, check_events, count_matrix
 from prewarm.forecast.threads import one_thread
@@ -220,6 +220,7 @@ class HeatForecaster:
         def step(stage: str) -> Callable[[int, int], None] | None:
             return (lambda d, t: progress(stage, d, t)) if progress else None
 
+        times = ModelTimes.of(events, models)  # one grouping for both fits' idle times and the training ages
         combiner = ablation_model = None
         dispersion = float("inf")
         report: dict[str, Any] = {}
@@ -239,8 +240,7 @@ class HeatForecaster:
             lap("seasonal_combiner_s")
             users_a = build_user_features(before(events, split * w), models, split * w, w,
                                           params.user_half_life_days)
-            idle_a = IdleTimes.from_events(before(events, split * w), models)
-            X, y = _training_rows(C, first, split, E, fit_a, users_a, idle_a, events, params)
+            X, y = _training_rows(C, first, split, E, fit_a, users_a, times, split * w, events, params)
             X = without(X, params.without)
             X[:, np.isnan(X).all(axis=0)] = 0.0  # no "yesterday" yet (under a day of history): nothing to learn
             lap("features_s")
@@ -268,7 +268,7 @@ class HeatForecaster:
         lap("seasonal_s")
         users_b = build_user_features(events, models, E * w, w, params.user_half_life_days)
         lap("users_s")
-        idle_b = IdleTimes.from_events(events, models)
+        idle_b = times.idle_times()
         lap("idle_s")
         methods = dict(zip(models, fit_b.methods, strict=False))
         counts = pd.Series(fit_b.methods).value_counts().to_dict() if models else {}
@@ -467,7 +467,8 @@ def _hgb(params: ForecastParams, features: tuple[str, ...] = FEATURES) -> HistGr
 
 
 def _training_rows(C: np.ndarray, first: int, split: int, E: int, fit_a: SeasonalFit, users_a: UserFeatures,
-                   idle_a: IdleTimes, events: pd.DataFrame, params: ForecastParams) -> tuple[np.ndarray, np.ndarray]:
+                   times: ModelTimes, split_ts: float, events: pd.DataFrame, params: ForecastParams
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Combiner rows for target windows split..E-1, each issued a random 0..horizon-1 windows earlier.
 
     Every feature is computed exactly as predict() would have seen it at the issue
@@ -497,8 +498,8 @@ def _training_rows(C: np.ndarray, first: int, split: int, E: int, fit_a: Seasona
     user_expected = users_a.expected_at(targets, w)
     base = np.broadcast_to(np.maximum(fit_a.coef[:, :1], 0.0), (M, Tc))
     # issued at the start of its window, the target h windows ahead; gaps from before the split, ages from all
-    age = ages_at(events, fit_a.models, (first + issue_rel) * w)
-    idle_next = idle_a.next_within(rows.reshape(-1), age.reshape(-1), (h * w).reshape(-1),
+    age = times.ages_at((first + issue_rel) * w)
+    idle_next = times.idle_times(split_ts).next_within(rows.reshape(-1), age.reshape(-1), (h * w).reshape(-1),
                                    ((h + 1) * w).reshape(-1)).reshape(M, Tc)
     t_sec = (targets + 0.5) * w
     cols = {
