@@ -276,13 +276,9 @@ class PlanningState:
             return 0.0
         return _idle_capped(float(2.0 ** (s - t / self.half_life_s) * _LN2 / self.half_life_s), self._last[key], t)
 
-    def _ahead(self, t: float) -> tuple[list[float], float]:
-        """Per outlook row, its expected requests per second over the characteristic time from ``t``, and the
-        share of that time the outlook does not cover (the decayed count's share). Before any eviction (no
-        characteristic time yet) the rate at ``t`` itself."""
-        o = self._outlook
-        if o is None:
-            return [], 1.0
+    def _shares(self, o: Outlook, t: float) -> tuple[np.ndarray, float]:
+        """Each outlook interval's share of the characteristic time from ``t``, and the share the outlook does
+        not cover (the decayed count's). Before any eviction (no characteristic time yet) the instant ``t``."""
         edges, T = o.edges, self.keep_time()
         if T > _INSTANT:
             a, b = t, t + T
@@ -295,17 +291,17 @@ class PlanningState:
             if 0 <= i < len(share):
                 share[i] = 1.0
             rest = 0.0 if 0 <= i < len(share) else 1.0
-        return (o.density @ share).tolist(), rest
+        return share, rest
 
     def rate(self, key: Any, t: float) -> float:
         """Expected requests per second over the characteristic time from ``t``: the outlook's where it covers
         it, the decayed rate for the rest (module docstring); the decayed rate alone without a forecast."""
         row = self._row.get(key)
         recent = self.recent_rate(key, t)
-        if row is None:
+        if row is None or self._outlook is None:
             return recent
-        ahead, rest = self._ahead(t)
-        return ahead[row] + recent * rest
+        share, rest = self._shares(self._outlook, t)
+        return float(self._outlook.density[row] @ share) + recent * rest
 
     def worth(self, c: Candidate, t: float) -> float:
         """Seconds of waiting saved per GB-hour held (a zero-size model counts as one byte)."""
@@ -322,7 +318,11 @@ class PlanningState:
         most recently busy stay) for many candidates at one ``t``: ``rate`` and ``worth``'s arithmetic, with
         what does not depend on the candidate read once (a decision scans every model, and the replay decides
         at every load's end)."""
-        ahead, rest = self._ahead(t)
+        ahead: list[float] = []
+        rest = 1.0
+        if self._outlook is not None:
+            share, rest = self._shares(self._outlook, t)
+            ahead = (self._outlook.density @ share).tolist()
         rows, score, last, hl = self._row, self._score, self._last, self.half_life_s
         x = t / hl
 
